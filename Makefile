@@ -1,0 +1,30 @@
+# Quick start: `make demo` runs the main job, `make test` runs the test suite.
+# Both create ./.venv on first use (CPU PyTorch; see README for GPU installs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev,llm,chem,semantic]"
+	$(BIN)/pip install --quiet --no-deps molsets==0.3.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mara targets --rewards 0 0.9 1 --ref-probs 0.68 0.30 0.02 --beta 0.001 0.1 1 --tau 0.85 --plot runs/demo/targets.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_augment.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,231 @@
+"""MARA: Mode Anchored Reward Augmentation (GX-Chen et al., 2025, Algorithms 1 and 2).
+
+``mara_rewards`` is the single implementation every trainer in mara-rl calls. It is a pure
+transform of a batch of rewards, applied before advantages are computed:
+
+1. per group, the anchor ``z = argmax_{i: R_i >= tau} log pi_ref(y_i)``;
+2. reverse KL (Alg. 1): each good sample gets ``r_i = R(z) + beta * (log pi_ref(z) - log pi_ref(y_i))``;
+   forward KL (Alg. 2): each good sample gets ``r_i = R(z)`` and regulariser reference
+   log-prob ``log pi_ref(z)``;
+3. samples below ``tau`` keep ``R_i``; groups without a sample ``>= tau`` are left unchanged.
+
+For the reverse-KL objective this makes ``pi_ref(y) exp(r(y)/beta)`` constant over each group's
+good samples, so the optimal policy is uniform over them.
+
+NaN rewards are rejected with a ``ValueError``: a NaN can neither be compared with ``tau`` nor
+anchor a group, and silently passing it through would poison the advantages of its whole group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from mara_rl._checks import check_beta, check_ref_logprobs
+
+KLDirection = Literal["reverse", "forward"]
+
+
+@dataclass(frozen=True)
+class MaraResult:
+    """Output of :func:`mara_rewards`; arrays have the kind (numpy or torch, device) of the input.
+
+    Attributes:
+        rewards: augmented rewards ``r``, shape ``[n]``.
+        ref_logprobs: reference log-probs to use in the KL regulariser, shape ``[n]``. Equal to the
+            input for reverse KL; for forward KL (Alg. 2) good samples carry the anchor's.
+        anchor_index: ``[num_groups]`` sample index of each group's anchor, ``-1`` where the group
+            has no sample with ``R >= tau`` (or, for integer ids, no sample at all).
+        augmented: ``[n]`` bool mask of samples whose reward was replaced (``R_i >= tau`` in a group).
+        group_labels: ``[num_groups]`` group label of each ``anchor_index`` entry (numpy).
+        tau: ``[num_groups]`` threshold used in each group (numpy float64).
+        group_size: ``[num_groups]`` number of samples in each group (numpy int64).
+    """
+
+    rewards: Any
+    ref_logprobs: Any
+    anchor_index: Any
+    augmented: Any
+    group_labels: np.ndarray
+    tau: np.ndarray
+    group_size: np.ndarray
+
+    @property
+    def fraction_groups_augmented(self) -> float:
+        """Share of non-empty groups that had an anchor."""
+        anchors = _to_numpy(self.anchor_index)[0]
+        nonempty = self.group_size > 0
+        return float((anchors[nonempty] >= 0).mean())
+
+
+def _to_numpy(values: Any) -> tuple[np.ndarray, Any]:
+    """numpy view of ``values`` plus what is needed to give results back in the same kind."""
+    if type(values).__module__.startswith("torch"):
+        return values.detach().to("cpu").numpy(), (values.device, values.dtype)
+    return np.asarray(values), None
+
+
+def _like(array: np.ndarray, kind: Any, *, keep_dtype: bool = True) -> Any:
+    if kind is None:
+        return array
+    import torch
+
+    device, dtype = kind
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if keep_dtype and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.to(device)
+
+
+def _group_codes(group_ids: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int64 codes in ``[0, num_groups)`` and the label of each code."""
+    if group_ids is None:
+        return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    ids, _ = _to_numpy(group_ids)
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
+    if np.issubdtype(ids.dtype, np.integer):
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo >= 0 and hi < 2 * n + 1:
+            # Small non-negative ints are already codes: skip the O(n log n) unique.
+            return ids.astype(np.int64, copy=False), np.arange(hi + 1)
+    labels, codes = np.unique(ids, return_inverse=True)
+    return codes.reshape(n).astype(np.int64, copy=False), labels
+
+
+def _grouped_quantile(values: np.ndarray, codes: np.ndarray, num_groups: int, q: float) -> np.ndarray:
+    """Per-group quantile with linear interpolation (numpy's default method)."""
+    order = np.lexsort((values, codes))
+    sorted_values = values[order]
+    counts = np.bincount(codes, minlength=num_groups)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    position = q * np.maximum(counts - 1, 0)
+    lower = np.floor(position).astype(np.int64)
+    upper = np.minimum(lower + 1, np.maximum(counts - 1, 0))
+    frac = position - lower
+    out = np.full(num_groups, np.inf)
+    nonempty = counts > 0
+    lo_v = sorted_values[(starts + lower)[nonempty]]
+    hi_v = sorted_values[(starts + upper)[nonempty]]
+    out[nonempty] = lo_v + frac[nonempty] * (hi_v - lo_v)
+    return out
+
+
+def mara_rewards(
+    rewards: Any,
+    ref_logprobs: Any,
+    *,
+    beta: float,
+    tau: float | None = None,
+    tau_quantile: float | None = None,
+    group_ids: Any = None,
+    kl: KLDirection = "reverse",
+) -> MaraResult:
+    """Mode Anchored Reward Augmentation (Algorithm 1; Algorithm 2 for ``kl="forward"``).
+
+    Args:
+        rewards: ``[n]`` rewards ``R_i`` (numpy array or torch tensor on any device).
+        ref_logprobs: ``[n]`` sequence log-probs ``log pi_ref(y_i)`` (for LLMs ``log pi_ref(y|x)``).
+            ``-inf`` is allowed only for samples below ``tau``.
+        beta: the KL coefficient the trainer uses (> 0; MARA is inert at beta = 0).
+        tau: quality threshold; samples with ``R_i >= tau`` are "good".
+        tau_quantile: instead of ``tau``, the per-group quantile of the rewards in ``[0, 1]``
+            (e.g. 0.9 for the 90th percentile), linear interpolation.
+        group_ids: ``[n]`` group label per sample (one anchor per group, e.g. the prompt index).
+            Any ints or strings; groups need not be contiguous or of equal size. ``None``: one group.
+        kl: ``"reverse"`` (Alg. 1) or ``"forward"`` (Alg. 2).
+
+    Returns:
+        :class:`MaraResult` with augmented rewards and regulariser reference log-probs in the input's
+        kind, dtype and device.
+
+    Raises:
+        ValueError: on beta <= 0, both or neither of tau / tau_quantile, shape mismatch, NaN reward,
+            NaN or +inf ref log-prob, or -inf ref log-prob on a good sample.
+    """
+    beta = check_beta(beta)
+    if kl not in ("reverse", "forward"):
+        raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    if (tau is None) == (tau_quantile is None):
+        raise ValueError("give exactly one of tau (a reward threshold) and tau_quantile (a per-group quantile)")
+    if tau is not None:
+        try:
+            tau = float(tau)
+        except (TypeError, ValueError):
+            raise ValueError(f"tau must be a number, got {tau!r}") from None
+        if np.isnan(tau):
+            raise ValueError("tau must be a number, got NaN")
+    if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
+        raise ValueError(f"tau_quantile must lie in [0, 1], got {tau_quantile!r}")
+
+    reward_np, kind = _to_numpy(rewards)
+    ref_np, ref_kind = _to_numpy(ref_logprobs)
+    reward_np = np.asarray(reward_np, dtype=np.float64)
+    ref_np = np.asarray(ref_np, dtype=np.float64)
+    if reward_np.ndim != 1:
+        raise ValueError(f"rewards must be 1-D, got shape {reward_np.shape}")
+    if ref_np.shape != reward_np.shape:
+        raise ValueError(
+            f"ref_logprobs must have the same shape as rewards, got {ref_np.shape} and {reward_np.shape}"
+        )
+    if np.isnan(reward_np).any():
+        first = int(np.flatnonzero(np.isnan(reward_np))[0])
+        raise ValueError(f"rewards must not contain NaN (first at index {first}); drop or score those samples")
+    check_ref_logprobs(ref_np)
+    n = reward_np.shape[0]
+    codes, labels = _group_codes(group_ids, n)
+    num_groups = labels.shape[0]
+
+    if tau is not None:
+        group_tau = np.full(num_groups, float(tau))
+    else:
+        group_tau = _grouped_quantile(reward_np, codes, num_groups, float(tau_quantile))
+    good = reward_np >= group_tau[codes]
+    bad_ref = good & np.isneginf(ref_np)
+    if bad_ref.any():
+        first = int(np.flatnonzero(bad_ref)[0])
+        raise ValueError(
+            f"ref_logprobs is -inf at index {first}, a sample with reward >= tau: MARA needs a finite "
+            "reference log-prob for every good sample"
+        )
+
+    # Anchor: highest ref log-prob among good samples; ties go to the higher reward, then the
+    # lower index, so that equal (R, log pi_ref) pairs always give the same augmented values.
+    anchor_key = np.where(good, ref_np, -np.inf)
+    best_ref = np.full(num_groups, -np.inf)
+    np.maximum.at(best_ref, codes, anchor_key)
+    candidate = good & (anchor_key == best_ref[codes])
+    best_reward = np.full(num_groups, -np.inf)
+    np.maximum.at(best_reward, codes[candidate], reward_np[candidate])
+    candidate &= reward_np == best_reward[codes]
+    anchor = np.full(num_groups, n, dtype=np.int64)
+    candidate_index = np.flatnonzero(candidate)
+    np.minimum.at(anchor, codes[candidate_index], candidate_index)
+    has_anchor = anchor < n
+    anchor[~has_anchor] = -1
+
+    sample_anchor = anchor[codes]
+    safe_anchor = np.where(good, sample_anchor, 0)
+    anchor_reward = reward_np[safe_anchor]
+    anchor_ref = ref_np[safe_anchor]
+    if kl == "reverse":
+        new_rewards = np.where(good, anchor_reward + beta * (anchor_ref - np.where(good, ref_np, 0.0)), reward_np)
+        new_ref = ref_np
+    else:
+        new_rewards = np.where(good, anchor_reward, reward_np)
+        new_ref = np.where(good, anchor_ref, ref_np)
+    if not np.isfinite(new_rewards).all():
+        raise ValueError("augmented rewards overflowed; check the scale of rewards, ref_logprobs and beta")
+
+    return MaraResult(
+        rewards=_like(new_rewards, kind),
+        ref_logprobs=_like(new_ref, ref_kind) if kl == "forward" else ref_logprobs,
+        anchor_index=_like(anchor, kind, keep_dtype=False),
+        augmented=_like(good, kind, keep_dtype=False),
+        group_labels=labels,
+        tau=group_tau,
+        group_size=np.bincount(codes, minlength=num_groups),
+    )
