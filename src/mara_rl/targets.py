@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import logsumexp
 
 from mara_rl._checks import as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
 from mara_rl.augment import mara_rewards
@@ -31,23 +29,83 @@ from mara_rl.augment import mara_rewards
 KLDirection = Literal["reverse", "forward"]
 
 
-def _prepare(rewards, ref_logprobs) -> tuple[np.ndarray, np.ndarray]:
+class _Segments:
+    """Outcomes sorted by group so that per-group reductions are single ``reduceat`` calls."""
+
+    def __init__(self, group_ids, n: int):
+        if group_ids is None:
+            self.order = None
+            self.labels = None
+            self.starts = np.zeros(1, dtype=np.int64)
+            self.index = np.zeros(n, dtype=np.int64)
+            return
+        ids = np.asarray(group_ids)
+        if ids.shape != (n,):
+            raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
+        self.labels, codes = np.unique(ids, return_inverse=True)
+        codes = codes.reshape(n)
+        self.order = np.argsort(codes, kind="stable")
+        self.index = codes[self.order]
+        self.starts = np.flatnonzero(np.r_[True, self.index[1:] != self.index[:-1]])
+
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        return values if self.order is None else values[self.order]
+
+    def unsort(self, values: np.ndarray) -> np.ndarray:
+        if self.order is None:
+            return values
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(values, self.starts)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, self.starts)
+
+    def logsumexp(self, values: np.ndarray) -> np.ndarray:
+        """Per-group ``log sum exp``; ``-inf`` for a group whose values are all ``-inf``."""
+        peak = self.max(values)
+        shift = np.where(np.isfinite(peak), peak, 0.0)
+        with np.errstate(divide="ignore"):
+            return shift + np.log(self.sum(np.exp(values - shift[self.index])))
+
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        total = self.sum(values)
+        return values / total[self.index]
+
+
+def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, _Segments]:
+    """Validate, sort by group, and normalise the reference within each group."""
     rewards = as_vector(rewards, "rewards")
     ref_logprobs = as_vector(ref_logprobs, "ref_logprobs")
     check_same_shape(rewards, ref_logprobs, "rewards", "ref_logprobs")
     check_finite(rewards, "rewards", "reward")
     check_ref_logprobs(ref_logprobs)
-    if np.isneginf(ref_logprobs).all():
-        raise ValueError("ref_logprobs must give some outcome positive probability (all are -inf)")
-    return rewards, ref_logprobs - logsumexp(ref_logprobs)
+    segments = _Segments(group_ids, rewards.size)
+    rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
+    log_norm = segments.logsumexp(ref_logprobs)
+    if np.isneginf(log_norm).any():
+        where = "" if segments.labels is None else f" (group {segments.labels[np.isneginf(log_norm)][0]!r})"
+        raise ValueError(f"ref_logprobs must give some outcome positive probability; all are -inf{where}")
+    return rewards, ref_logprobs - log_norm[segments.index], segments
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    probs = np.exp(logits - logsumexp(logits))
-    return probs / probs.sum()
+def _softmax(logits: np.ndarray, segments: _Segments) -> np.ndarray:
+    probs = np.exp(logits - segments.logsumexp(logits)[segments.index])
+    return segments.normalize(probs)
 
 
-def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 0.0) -> np.ndarray:
+def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: _Segments) -> np.ndarray:
+    temperature = beta + eta
+    logits = np.where(
+        np.isneginf(ref_logprobs), -np.inf, (beta / temperature) * ref_logprobs + rewards / temperature
+    )
+    return _softmax(logits, segments)
+
+
+def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 0.0, *, group_ids=None) -> np.ndarray:
     """Optimum of ``E_pi[R] - beta KL(pi||pi_ref) + entropy_coef H(pi)`` (paper Eq. 4 / Sec. 3.1).
 
     ``G(y) ∝ pi_ref(y)^(beta/(beta+eta)) exp(R(y)/(beta+eta))`` with ``eta = entropy_coef``.
@@ -57,129 +115,140 @@ def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 
         ref_logprobs: ``[K]`` reference log-probs (``-inf`` allowed).
         beta: KL coefficient > 0.
         entropy_coef: entropy bonus ``eta >= 0``.
+        group_ids: ``[K]`` labels of independent problems (e.g. prompts); each is solved and
+            normalised on its own. ``None``: one problem.
 
     Returns:
-        ``[K]`` probabilities summing to 1.
+        ``[K]`` probabilities summing to 1 (within each group).
     """
-    rewards, ref_logprobs = _prepare(rewards, ref_logprobs)
+    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
     eta = check_nonnegative(entropy_coef, "entropy_coef")
-    temperature = beta + eta
-    logits = np.where(
-        np.isneginf(ref_logprobs), -np.inf, (beta / temperature) * ref_logprobs + rewards / temperature
-    )
-    return _softmax(logits)
+    return segments.unsort(_gibbs(rewards, ref_logprobs, beta, eta, segments))
 
 
-@dataclass(frozen=True)
-class ForwardSolution:
-    """Forward-KL optimum: ``probs`` and the Lagrange multiplier ``Lambda`` of the simplex constraint."""
-
-    probs: np.ndarray
-    multiplier: float
+_BISECTION_TOL = 1e-13  # on log(Lambda - max R): a relative error of 1e-13 in every probability
 
 
-def _forward_solve(rewards: np.ndarray, log_weights: np.ndarray, beta: float) -> ForwardSolution:
-    """Maximise ``sum_y pi(y) R(y) + beta sum_y w(y) log pi(y)`` over the simplex.
+def _forward_solve(
+    rewards: np.ndarray, log_weights: np.ndarray, beta: float, segments: _Segments
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximise ``sum_y pi(y) R(y) + beta sum_y w(y) log pi(y)`` over the simplex, per group.
 
     ``w = exp(log_weights)`` is the (not necessarily normalised) reference weight in the regulariser.
-    Stationarity: ``R(y) + beta w(y)/pi(y) = Lambda`` on the support of ``w``. Outcomes with
-    ``w = 0`` receive mass only when their reward equals ``Lambda`` (the best reward lies off the
-    reference support and the supported terms sum to less than 1); ties there share it equally.
+    Stationarity: ``R(y) + beta w(y)/pi(y) = Lambda`` on the support of ``w``, so with
+    ``t = Lambda - max_{w>0} R`` the mass is ``beta w / (t + gap)``, ``gap = max R - R >= 0``, and ``t``
+    solves ``sum beta w / (t + gap) = 1``. The log of that sum falls monotonically in ``log t`` and is
+    bracketed by ``[log(beta w_best), log(beta sum w)]`` (the best-reward term alone, and all gaps >= 0),
+    so a vectorised bisection over all groups finds it. Outcomes with ``w = 0`` receive mass only when
+    their reward equals ``Lambda`` (the best reward lies off the reference support and the supported
+    terms sum to less than 1 there); ties share it equally.
+
+    Returns:
+        sorted-order probabilities and the per-group multiplier ``Lambda``.
     """
-    on_support = ~np.isneginf(log_weights)
-    support_max = rewards[on_support].max()
-    gaps = support_max - rewards  # exact zeros at the supported maximum keep the root precise
-    log_beta_w = math.log(beta) + log_weights
+    on = ~np.isneginf(log_weights)
+    support_max = segments.max(np.where(on, rewards, -np.inf))
+    gaps = np.where(on, support_max[segments.index] - rewards, np.inf)
+    log_beta_w = np.where(on, math.log(beta) + log_weights, -np.inf)
 
-    def log_mass(t: float) -> float:
-        """log of ``sum_y beta w(y) / (t + gap_y)`` over the support, with ``t = Lambda - max R``."""
-        with np.errstate(divide="ignore"):
-            return float(logsumexp(log_beta_w[on_support] - np.log(t + gaps[on_support])))
+    def log_mass(t: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return segments.logsumexp(np.where(on, log_beta_w - np.log(t[segments.index] + gaps), -np.inf))
 
-    off_support = ~on_support
-    if off_support.any():
-        off_max = rewards[off_support].max()
-        if off_max > support_max:
-            t_off = off_max - support_max
-            if log_mass(t_off) < 0.0:
-                mass = np.zeros_like(rewards)
-                mass[on_support] = np.exp(log_beta_w[on_support] - np.log(t_off + gaps[on_support]))
-                winners = off_support & (rewards == off_max)
-                mass[winners] = (1.0 - mass.sum()) / winners.sum()
-                return ForwardSolution(mass / mass.sum(), float(off_max))
+    top = on & (gaps == 0.0)
+    lo = segments.logsumexp(np.where(top, log_beta_w, -np.inf))
+    hi = segments.logsumexp(log_beta_w)
+    for _ in range(200):
+        if (hi - lo).max() <= _BISECTION_TOL:
+            break
+        mid = 0.5 * (lo + hi)
+        above = log_mass(np.exp(mid)) > 0.0
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    t = np.exp(0.5 * (lo + hi))
 
-    # log_mass is decreasing in t; bracket [beta * w(best), beta * sum w] (both bounds follow
-    # from the best-reward term alone and from all gaps being >= 0).
-    top = on_support & (gaps == 0.0)
-    log_lo = float(logsumexp(log_beta_w[top]))
-    log_hi = float(logsumexp(log_beta_w[on_support]))
-    if log_hi - log_lo < 1e-15:
-        log_t = log_lo
-    else:
-        log_t = brentq(lambda u: log_mass(math.exp(u)), log_lo, log_hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
-    t = math.exp(log_t)
-    log_probs = np.full_like(rewards, -np.inf)
-    log_probs[on_support] = log_beta_w[on_support] - np.log(t + gaps[on_support])
-    probs = np.exp(log_probs)
-    total = probs.sum()
-    if not np.isfinite(total) or abs(total - 1.0) > 1e-6:
-        raise ValueError(f"forward-KL root finding did not converge (mass {total})")
-    return ForwardSolution(probs / total, float(support_max + t))
+    off_max = segments.max(np.where(on, -np.inf, rewards))
+    off_wins = off_max > support_max
+    if off_wins.any():
+        t_off = np.where(off_wins, off_max - support_max, 1.0)
+        off_wins &= log_mass(t_off) < 0.0
+        t = np.where(off_wins, t_off, t)
+
+    with np.errstate(divide="ignore"):
+        probs = np.exp(log_beta_w - np.log(t[segments.index] + gaps))
+    if off_wins.any():
+        winners = ~on & off_wins[segments.index] & (rewards == off_max[segments.index])
+        leftover = 1.0 - segments.sum(probs)
+        share = leftover / segments.sum(winners.astype(np.float64)).clip(min=1.0)
+        probs = np.where(winners, share[segments.index], probs)
+    total = segments.sum(probs)
+    if not np.all(np.abs(total - 1.0) < 1e-6):
+        raise ValueError(f"forward-KL root finding did not converge (group masses {total[np.abs(total - 1) >= 1e-6][:3]})")
+    return segments.normalize(probs), support_max + t
 
 
-def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: bool = False):
+def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: bool = False, group_ids=None):
     """Optimum of ``E_pi[R] - beta KL(pi_ref || pi)`` (paper Sec. 3.2).
 
     ``G_fwd(y) = beta pi_ref(y) / (Lambda - R(y))`` where ``Lambda`` is the unique root of
-    ``sum_y beta pi_ref(y) / (Lambda - R(y)) = 1`` on ``(max_{pi_ref>0} R, inf)``, found by a
-    bracketed root search in log-space. If the best reward lies where ``pi_ref = 0`` and the
-    supported terms sum to less than 1 at that reward, ``Lambda`` equals it and the remaining mass
-    sits on those off-support outcomes.
+    ``sum_y beta pi_ref(y) / (Lambda - R(y)) = 1`` on ``(max_{pi_ref>0} R, inf)``, found by bracketed
+    bisection in log-space. If the best reward lies where ``pi_ref = 0`` and the supported terms sum
+    to less than 1 at that reward, ``Lambda`` equals it and the remaining mass sits on those outcomes.
 
     Args:
         rewards: ``[K]`` finite rewards.
         ref_logprobs: ``[K]`` reference log-probs (``-inf`` allowed).
         beta: KL coefficient > 0.
         return_multiplier: also return ``Lambda``.
+        group_ids: ``[K]`` labels of independent problems, each solved on its own (see
+            :func:`reverse_kl_target`).
 
     Returns:
-        ``[K]`` probabilities, or ``(probs, Lambda)`` when ``return_multiplier``.
+        ``[K]`` probabilities, or ``(probs, Lambda)`` when ``return_multiplier``; ``Lambda`` is a float,
+        or with ``group_ids`` an array over the sorted unique group labels.
     """
-    rewards, ref_logprobs = _prepare(rewards, ref_logprobs)
-    solution = _forward_solve(rewards, ref_logprobs, check_beta(beta))
+    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
+    probs, multiplier = _forward_solve(rewards, ref_logprobs, check_beta(beta), segments)
+    probs = segments.unsort(probs)
     if return_multiplier:
-        return solution.probs, solution.multiplier
-    return solution.probs
+        return probs, (float(multiplier[0]) if group_ids is None else multiplier)
+    return probs
 
 
-def kl_target(rewards, ref_logprobs, beta: float, kl: KLDirection = "reverse") -> np.ndarray:
+def kl_target(rewards, ref_logprobs, beta: float, kl: KLDirection = "reverse", *, group_ids=None) -> np.ndarray:
     """The vanilla target for either KL direction (see the two functions above)."""
     if kl == "reverse":
-        return reverse_kl_target(rewards, ref_logprobs, beta)
+        return reverse_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
     if kl == "forward":
-        return forward_kl_target(rewards, ref_logprobs, beta)
+        return forward_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
     raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
 
 
-def mara_target(rewards, ref_logprobs, beta: float, tau: float, kl: KLDirection = "reverse") -> np.ndarray:
+def mara_target(
+    rewards, ref_logprobs, beta: float, tau: float, kl: KLDirection = "reverse", *, group_ids=None
+) -> np.ndarray:
     """The target MARA's augmented objective optimises (paper Sec. 5, Algorithms 1 and 2).
 
-    The whole outcome set is one group; the anchor is the most reference-likely outcome with
-    ``R >= tau``. Reverse KL: the Gibbs target of the augmented rewards, uniform over ``R >= tau``
-    and ``∝ pi_ref exp(R/beta)`` below. Forward KL: the forward target with both reward and
-    regulariser reference weight of good outcomes replaced by the anchor's.
-    If no outcome reaches ``tau`` this is the vanilla target.
+    Each group (default: the whole outcome set) has one anchor, its most reference-likely outcome
+    with ``R >= tau``. Reverse KL: the Gibbs target of the augmented rewards, uniform over
+    ``R >= tau`` and ``∝ pi_ref exp(R/beta)`` below. Forward KL: the forward target with both the
+    reward and the regulariser's reference weight of good outcomes replaced by the anchor's.
+    A group with no outcome ``>= tau`` keeps its vanilla target.
 
     Returns:
-        ``[K]`` probabilities summing to 1.
+        ``[K]`` probabilities summing to 1 (within each group).
     """
-    rewards, ref_logprobs = _prepare(rewards, ref_logprobs)
+    if kl not in ("reverse", "forward"):
+        raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
-    augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl=kl)
+    augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl=kl, group_ids=segments.index)
     if kl == "reverse":
-        return reverse_kl_target(augmented.rewards, ref_logprobs, beta)
-    return _forward_solve(augmented.rewards, augmented.ref_logprobs, beta).probs
+        probs = _gibbs(augmented.rewards, ref_logprobs, beta, 0.0, segments)
+    else:
+        probs, _ = _forward_solve(augmented.rewards, augmented.ref_logprobs, beta, segments)
+    return segments.unsort(probs)
 
 
 def log_ratio(reward_1, reward_2, ref_logprob_1, ref_logprob_2, beta: float, entropy_coef: float = 0.0):
