@@ -1,0 +1,224 @@
+"""Properties of the closed-form targets (mara_rl.targets)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mara_rl import targets as T
+
+SIZES = st.integers(2, 12)
+BETAS = st.floats(1e-6, 1e3)
+
+
+@st.composite
+def problems(draw, reward_scale=1e3, min_size=2):
+    """Random (rewards, ref_logprobs, beta): rewards up to |R| = 1e3, beta from 1e-6 to 1e3."""
+    k = draw(st.integers(min_size, 12))
+    rewards = draw(arrays(np.float64, k, elements=st.floats(-reward_scale, reward_scale)))
+    ref_logprobs = draw(arrays(np.float64, k, elements=st.floats(-50, 0)))
+    beta = draw(BETAS)
+    return rewards, ref_logprobs, beta
+
+
+def random_simplex_points(k: int, count: int, rng) -> np.ndarray:
+    return rng.dirichlet(np.full(k, 0.5), size=count)
+
+
+def objective_reverse(pi, rewards, ref_logprobs, beta, eta=0.0):
+    """J = E_pi[R] - beta KL(pi || pi_ref) + eta H(pi)."""
+    ref = np.exp(ref_logprobs - np.logaddexp.reduce(ref_logprobs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(pi > 0, pi * np.log(pi), 0.0)
+        kl = np.where(pi > 0, plogp - pi * np.log(ref), 0.0).sum(-1)
+    return (pi * rewards).sum(-1) - beta * kl - eta * plogp.sum(-1)
+
+
+def objective_forward(pi, rewards, ref_logprobs, beta):
+    """J = E_pi[R] - beta KL(pi_ref || pi), up to the constant sum pi_ref log pi_ref."""
+    ref = np.exp(ref_logprobs - np.logaddexp.reduce(ref_logprobs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = np.where(ref > 0, ref * np.log(pi), 0.0).sum(-1)
+    return (pi * rewards).sum(-1) + beta * cross
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_every_target_is_a_finite_distribution(problem):
+    rewards, ref_logprobs, beta = problem
+    tau = float(np.median(rewards))
+    for probs in (
+        T.reverse_kl_target(rewards, ref_logprobs, beta),
+        T.reverse_kl_target(rewards, ref_logprobs, beta, entropy_coef=0.3),
+        T.forward_kl_target(rewards, ref_logprobs, beta),
+        T.mara_target(rewards, ref_logprobs, beta, tau, kl="reverse"),
+        T.mara_target(rewards, ref_logprobs, beta, tau, kl="forward"),
+    ):
+        assert np.isfinite(probs).all()
+        assert (probs >= 0).all()
+        assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(reward_scale=5.0), st.floats(0.0, 2.0))
+def test_reverse_target_matches_log_ratio_identity(problem, eta):
+    rewards, ref_logprobs, beta = problem
+    beta = max(beta, 0.05)  # keep both probabilities representable
+    probs = T.reverse_kl_target(rewards, ref_logprobs, beta, entropy_coef=eta)
+    i, j = 0, 1
+    if probs[i] > 1e-250 and probs[j] > 1e-250:
+        expected = T.log_ratio(rewards[i], rewards[j], ref_logprobs[i], ref_logprobs[j], beta, entropy_coef=eta)
+        assert math.log(probs[i] / probs[j]) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(reward_scale=3.0), st.floats(0.0, 1.0))
+def test_reverse_target_beats_random_policies(problem, eta):
+    rewards, ref_logprobs, beta = problem
+    beta = max(beta, 1e-2)
+    best = T.reverse_kl_target(rewards, ref_logprobs, beta, entropy_coef=eta)
+    others = random_simplex_points(rewards.size, 200, np.random.default_rng(0))
+    j_best = objective_reverse(best, rewards, ref_logprobs, beta, eta)
+    assert (objective_reverse(others, rewards, ref_logprobs, beta, eta) <= j_best + 1e-9).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_forward_target_satisfies_stationarity(problem):
+    rewards, ref_logprobs, beta = problem
+    probs, multiplier = T.forward_kl_target(rewards, ref_logprobs, beta, return_multiplier=True)
+    ref = np.exp(ref_logprobs - np.logaddexp.reduce(ref_logprobs))
+    assert multiplier >= rewards.max()  # Lambda - max R can be below one ulp of max R
+    # R(y) + beta pi_ref(y) / pi(y) = Lambda, written without dividing by tiny probabilities; the
+    # bound allows for the rounding of Lambda - R(y) when Lambda sits within ulps of max R.
+    error = np.abs(probs * (multiplier - rewards) - beta * ref)
+    rounding = probs * 4 * np.finfo(float).eps * (abs(multiplier) + np.abs(rewards))
+    assert (error <= 1e-8 * beta * ref + rounding).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(reward_scale=3.0))
+def test_forward_target_beats_random_policies(problem):
+    rewards, ref_logprobs, beta = problem
+    beta = max(beta, 1e-2)
+    best = T.forward_kl_target(rewards, ref_logprobs, beta)
+    others = random_simplex_points(rewards.size, 200, np.random.default_rng(1))
+    j_best = objective_forward(best, rewards, ref_logprobs, beta)
+    assert (objective_forward(others, rewards, ref_logprobs, beta) <= j_best + 1e-9).all()
+
+
+def test_forward_target_puts_mass_off_support_when_the_best_reward_is_there():
+    rewards = np.array([0.0, 1.0, 2.0])
+    ref_logprobs = np.array([math.log(0.5), math.log(0.5), -math.inf])
+    probs, multiplier = T.forward_kl_target(rewards, ref_logprobs, 0.1, return_multiplier=True)
+    assert multiplier == pytest.approx(2.0)
+    np.testing.assert_allclose(probs, [0.025, 0.05, 0.925])
+    others = random_simplex_points(3, 500, np.random.default_rng(2))
+    assert (objective_forward(others, rewards, ref_logprobs, 0.1) <= objective_forward(probs, rewards, ref_logprobs, 0.1) + 1e-12).all()
+    # With a large beta the supported outcomes alone already exceed mass 1 at Lambda = 2.
+    probs_large_beta, multiplier_large_beta = T.forward_kl_target(rewards, ref_logprobs, 10.0, return_multiplier=True)
+    assert probs_large_beta[2] == 0.0 and multiplier_large_beta > 2.0
+
+
+def test_paper_three_action_examples():
+    uniform = np.log(np.full(3, 1 / 3))
+    spike = T.reverse_kl_target([0.0, 0.9, 1.0], uniform, 1e-3)
+    assert spike[1] / spike[2] == pytest.approx(math.exp(-100))  # dR / beta = 0.1 / 1e-3
+    rewards = np.array([0.0, 1.0, 1.0])
+    ref_logprobs = np.log([0.68, 0.30, 0.02])
+    for beta in (1e-4, 1e-2, 1.0):
+        probs = T.reverse_kl_target(rewards, ref_logprobs, beta)
+        assert probs[1] / probs[2] == pytest.approx(15.0)
+    mara = T.mara_target(rewards, ref_logprobs, 1e-3, tau=0.5)
+    assert mara[1] == pytest.approx(mara[2])
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(reward_scale=5.0), st.sampled_from(["reverse", "forward"]))
+def test_mara_target_is_uniform_over_good_outcomes(problem, kl):
+    rewards, ref_logprobs, beta = problem
+    tau = float(np.quantile(rewards, 0.5))
+    probs = T.mara_target(rewards, ref_logprobs, beta, tau, kl=kl)
+    good = rewards >= tau
+    np.testing.assert_allclose(probs[good], probs[good][0], rtol=1e-9, atol=1e-300)
+    if kl == "reverse":
+        vanilla = T.reverse_kl_target(rewards, ref_logprobs, beta)
+        bad = ~good
+        if bad.sum() >= 2 and (vanilla[bad] > 1e-250).all() and (probs[bad] > 1e-250).all():
+            np.testing.assert_allclose(probs[bad] / probs[bad].sum(), vanilla[bad] / vanilla[bad].sum(), rtol=1e-7)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(problems(reward_scale=10.0), min_size=1, max_size=4), st.sampled_from(["reverse", "forward"]))
+def test_grouped_targets_equal_separate_solves(group_problems, kl):
+    beta = group_problems[0][2]
+    rewards = np.concatenate([p[0] for p in group_problems])
+    ref_logprobs = np.concatenate([p[1] for p in group_problems])
+    group_ids = np.concatenate([np.full(p[0].size, g * 7) for g, p in enumerate(group_problems)])
+    shuffle = np.random.default_rng(0).permutation(rewards.size)
+    tau = 0.0
+    grouped = T.kl_target(rewards[shuffle], ref_logprobs[shuffle], beta, kl, group_ids=group_ids[shuffle])
+    grouped_mara = T.mara_target(rewards[shuffle], ref_logprobs[shuffle], beta, tau, kl, group_ids=group_ids[shuffle])
+    for g, (r, lp, _) in enumerate(group_problems):
+        in_group = group_ids[shuffle] == g * 7
+        original_order = np.argsort(shuffle[in_group])
+        np.testing.assert_allclose(grouped[in_group][original_order], T.kl_target(r, lp, beta, kl), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(grouped_mara[in_group][original_order], T.mara_target(r, lp, beta, tau, kl), rtol=1e-9, atol=1e-15)
+
+
+def test_extreme_scales_stay_finite():
+    rng = np.random.default_rng(3)
+    rewards = rng.uniform(-1e3, 1e3, 500)
+    ref_logprobs = rng.normal(-300, 100, 500)
+    for beta in (1e-6, 1e3):
+        for probs in (T.reverse_kl_target(rewards, ref_logprobs, beta), T.forward_kl_target(rewards, ref_logprobs, beta)):
+            assert np.isfinite(probs).all() and probs.sum() == pytest.approx(1.0)
+
+
+def test_crossover_beta_equalises_the_two_outcomes():
+    beta = T.crossover_beta(1.0, 0.75, math.log(0.01), math.log(0.2))
+    assert T.log_ratio(1.0, 0.75, math.log(0.01), math.log(0.2), beta) == pytest.approx(0.0, abs=1e-12)
+    half = T.crossover_beta(1.0, 0.75, math.log(0.01), math.log(0.2), target_log_ratio=math.log(2))
+    assert T.log_ratio(1.0, 0.75, math.log(0.01), math.log(0.2), half) == pytest.approx(math.log(2))
+    assert T.crossover_beta(1.0, 0.5, math.log(0.5), math.log(0.1)) == math.inf  # dominates in both
+    assert T.crossover_beta(1.0, 1.0, math.log(0.5), math.log(0.1)) == math.inf  # equal rewards
+
+
+def test_diagnostics():
+    probs = np.array([0.5, 0.25, 0.25, 0.0])
+    rewards = np.array([1.0, 1.0, 0.2, 1.0])
+    assert T.entropy(probs) == pytest.approx(1.5 * math.log(2))
+    assert T.entropy([1.0, 0.0]) == 0.0
+    assert T.mass_above(probs, rewards, 0.5) == pytest.approx(0.75)
+    assert T.effective_num_modes([0.25] * 4) == pytest.approx(4.0)
+    assert T.effective_num_modes(probs, rewards, 2.0) == 0.0
+    rewards3 = np.array([0.0, 1.0, 1.0])
+    ref3 = np.log([0.68, 0.30, 0.02])
+    vanilla = T.describe_target(T.reverse_kl_target(rewards3, ref3, 1e-3), rewards3, 0.5)
+    mara = T.describe_target(T.mara_target(rewards3, ref3, 1e-3, 0.5), rewards3, 0.5)
+    assert not vanilla.multimodal and "Unimodal" in vanilla.sentence
+    assert mara.multimodal and mara.effective_good == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: T.reverse_kl_target([0, 1], [0, 0], 0.0), "beta"),
+        (lambda: T.reverse_kl_target([0, 1], [0, 0], -1.0), "beta"),
+        (lambda: T.reverse_kl_target([0, float("nan")], [0, 0], 1.0), "rewards"),
+        (lambda: T.reverse_kl_target([0, 1, 2], [0, 0], 1.0), "same shape"),
+        (lambda: T.forward_kl_target([0, 1], [-np.inf, -np.inf], 1.0), "positive probability"),
+        (lambda: T.forward_kl_target([0, 1], [0, np.nan], 1.0), "ref_logprobs"),
+        (lambda: T.reverse_kl_target([0, 1], [0, 0], 1.0, entropy_coef=-1), "entropy_coef"),
+        (lambda: T.mara_target([0, 1], [0, -np.inf], 1.0, 0.5), "-inf"),
+        (lambda: T.kl_target([0, 1], [0, 0], 1.0, "sideways"), "kl"),
+    ],
+)
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
