@@ -1,0 +1,60 @@
+"""``mara targets``: the closed-form targets of a small outcome set, as a table and a figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EXAMPLE = """example (the paper's Fig. 4: two correct answers at a 15:1 reference ratio):
+  mara targets --rewards 0 1 1 --ref-probs 0.68 0.30 0.02 --beta 0.001 0.1 1 --tau 0.5 --plot targets.png
+  mara targets --file problem.yaml      # keys: rewards, ref_probs | ref_logprobs, betas, tau, labels"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "targets",
+        help="print (and plot) the reverse, forward and MARA targets of a small outcome set",
+        description="Closed-form optimal targets of KL-regularised RL for given rewards and reference probabilities.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--file", help="JSON or YAML spec; flags given on the command line override it")
+    parser.add_argument("--rewards", type=float, nargs="+", help="reward of each outcome")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--ref-probs", type=float, nargs="+", help="reference probability of each outcome (normalised for you)")
+    reference.add_argument("--ref-logprobs", type=float, nargs="+", help="reference log-probability of each outcome")
+    parser.add_argument("--beta", type=float, nargs="+", help="one or more KL coefficients (default: 0.001 0.01 0.1 1)")
+    parser.add_argument("--tau", type=float, help="quality threshold for MARA and the mass/mode summaries (default: best reward)")
+    parser.add_argument("--labels", nargs="+", help="names of the outcomes")
+    parser.add_argument("--plot", metavar="PNG", help="write a figure of the targets side by side")
+    parser.add_argument("--json", metavar="PATH", help="write the targets and summaries as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mara_rl.target_report import build_report, format_report, load_spec, plot_report, ref_logprobs_from
+
+    spec = load_spec(args.file) if args.file else {}
+    rewards = args.rewards if args.rewards is not None else spec.get("rewards")
+    if rewards is None:
+        raise ValueError("give --rewards or a --file with a 'rewards' list")
+    if args.ref_probs is not None or args.ref_logprobs is not None:
+        ref_probs, ref_logprobs = args.ref_probs, args.ref_logprobs
+    else:
+        ref_probs, ref_logprobs = spec.get("ref_probs"), spec.get("ref_logprobs")
+        if ref_probs is None and ref_logprobs is None:
+            raise ValueError("give --ref-probs or --ref-logprobs (or ref_probs / ref_logprobs in --file)")
+    betas = args.beta or spec.get("betas") or ([spec["beta"]] if "beta" in spec else [0.001, 0.01, 0.1, 1.0])
+    tau = args.tau if args.tau is not None else spec.get("tau")
+    labels = args.labels or spec.get("labels")
+
+    report = build_report(rewards, ref_logprobs_from(ref_probs, ref_logprobs, len(rewards)), betas, tau, labels)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2))
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot_report(report, args.plot)}")
+    return 0
