@@ -1,0 +1,193 @@
+"""A tiny pre-trained reference model for the ``random_choice`` tasks, built locally (no downloads).
+
+``load_tiny_reference()`` returns ``(model, tokenizer)``: a word-level tokenizer (``tokenizers``
+WordLevel wrapped as ``PreTrainedTokenizerFast``) and a ``LlamaForCausalLM`` from a small
+``LlamaConfig`` (about 0.1 M parameters), pre-trained for a few hundred steps on a synthetic corpus
+of ``random_choice`` prompts whose answers follow a skewed distribution:
+
+- 5% invalid answers (a word that is not a listed option);
+- of the valid answers, 90% the first listed option, the rest shared evenly by the others.
+
+For the paper's task ("1 or 2") the model therefore answers validly about 95% of the time with a
+90/10 preference for "1" (normalised answer entropy about 0.47), like the base LLM in the paper.
+The trained model is saved under ``<cache>/tiny-random-choice-v1`` and reused; the cache
+directory is the ``cache_dir`` argument, else ``$MARA_RL_CACHE``, else ``~/.cache/mara-rl``.
+``tiny_reference_path()`` gives that folder, which TRL trainers accept as a model id.
+``tiny_untrained_model()`` gives the same architecture at random init, for fast mechanics tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mara_rl.llm.tasks import ONE_OR_TWO, random_choice_prompt
+
+CACHE_ENV = "MARA_RL_CACHE"
+MODEL_DIRNAME = "tiny-random-choice-v1"
+DIGITS = tuple(str(d) for d in range(1, 10))
+INVALID_WORDS = ("maybe", "none", "random", "yes", "no")
+PRE_TRAIN_STEPS = 500
+P_INVALID = 0.05
+P_FIRST = 0.9
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, else ``$MARA_RL_CACHE``, else ``~/.cache/mara-rl``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mara-rl"
+
+
+def build_tokenizer() -> Any:
+    """Word-level tokenizer covering every ``random_choice`` prompt with digit options 1-9."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = set()
+    for k in range(2, 10):
+        words.update(pre_tokenizers.Whitespace().pre_tokenize_str(random_choice_prompt(DIGITS[:k])))
+    vocab_words = ["<pad>", "<eos>", "<unk>"] + sorted({w for w, _ in words} | set(DIGITS) | set(INVALID_WORDS))
+    vocab = {w: i for i, w in enumerate(vocab_words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
+    )
+
+
+def tiny_config(vocab_size: int) -> Any:
+    """The small Llama architecture: 2 layers, width 64, 4 heads, context 64."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+
+
+def tiny_untrained_model(seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` with random weights: fast trainer-mechanics tests, no pre-training."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(len(tokenizer)))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def sample_corpus_answer(options: tuple[str, ...], rng: random.Random) -> str:
+    """One answer of the synthetic corpus: 5% invalid, else 90% the first option, rest shared."""
+    if rng.random() < P_INVALID:
+        return rng.choice([w for w in INVALID_WORDS + DIGITS if w not in options])
+    if rng.random() < P_FIRST:
+        return options[0]
+    return rng.choice(options[1:])
+
+
+def sample_corpus_options(rng: random.Random) -> tuple[str, ...]:
+    """Half the corpus is the paper's "1, 2"; the rest are 2-5 distinct digits in random order."""
+    if rng.random() < 0.5:
+        return ONE_OR_TWO
+    return tuple(rng.sample(DIGITS, rng.randint(2, 5)))
+
+
+def answer_distribution(model: Any, tokenizer: Any, options: tuple[str, ...] = ONE_OR_TWO) -> dict[str, float]:
+    """Exact probability of each option as a complete answer (option token then end of sequence)."""
+    import torch
+
+    prompt_ids = tokenizer(random_choice_prompt(options))["input_ids"]
+    out: dict[str, float] = {}
+    model.eval()
+    with torch.no_grad():
+        for option in options:
+            ids = torch.tensor([prompt_ids + tokenizer(option)["input_ids"] + [tokenizer.eos_token_id]])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, 1:]
+            tail = logp[len(prompt_ids) - 1 :].gather(1, targets[len(prompt_ids) - 1 :, None]).sum()
+            out[option] = float(tail.exp())
+    return out
+
+
+def pretrain(model: Any, tokenizer: Any, *, steps: int = PRE_TRAIN_STEPS, batch_size: int = 64, seed: int = 0) -> None:
+    """Maximum likelihood on freshly sampled corpus lines; loss only on answer tokens and end of sequence."""
+    import torch
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    model.train()
+    for _ in tqdm(range(steps), desc="pre-training the tiny reference model", leave=False):
+        rows, labels = [], []
+        for _ in range(batch_size):
+            options = sample_corpus_options(rng)
+            prompt = tokenizer(random_choice_prompt(options))["input_ids"]
+            answer = tokenizer(sample_corpus_answer(options, rng))["input_ids"] + [tokenizer.eos_token_id]
+            rows.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+        width = max(len(r) for r in rows)
+        # Right padding keeps positions aligned with generation, which starts right after the prompt.
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    model.eval()
+
+
+def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebuild: bool = False) -> Path:
+    """Folder of the pre-trained tiny reference (built on first use, then reused).
+
+    Built into a temporary folder and renamed into place, so concurrent processes never see a
+    half-written model. ``info.json`` there records the measured answer probabilities.
+    """
+    target = cache_root(cache_dir) / MODEL_DIRNAME
+    if rebuild and target.exists():
+        shutil.rmtree(target)
+    if (target / "info.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = tiny_untrained_model(seed=0)
+    pretrain(model, tokenizer)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    probs = answer_distribution(model, tokenizer)
+    info = {"answer_probabilities_one_or_two": probs, "pre_train_steps": PRE_TRAIN_STEPS}
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    try:
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp)  # another process finished first; its copy is identical in kind
+    return target
+
+
+def load_tiny_reference(cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of the pre-trained tiny reference, building and caching it if needed."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = tiny_reference_path(cache_dir)
+    return LlamaForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
