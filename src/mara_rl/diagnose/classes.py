@@ -1,0 +1,168 @@
+"""Answer classes per prompt: the outcome set over which a target is exact.
+
+Restricted to the answers a model actually produced, each prompt is a finite contextual bandit
+whose outcomes are *answer classes*: completions with the same answer key (the exact text by
+default, or the first group of a regular expression, e.g. the final answer of a solution). A class's
+reference probability is the sum over its *distinct* members,
+``log pi_ref(class) = logsumexp_{distinct y in class} log pi_ref(y|x)``: sampling the same
+completion twice does not make it twice as likely under the reference.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mara_rl.diagnose.reading import check_rollouts
+
+
+@dataclass(frozen=True)
+class AnswerClasses:
+    """Rollouts reduced to answer classes.
+
+    Attributes:
+        rows: kept rollout rows plus ``prompt_id`` (dense, in order of first appearance) and
+            ``class_id`` (index into ``classes``).
+        classes: one row per (prompt, class), sorted by ``prompt_id`` and then by decreasing
+            reference mass: ``prompt_id``, ``prompt``, ``answer``, ``reward`` (mean over the class's
+            rows), ``reward_min``, ``reward_max``, ``ref_logmass``, ``num_samples``, ``num_distinct``,
+            ``sample_share`` (the class's share of the prompt's rows) and, when the rollouts carry
+            it, ``policy_logmass``.
+        prompts: the kept prompts, indexed by ``prompt_id``, with their row and class counts.
+        warnings: what was skipped or approximated, one line each.
+    """
+
+    rows: pd.DataFrame
+    classes: pd.DataFrame
+    prompts: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def grouped_logsumexp(values: np.ndarray, codes: np.ndarray, num_groups: int) -> np.ndarray:
+    """``log sum_{i in g} exp(values_i)`` for every group ``g`` of dense integer ``codes`` (finite values)."""
+    peak = np.full(num_groups, -np.inf)
+    np.maximum.at(peak, codes, values)
+    total = np.bincount(codes, weights=np.exp(values - peak[codes]), minlength=num_groups)
+    return peak + np.log(total)
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _drop_unusable(rows: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
+    """Skip rows with a non-finite number and prompts left with a single row; say so per prompt."""
+    numeric = [c for c in ("reward", "ref_logprob", "policy_logprob") if c in rows.columns]
+    bad = np.zeros(len(rows), dtype=bool)
+    for name in numeric:
+        column_bad = ~np.isfinite(rows[name].to_numpy())
+        if column_bad.any():
+            for prompt, count in rows.loc[column_bad, "prompt"].value_counts(sort=False).items():
+                warnings.append(f"prompt {_short(prompt)!r}: skipped {count} row(s) with non-finite {name}")
+        bad |= column_bad
+    rows = rows.loc[~bad]
+    sizes = rows.groupby("prompt", sort=False)["prompt"].transform("size").to_numpy()
+    lonely = sizes < 2
+    for prompt in rows.loc[lonely, "prompt"]:
+        warnings.append(f"prompt {_short(prompt)!r}: skipped, only one usable completion (nothing to compare)")
+    rows = rows.loc[~lonely].reset_index(drop=True)
+    if len(rows) == 0:
+        raise ValueError("no prompt has two or more usable completions; see the warnings: " + "; ".join(warnings[:5]))
+    return rows
+
+
+def answer_keys(completions: pd.Series, answer_key: str | None) -> pd.Series:
+    """Class key of each completion: the text itself, or the first group of ``answer_key``.
+
+    Completions the pattern does not match keep their exact text as key.
+    """
+    if answer_key is None:
+        return completions
+    try:
+        pattern = re.compile(answer_key)
+    except re.error as err:
+        raise ValueError(f"answer_key is not a valid regular expression: {err}") from None
+    if pattern.groups < 1:
+        raise ValueError(f"answer_key must contain a capturing group, e.g. 'answer: (\\d+)'; got {answer_key!r}")
+    extracted = completions.str.extract(pattern, expand=True)[0]
+    return extracted.where(extracted.notna(), completions).astype(str)
+
+
+def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> AnswerClasses:
+    """Group each prompt's completions into answer classes (see the module docstring).
+
+    Identical completions of a prompt count once in the class's reference mass, with the mean of
+    their (equal up to rounding) log-probs. A class whose rows carry different rewards gets the mean
+    reward, and a warning.
+    """
+    warnings: list[str] = []
+    rows = _drop_unusable(check_rollouts(rollouts), warnings)
+    n = len(rows)
+    prompt_id, prompt_labels = pd.factorize(rows["prompt"], sort=False)
+    keys = answer_keys(rows["completion"], answer_key)
+
+    # Distinct completions per prompt, then classes per prompt, as dense integer codes.
+    completion_code = pd.factorize(rows["completion"], sort=False)[0].astype(np.int64)
+    distinct_id = pd.factorize(prompt_id.astype(np.int64) * (int(completion_code.max()) + 1) + completion_code)[0]
+    key_code = pd.factorize(keys, sort=False)[0].astype(np.int64)
+    raw_class = pd.factorize(prompt_id.astype(np.int64) * (int(key_code.max()) + 1) + key_code)[0]
+    num_distinct = int(distinct_id.max()) + 1
+    num_classes = int(raw_class.max()) + 1
+
+    distinct_rows = np.bincount(distinct_id, minlength=num_distinct)
+    first_row = np.full(num_distinct, n, dtype=np.int64)
+    np.minimum.at(first_row, distinct_id, np.arange(n))
+    distinct_class = raw_class[first_row]
+
+    def distinct_logmass(column: str) -> np.ndarray:
+        mean_lp = np.bincount(distinct_id, weights=rows[column].to_numpy(), minlength=num_distinct) / distinct_rows
+        return grouped_logsumexp(mean_lp, distinct_class, num_classes)
+
+    reward = rows["reward"].to_numpy()
+    class_rows = np.bincount(raw_class, minlength=num_classes)
+    class_first = np.full(num_classes, n, dtype=np.int64)
+    np.minimum.at(class_first, raw_class, np.arange(n))
+    reward_min = np.full(num_classes, np.inf)
+    reward_max = np.full(num_classes, -np.inf)
+    np.minimum.at(reward_min, raw_class, reward)
+    np.maximum.at(reward_max, raw_class, reward)
+    class_prompt = prompt_id[class_first]
+    prompt_rows = np.bincount(prompt_id, minlength=len(prompt_labels))
+    table = {
+        "prompt_id": class_prompt,
+        "prompt": prompt_labels[class_prompt],
+        "answer": keys.to_numpy()[class_first],
+        "reward": np.bincount(raw_class, weights=reward, minlength=num_classes) / class_rows,
+        "reward_min": reward_min,
+        "reward_max": reward_max,
+        "ref_logmass": distinct_logmass("ref_logprob"),
+        "num_samples": class_rows,
+        "num_distinct": np.bincount(distinct_class, minlength=num_classes),
+        "sample_share": class_rows / prompt_rows[class_prompt],
+    }
+    if "policy_logprob" in rows.columns:
+        table["policy_logmass"] = distinct_logmass("policy_logprob")
+    classes = pd.DataFrame(table)
+    order = np.lexsort((-classes["ref_logmass"].to_numpy(), classes["prompt_id"].to_numpy()))
+    classes = classes.iloc[order].reset_index(drop=True)
+    rank = np.empty(num_classes, dtype=np.int64)
+    rank[order] = np.arange(num_classes)
+
+    mixed = classes["reward_max"].to_numpy() > classes["reward_min"].to_numpy()
+    for prompt, answer, lo, hi in classes.loc[mixed, ["prompt", "answer", "reward_min", "reward_max"]].itertuples(index=False):
+        warnings.append(
+            f"prompt {_short(prompt)!r}: class {_short(answer, 20)!r} has rewards from {lo:g} to {hi:g}; using their mean"
+        )
+    rows = rows.assign(prompt_id=prompt_id, class_id=rank[raw_class])
+    prompts = pd.DataFrame(
+        {
+            "prompt": prompt_labels,
+            "num_rows": prompt_rows,
+            "num_classes": np.bincount(classes["prompt_id"].to_numpy(), minlength=len(prompt_labels)),
+        }
+    )
+    return AnswerClasses(rows=rows, classes=classes, prompts=prompts, warnings=warnings)

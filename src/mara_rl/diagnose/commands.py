@@ -1,0 +1,85 @@
+"""``mara diagnose``: per-prompt targets of vanilla KL-regularised RL and of MARA, from rollouts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLE = """examples:
+  mara diagnose rollouts.jsonl --beta 0.001 0.01 0.1 --plot classes.png --json diagnosis.json
+  mara diagnose math.parquet --beta 0.01 --answer-key '\\\\boxed\\{([^}]*)\\}' --tau 1
+  mara diagnose chat.csv --beta 0.05 --kl forward --tau-quantile 0.9
+
+ROLLOUTS has one row per sampled completion with columns prompt, completion, reward,
+ref_logprob (the reference model's sequence log-probability) and optionally policy_logprob.
+Columns of the table: ref/van/MARA 2/1 = probability of the second-best good class over the
+best one (reference, vanilla target, MARA target); top = probability of the best good class;
+eff = effective number of good classes; beta_1/2 = the beta at which the second-best good class
+reaches half of the best one (reverse-KL log-ratio); '-' = fewer than two good classes."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="will my objective collapse? exact per-prompt targets over the sampled answers",
+        description=(
+            "Restricted to the answers a model actually produced, the target of KL-regularised RL is exact. "
+            "For each prompt, print the vanilla and the MARA target over the observed answer classes."
+        ),
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("rollouts", metavar="ROLLOUTS", help="JSONL, Parquet or CSV file, one row per completion")
+    parser.add_argument("--beta", type=float, nargs="+", required=True, help="one or more KL coefficients")
+    parser.add_argument("--kl", choices=("reverse", "forward"), default="reverse", help="KL direction (default: reverse)")
+    threshold = parser.add_mutually_exclusive_group()
+    threshold.add_argument("--tau", type=float, help="reward threshold of a good answer")
+    threshold.add_argument(
+        "--tau-quantile",
+        type=float,
+        help="per-prompt quantile of the sampled rewards as threshold (default: 1, the best observed reward)",
+    )
+    parser.add_argument("--answer-key", metavar="REGEX", help="classes by the regex's first group (default: exact text)")
+    parser.add_argument("--json", metavar="PATH", help="write every prompt's classes and diagnostics as JSON")
+    parser.add_argument("--plot", metavar="PNG", help="bar charts of the class masses for the first prompts")
+    parser.add_argument("--plot-prompts", type=int, default=4, help="prompts in the figure (default: 4)")
+    parser.add_argument("--max-rows", type=int, default=20, help="prompts printed per beta (default: 20)")
+    parser.add_argument("--max-warnings", type=int, default=10, help="warnings printed (default: 10)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mara_rl.diagnose.classes import answer_classes
+    from mara_rl.diagnose.diagnosis import diagnose
+    from mara_rl.diagnose.reading import read_rollouts
+    from mara_rl.diagnose.report import format_table, plot_classes, write_json
+
+    groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)
+    results = [
+        diagnose(groups, beta, kl=args.kl, tau=args.tau, tau_quantile=args.tau_quantile, answer_key=args.answer_key)
+        for beta in args.beta
+    ]
+    summary = results[0].summary
+    print(
+        f"{summary['num_rows']} completions, {summary['num_prompts']} prompts, "
+        f"{summary['num_classes']} answer classes ({args.rollouts})"
+    )
+    for diagnosis in results:
+        print(f"\nbeta={diagnosis.config['beta']:g}, {args.kl} KL")
+        print(format_table(diagnosis, args.max_rows))
+    print()
+    for diagnosis in results:
+        print(diagnosis.summary["verdict"])
+    if args.kl == "forward":
+        print("(beta_1/2 uses the reverse-KL log-ratio; the forward target has no closed-form crossover)")
+    if groups.warnings:
+        print(f"\n{len(groups.warnings)} warning(s):", file=sys.stderr)
+        for line in groups.warnings[: args.max_warnings]:
+            print(f"  {line}", file=sys.stderr)
+        if len(groups.warnings) > args.max_warnings:
+            print(f"  ... {len(groups.warnings) - args.max_warnings} more in the JSON output", file=sys.stderr)
+    if args.json:
+        print(f"wrote {write_json(results, args.json, rollouts=str(args.rollouts))}")
+    if args.plot:
+        print(f"wrote {plot_classes(results, args.plot, num_prompts=args.plot_prompts)}")
+    return 0

@@ -1,0 +1,277 @@
+"""Per-prompt diagnosis: the exact target of a KL-regularised objective over the observed answers.
+
+For each prompt, over its answer classes ``c`` (see :mod:`mara_rl.diagnose.classes`), with class
+rewards ``R(c)`` and reference masses ``pi_ref(c|x)`` normalised over the observed classes:
+
+- the vanilla target: ``G(c) ∝ pi_ref(c) exp(R(c)/beta)`` (reverse KL) or
+  ``beta pi_ref(c) / (Lambda - R(c))`` (forward KL), :func:`mara_rl.targets.kl_target`;
+- the MARA target, :func:`mara_rl.targets.mara_target` (uniform over the good classes, ``R >= tau``);
+- for each: the probability of the top good class, the entropy, the effective number of good
+  classes and the mass above tau (:func:`mara_rl.targets.describe_target`);
+- the beta at which the second-best good class reaches half of the top one,
+  :func:`mara_rl.targets.crossover_beta` with ``target_log_ratio = -log 2`` (Remark 4.4; from the
+  reverse-KL log-ratio, Prop. 4.1).
+
+Every formula is the core's; this module only groups, calls it once over all prompts
+(``group_ids``) and collects the results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mara_rl._checks import check_beta
+from mara_rl.augment import mara_rewards
+from mara_rl.diagnose.classes import AnswerClasses, answer_classes, grouped_logsumexp
+from mara_rl.targets import crossover_beta, describe_target, kl_target, mara_target
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Result of :func:`diagnose` at one beta.
+
+    Attributes:
+        config: beta, kl, tau or tau_quantile, answer_key.
+        classes: the answer classes (see :class:`~mara_rl.diagnose.classes.AnswerClasses`) plus
+            ``tau``, ``good``, ``ref_prob`` (reference mass normalised over the prompt's classes),
+            ``vanilla`` and ``mara`` (target probabilities) and, with policy log-probs, ``policy_prob``.
+        prompts: one row per prompt (see :data:`PROMPT_COLUMNS`).
+        summary: counts and the verdict (see :func:`summarize`).
+        warnings: rows, prompts or classes that were skipped or approximated.
+    """
+
+    config: dict
+    classes: pd.DataFrame
+    prompts: pd.DataFrame
+    summary: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+PROMPT_COLUMNS = {
+    "prompt": "the prompt text",
+    "num_rows": "completions sampled for the prompt (after skipping unusable rows)",
+    "num_classes": "observed answer classes",
+    "num_good": "classes with reward >= tau",
+    "tau": "the prompt's quality threshold",
+    "ref_second_to_top": "pi_ref(second) / pi_ref(top) for the vanilla target's two best good classes",
+    "vanilla_top_good": "vanilla target probability of its most likely good class",
+    "vanilla_second_to_top": "G(second) / G(top) under the vanilla target",
+    "vanilla_effective_good": "exp(entropy) of the vanilla target restricted to the good classes",
+    "vanilla_entropy": "entropy of the vanilla target over all observed classes (nats)",
+    "vanilla_mass_above_tau": "vanilla target mass on the good classes",
+    "vanilla_multimodal": "describe_target's verdict for the vanilla target",
+    "mara_top_good": "MARA target probability of its most likely good class",
+    "mara_second_to_top": "G(second) / G(top) under the MARA target (same two classes)",
+    "mara_effective_good": "exp(entropy) of the MARA target restricted to the good classes",
+    "mara_entropy": "entropy of the MARA target over all observed classes (nats)",
+    "mara_mass_above_tau": "MARA target mass on the good classes",
+    "mara_multimodal": "describe_target's verdict for the MARA target",
+    "beta_half": "beta at which the second-best good class reaches half of the top one (inf: none)",
+}
+
+
+def class_thresholds(groups: AnswerClasses, tau: float | None, tau_quantile: float | None, beta: float) -> np.ndarray:
+    """Per-prompt ``tau``: the constant, or the prompt's reward quantile over its sampled rows.
+
+    The quantile is the one :func:`mara_rl.augment.mara_rewards` computes in training, on the
+    same rows, so the diagnosis and the trainer agree on which answers are good.
+    """
+    if tau is not None:
+        try:
+            value = float(tau)
+        except (TypeError, ValueError):
+            raise ValueError(f"tau must be a number, got {tau!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"tau must be a finite number, got {tau!r}")
+        return np.full(len(groups.prompts), value)
+    rows = groups.rows
+    result = mara_rewards(
+        rows["reward"].to_numpy(),
+        rows["ref_logprob"].to_numpy(),
+        beta=beta,
+        tau_quantile=tau_quantile,
+        group_ids=rows["prompt_id"].to_numpy(),
+    )
+    return result.tau
+
+
+def _top_two_good(classes: pd.DataFrame, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class index of the most and second most likely good class under the vanilla target (-1: none)."""
+    good = classes["good"].to_numpy()
+    index = np.flatnonzero(good)
+    prompt = classes["prompt_id"].to_numpy()[index]
+    index = index[np.lexsort((-classes["vanilla"].to_numpy()[index], prompt))]
+    prompt = classes["prompt_id"].to_numpy()[index]
+    starts = np.flatnonzero(np.r_[True, prompt[1:] != prompt[:-1]]) if index.size else np.zeros(0, dtype=np.int64)
+    counts = np.diff(np.r_[starts, index.size])
+    top = np.full(num_prompts, -1, dtype=np.int64)
+    second = np.full(num_prompts, -1, dtype=np.int64)
+    top[prompt[starts]] = index[starts]
+    has_two = counts >= 2
+    second[prompt[starts[has_two]]] = index[starts[has_two] + 1]
+    return top, second
+
+
+def diagnose(
+    rollouts: pd.DataFrame | AnswerClasses,
+    beta: float,
+    *,
+    kl: str = "reverse",
+    tau: float | None = None,
+    tau_quantile: float | None = None,
+    answer_key: str | None = None,
+) -> Diagnosis:
+    """Which target does a KL-regularised objective aim at, per prompt, and MARA's instead?
+
+    Args:
+        rollouts: one row per sampled completion (see :mod:`mara_rl.diagnose.reading`), or classes
+            already built by :func:`~mara_rl.diagnose.classes.answer_classes` (reused across betas).
+        beta: the KL coefficient (> 0).
+        kl: ``"reverse"`` or ``"forward"``.
+        tau: reward threshold for "good" answers; or
+        tau_quantile: per-prompt quantile of the sampled rewards (as MARA computes it in training).
+            Neither: ``tau_quantile=1``, the best reward observed for the prompt.
+        answer_key: regex whose first group is the answer (classes); default the exact completion.
+
+    Returns:
+        :class:`Diagnosis` with per-class target probabilities and per-prompt diagnostics.
+    """
+    beta = check_beta(beta)
+    if kl not in ("reverse", "forward"):
+        raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    if tau is not None and tau_quantile is not None:
+        raise ValueError("give at most one of tau and tau_quantile")
+    if tau is None and tau_quantile is None:
+        tau_quantile = 1.0
+    if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
+        raise ValueError(f"tau_quantile must lie in [0, 1], got {tau_quantile!r}")
+    groups = rollouts if isinstance(rollouts, AnswerClasses) else answer_classes(rollouts, answer_key)
+    classes = groups.classes.copy()
+    num_prompts = len(groups.prompts)
+    prompt_id = classes["prompt_id"].to_numpy()
+    reward = classes["reward"].to_numpy()
+    ref_logmass = classes["ref_logmass"].to_numpy()
+
+    prompt_tau = class_thresholds(groups, tau, tau_quantile, beta)
+    tau_c = prompt_tau[prompt_id]
+    classes["tau"] = tau_c
+    classes["good"] = reward >= tau_c
+    classes["ref_prob"] = np.exp(ref_logmass - grouped_logsumexp(ref_logmass, prompt_id, num_prompts)[prompt_id])
+    classes["vanilla"] = kl_target(reward, ref_logmass, beta, kl, group_ids=prompt_id)
+    # The MARA target is unchanged when a prompt's rewards and tau shift together, so subtracting
+    # each prompt's tau lets one call with tau = 0 serve per-prompt thresholds.
+    classes["mara"] = mara_target(reward - tau_c, ref_logmass, beta, 0.0, kl, group_ids=prompt_id)
+    if "policy_logmass" in classes.columns:
+        policy = classes["policy_logmass"].to_numpy()
+        classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id, num_prompts)[prompt_id])
+
+    prompts = _per_prompt(classes, groups.prompts, prompt_tau)
+    config = {"beta": beta, "kl": kl, "tau": tau, "tau_quantile": tau_quantile, "answer_key": answer_key}
+    return Diagnosis(config, classes, prompts, summarize(prompts, config), list(groups.warnings))
+
+
+def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: np.ndarray) -> pd.DataFrame:
+    num_prompts = len(prompt_table)
+    starts = np.flatnonzero(np.r_[True, np.diff(classes["prompt_id"].to_numpy()) != 0])
+    stops = np.r_[starts[1:], len(classes)]
+    reward = classes["reward"].to_numpy()
+    out: dict[str, np.ndarray] = {}
+    for name in ("vanilla", "mara"):
+        probs = classes[name].to_numpy()
+        summaries = [
+            describe_target(probs[a:b], reward[a:b], tau) for a, b, tau in zip(starts, stops, prompt_tau)
+        ]
+        out[f"{name}_top_good"] = np.array([s.top_good_share * s.mass_above_tau for s in summaries])
+        out[f"{name}_effective_good"] = np.array([s.effective_good for s in summaries])
+        out[f"{name}_entropy"] = np.array([s.entropy for s in summaries])
+        out[f"{name}_mass_above_tau"] = np.array([s.mass_above_tau for s in summaries])
+        out[f"{name}_multimodal"] = np.array([s.multimodal for s in summaries])
+    num_good = np.array([s.num_good for s in summaries], dtype=np.int64)
+
+    top, second = _top_two_good(classes, num_prompts)
+    pair = second >= 0
+    t, s = top[pair], second[pair]
+    ref_logmass = classes["ref_logmass"].to_numpy()
+
+    def ratio(column: np.ndarray) -> np.ndarray:
+        values = np.full(num_prompts, np.nan)
+        values[pair] = column[s] / column[t]
+        return values
+
+    beta_half = np.full(num_prompts, np.nan)
+    beta_half[pair] = crossover_beta(reward[s], reward[t], ref_logmass[s], ref_logmass[t], -math.log(2.0))
+    table = pd.DataFrame(
+        {
+            "prompt": prompt_table["prompt"].to_numpy(),
+            "num_rows": prompt_table["num_rows"].to_numpy(),
+            "num_classes": prompt_table["num_classes"].to_numpy(),
+            "num_good": num_good,
+            "tau": prompt_tau,
+            "ref_second_to_top": ratio(classes["ref_prob"].to_numpy()),
+            "vanilla_top_good": out["vanilla_top_good"],
+            "vanilla_second_to_top": ratio(classes["vanilla"].to_numpy()),
+            "vanilla_effective_good": out["vanilla_effective_good"],
+            "vanilla_entropy": out["vanilla_entropy"],
+            "vanilla_mass_above_tau": out["vanilla_mass_above_tau"],
+            "vanilla_multimodal": out["vanilla_multimodal"],
+            "mara_top_good": out["mara_top_good"],
+            "mara_second_to_top": ratio(classes["mara"].to_numpy()),
+            "mara_effective_good": out["mara_effective_good"],
+            "mara_entropy": out["mara_entropy"],
+            "mara_mass_above_tau": out["mara_mass_above_tau"],
+            "mara_multimodal": out["mara_multimodal"],
+            "beta_half": beta_half,
+        }
+    )
+    return table
+
+
+def summarize(prompts: pd.DataFrame, config: dict) -> dict:
+    """Counts, means and the verdict over the prompts with at least two good classes.
+
+    "Unimodal by construction": the exact target over the observed classes is not multimodal in
+    :func:`mara_rl.targets.describe_target`'s sense, so even a perfect optimiser would collapse.
+    """
+    multi = prompts["num_good"].to_numpy() >= 2
+    n_multi = int(multi.sum())
+    beta = config["beta"]
+    summary = {
+        "num_prompts": int(len(prompts)),
+        "num_prompts_two_good": n_multi,
+        "num_classes": int(prompts["num_classes"].sum()),
+        "num_rows": int(prompts["num_rows"].sum()),
+    }
+    if n_multi == 0:
+        summary["verdict"] = (
+            f"beta={beta:g}: no prompt has two or more good answer classes (reward >= tau), so there is "
+            "no mode to lose; lower tau or sample more completions"
+        )
+        return summary
+    sub = prompts.loc[multi]
+    vanilla_uni = float((~sub["vanilla_multimodal"]).mean())
+    mara_uni = float((~sub["mara_multimodal"]).mean())
+    beta_half = sub["beta_half"].to_numpy()
+    finite = np.isfinite(beta_half)
+    summary.update(
+        {
+            "vanilla_unimodal_share": vanilla_uni,
+            "mara_unimodal_share": mara_uni,
+            "vanilla_mean_top_good": float(sub["vanilla_top_good"].mean()),
+            "mara_mean_top_good": float(sub["mara_top_good"].mean()),
+            "vanilla_mean_effective_good": float(sub["vanilla_effective_good"].mean()),
+            "mara_mean_effective_good": float(sub["mara_effective_good"].mean()),
+            "mean_num_good": float(sub["num_good"].mean()),
+            "num_beta_half_finite": int(finite.sum()),
+            "median_beta_half": float(np.median(beta_half[finite])) if finite.any() else None,
+        }
+    )
+    summary["verdict"] = (
+        f"unimodal by construction on {vanilla_uni:.0%} of prompts at beta={beta:g} "
+        f"({config['kl']} KL); MARA: {mara_uni:.0%} "
+        f"(over the {n_multi} of {len(prompts)} prompts with two or more good answer classes)"
+    )
+    return summary

@@ -1,0 +1,146 @@
+"""Text table, JSON and figure for :class:`~mara_rl.diagnose.diagnosis.Diagnosis` results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mara_rl.diagnose.diagnosis import PROMPT_COLUMNS, Diagnosis
+
+_TABLE = (
+    ("prompt", "prompt", 28),
+    ("rows", "num_rows", 5),
+    ("classes", "num_classes", 7),
+    ("good", "num_good", 4),
+    ("tau", "tau", 6),
+    ("ref 2/1", "ref_second_to_top", 8),
+    ("van top", "vanilla_top_good", 8),
+    ("van 2/1", "vanilla_second_to_top", 8),
+    ("van eff", "vanilla_effective_good", 7),
+    ("MARA top", "mara_top_good", 8),
+    ("MARA 2/1", "mara_second_to_top", 8),
+    ("MARA eff", "mara_effective_good", 8),
+    ("beta_1/2", "beta_half", 9),
+)
+
+
+def _cell(value, width: int) -> str:
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        return (text if len(text) <= width else text[: width - 3] + "...").ljust(width)
+    if isinstance(value, (bool, np.bool_)):
+        return ("yes" if value else "no").rjust(width)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value)).rjust(width)
+    value = float(value)
+    if math.isnan(value):
+        return "-".rjust(width)
+    if math.isinf(value):
+        return "none".rjust(width)
+    return f"{value:.3g}".rjust(width)
+
+
+def format_table(diagnosis: Diagnosis, max_rows: int = 20) -> str:
+    """Per-prompt table: ``2/1`` is the second-best over the best good class, ``-`` where a prompt
+    has fewer than two good classes, ``none`` where no beta gives a ratio of one half."""
+    header = " ".join(title.rjust(width) if i else title.ljust(width) for i, (title, _, width) in enumerate(_TABLE))
+    lines = [header, "-" * len(header)]
+    shown = diagnosis.prompts.head(max_rows)
+    for record in shown.to_dict("records"):
+        lines.append(" ".join(_cell(record[column], width) for _, column, width in _TABLE))
+    hidden = len(diagnosis.prompts) - len(shown)
+    if hidden > 0:
+        lines.append(f"... {hidden} more prompt(s) in the JSON output")
+    return "\n".join(lines)
+
+
+def _jsonable(value):
+    """NaN (not applicable) -> null and inf (no such beta) -> "inf": JSON has neither."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def to_dict(diagnosis: Diagnosis, *, with_classes: bool = True) -> dict:
+    """JSON-ready record: config, summary, warnings, per-prompt rows (with their classes)."""
+    prompts = diagnosis.prompts.to_dict("records")
+    if with_classes:
+        columns = [c for c in diagnosis.classes.columns if c not in ("prompt", "prompt_id")]
+        grouped = diagnosis.classes.groupby("prompt_id", sort=True)
+        for prompt_id, frame in grouped:
+            prompts[int(prompt_id)]["classes"] = frame[columns].to_dict("records")
+    return _jsonable(
+        {
+            "config": diagnosis.config,
+            "summary": diagnosis.summary,
+            "warnings": diagnosis.warnings,
+            "columns": PROMPT_COLUMNS,
+            "prompts": prompts,
+        }
+    )
+
+
+def write_json(results: Sequence[Diagnosis], path: str | Path, *, rollouts: str | None = None) -> Path:
+    """Write ``{"rollouts": source file, "results": [one record per beta]}`` to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"rollouts": rollouts, "results": [to_dict(d) for d in results]}
+    path.write_text(json.dumps(record, indent=1, allow_nan=False))
+    return path
+
+
+def plot_classes(results: Sequence[Diagnosis], path: str | Path, *, num_prompts: int = 4, max_classes: int = 8) -> Path:
+    """Bar chart per prompt (rows) and beta (columns): reference mass over the observed classes,
+    the vanilla target and the MARA target; good classes are marked with ``*``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = results[0]
+    prompt_ids = list(range(min(num_prompts, len(first.prompts))))
+    fig, axes = plt.subplots(
+        len(prompt_ids), len(results), figsize=(3.6 * len(results) + 0.6, 2.6 * len(prompt_ids) + 0.4), squeeze=False
+    )
+    width = 0.27
+    for col, diagnosis in enumerate(results):
+        classes = diagnosis.classes
+        for row, prompt_id in enumerate(prompt_ids):
+            ax = axes[row][col]
+            frame = classes[classes["prompt_id"] == prompt_id].head(max_classes)
+            x = np.arange(len(frame))
+            ax.bar(x - width, frame["ref_prob"], width, label="reference", color="0.65")
+            ax.bar(x, frame["vanilla"], width, label=f"vanilla ({diagnosis.config['kl']} KL)", color="tab:red")
+            ax.bar(x + width, frame["mara"], width, label="MARA", color="tab:blue")
+            labels = [
+                (" ".join(str(a).split())[:10] or "''") + ("*" if good else "")
+                for a, good in zip(frame["answer"], frame["good"])
+            ]
+            ax.set_xticks(x, labels, fontsize=8, rotation=30 if len(frame) > 4 else 0)
+            ax.set_ylim(0, 1.05)
+            prompt = " ".join(str(diagnosis.prompts["prompt"].iloc[prompt_id]).split())
+            title = prompt if len(prompt) <= 34 else prompt[:31] + "..."
+            ax.set_title(f"{title}\nbeta={diagnosis.config['beta']:g}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("probability over classes", fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Target over the observed answer classes (* = good, reward >= tau)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
