@@ -116,14 +116,16 @@ def answer_distribution(model: Any, tokenizer: Any, options: tuple[str, ...] = O
 
     prompt_ids = tokenizer(random_choice_prompt(options))["input_ids"]
     out: dict[str, float] = {}
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         for option in options:
-            ids = torch.tensor([prompt_ids + tokenizer(option)["input_ids"] + [tokenizer.eos_token_id]])
+            ids = torch.tensor([prompt_ids + tokenizer(option)["input_ids"] + [tokenizer.eos_token_id]]).to(model.device)
             logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
             targets = ids[0, 1:]
             tail = logp[len(prompt_ids) - 1 :].gather(1, targets[len(prompt_ids) - 1 :, None]).sum()
             out[option] = float(tail.exp())
+    model.train(was_training)
     return out
 
 
