@@ -60,8 +60,12 @@ def check_rollouts(frame: pd.DataFrame) -> pd.DataFrame:
         absent = out[name].isna().to_numpy()
         if absent.any():
             raise ValueError(f"column {name!r} is missing a value in {int(absent.sum())} row(s), first at row {int(np.flatnonzero(absent)[0])}")
-        out[name] = out[name].astype(str)
+        if not pd.api.types.is_string_dtype(out[name]):
+            out[name] = out[name].astype(str)
     for name in columns[2:]:
+        if pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
+            out[name] = out[name].astype(np.float64)
+            continue
         values = pd.to_numeric(out[name], errors="coerce")
         spelled_nan = out[name].astype(str).str.strip().str.lower().isin(("nan", "null", "none", ""))
         bad = values.isna().to_numpy() & out[name].notna().to_numpy() & ~spelled_nan.to_numpy()

@@ -28,10 +28,18 @@ _TABLE = (
 )
 
 
+def _middle(text: str, width: int) -> str:
+    """``text`` on one line, shortened in the middle: prompts often differ only at the end."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head) :]
+
+
 def _cell(value, width: int) -> str:
     if isinstance(value, str):
-        text = " ".join(value.split())
-        return (text if len(text) <= width else text[: width - 3] + "...").ljust(width)
+        return _middle(value, width).ljust(width)
     if isinstance(value, (bool, np.bool_)):
         return ("yes" if value else "no").rjust(width)
     if isinstance(value, (int, np.integer)):
@@ -131,8 +139,7 @@ def plot_classes(results: Sequence[Diagnosis], path: str | Path, *, num_prompts:
             ]
             ax.set_xticks(x, labels, fontsize=8, rotation=30 if len(frame) > 4 else 0)
             ax.set_ylim(0, 1.05)
-            prompt = " ".join(str(diagnosis.prompts["prompt"].iloc[prompt_id]).split())
-            title = prompt if len(prompt) <= 34 else prompt[:31] + "..."
+            title = _middle(str(diagnosis.prompts["prompt"].iloc[prompt_id]), 40)
             ax.set_title(f"{title}\nbeta={diagnosis.config['beta']:g}", fontsize=8)
             if col == 0:
                 ax.set_ylabel("probability over classes", fontsize=8)
