@@ -1,0 +1,283 @@
+"""``mara diagnose``: answer classes and per-prompt targets reproduce the core's closed forms."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+
+from mara_rl.cli import main
+from mara_rl.diagnose import answer_classes, diagnose, read_rollouts
+from mara_rl.diagnose.report import format_table, to_dict
+from mara_rl.targets import crossover_beta, describe_target, kl_target, mara_target
+
+
+def known_rollouts() -> pd.DataFrame:
+    """Two prompts whose classes and reference masses are known by construction.
+
+    Prompt "p": answer "1" written two ways (log-probs -1 and -2, the first sampled three times),
+    answer "2" (-3, sampled twice), and an invalid answer (-0.5, reward 0).
+    Prompt "q": answers "7" (-0.2) and "8" (-2.5), both good, and "9" with reward 0.5.
+    """
+    rows = [
+        ("p", "answer: 1", 1.0, -1.0),
+        ("p", "answer: 1", 1.0, -1.0),
+        ("p", "so answer: 1", 1.0, -2.0),
+        ("p", "answer: 1", 1.0, -1.0),
+        ("p", "answer: 2", 1.0, -3.0),
+        ("p", "answer: 2", 1.0, -3.0),
+        ("p", "pass", 0.0, -0.5),
+        ("q", "answer: 7", 1.0, -0.2),
+        ("q", "answer: 8", 1.0, -2.5),
+        ("q", "answer: 9", 0.5, -4.0),
+    ]
+    return pd.DataFrame(rows, columns=["prompt", "completion", "reward", "ref_logprob"])
+
+
+EXPECTED = {  # prompt -> answer -> (reward, log reference mass of the class)
+    "p": {"1": (1.0, float(np.logaddexp(-1.0, -2.0))), "2": (1.0, -3.0), "pass": (0.0, -0.5)},
+    "q": {"7": (1.0, -0.2), "8": (1.0, -2.5), "9": (0.5, -4.0)},
+}
+
+
+def test_classes_deduplicate_and_sum_distinct_members():
+    classes = answer_classes(known_rollouts(), answer_key=r"answer: (\d)").classes
+    for prompt, answers in EXPECTED.items():
+        frame = classes[classes["prompt"] == prompt].set_index("answer")
+        assert set(frame.index) == set(answers)
+        for answer, (reward, logmass) in answers.items():
+            assert frame.loc[answer, "reward"] == reward
+            assert frame.loc[answer, "ref_logmass"] == pytest.approx(logmass, abs=1e-15)
+    p = classes[classes["prompt"] == "p"].set_index("answer")
+    assert p.loc["1", "num_samples"] == 4 and p.loc["1", "num_distinct"] == 2
+    assert p.loc["2", "num_samples"] == 2 and p.loc["2", "num_distinct"] == 1
+    assert list(p["sample_share"]) == pytest.approx([1 / 7, 4 / 7, 2 / 7])  # sorted by reference mass
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+@pytest.mark.parametrize("beta", [1e-3, 0.1, 1.0, 10.0])
+def test_targets_equal_the_core_closed_forms(kl, beta):
+    result = diagnose(known_rollouts(), beta, kl=kl, tau=0.9, answer_key=r"answer: (\d)")
+    for prompt, answers in EXPECTED.items():
+        names = list(answers)
+        rewards = np.array([answers[a][0] for a in names])
+        ref = np.array([answers[a][1] for a in names])
+        frame = result.classes[result.classes["prompt"] == prompt].set_index("answer").loc[names]
+        np.testing.assert_allclose(frame["vanilla"], kl_target(rewards, ref, beta, kl), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(frame["mara"], mara_target(rewards, ref, beta, 0.9, kl), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(frame["ref_prob"], np.exp(ref - logsumexp(ref)), rtol=1e-12)
+
+        row = result.prompts.set_index("prompt").loc[prompt]
+        for name, probs in (("vanilla", frame["vanilla"]), ("mara", frame["mara"])):
+            summary = describe_target(probs.to_numpy(), rewards, 0.9)
+            assert row[f"{name}_effective_good"] == pytest.approx(summary.effective_good, rel=1e-12)
+            assert row[f"{name}_top_good"] == pytest.approx(summary.top_good_share * summary.mass_above_tau, rel=1e-12)
+            assert row[f"{name}_mass_above_tau"] == pytest.approx(summary.mass_above_tau, rel=1e-12)
+            assert row[f"{name}_multimodal"] == summary.multimodal
+        assert row["num_good"] == 2
+
+
+def test_equal_rewards_keep_the_reference_ratio_and_mara_splits_evenly():
+    """Prop. 4.1: with equal rewards the vanilla ratio is the reference ratio at every beta."""
+    for beta in (1e-4, 1e-2, 1.0, 100.0):
+        result = diagnose(known_rollouts(), beta, tau=1.0, answer_key=r"answer: (\d)")
+        rows = result.prompts.set_index("prompt")
+        ratio_p = math.exp(-3.0 - float(np.logaddexp(-1.0, -2.0)))
+        assert rows.loc["p", "ref_second_to_top"] == pytest.approx(ratio_p, rel=1e-12)
+        assert rows.loc["p", "vanilla_second_to_top"] == pytest.approx(ratio_p, rel=1e-9)
+        assert rows.loc["p", "mara_second_to_top"] == pytest.approx(1.0, rel=1e-9)
+        assert rows.loc["p", "mara_effective_good"] == pytest.approx(2.0, rel=1e-9)
+        assert rows.loc["p", "beta_half"] == math.inf  # equal rewards: no beta changes the ratio
+
+
+def test_beta_half_is_the_crossover_of_the_two_best_good_classes():
+    # "a" has the higher reward, "b" the higher reference mass: at small beta "a" leads, and "b"
+    # reaches half of it at the beta where log G(b)/G(a) = -log 2 (Remark 4.4).
+    rollouts = pd.DataFrame(
+        [("r", "a", 1.0, -2.0), ("r", "b", 0.5, -0.1), ("r", "c", 0.0, -1.0)],
+        columns=["prompt", "completion", "reward", "ref_logprob"],
+    )
+    result = diagnose(rollouts, 0.05, tau=0.4)
+    row = result.prompts.iloc[0]
+    expected = crossover_beta(0.5, 1.0, -0.1, -2.0, target_log_ratio=-math.log(2.0))
+    assert expected == pytest.approx(0.5 / (1.9 + math.log(2.0)), rel=1e-12)
+    assert row["beta_half"] == pytest.approx(expected, rel=1e-12)
+    at_crossover = diagnose(rollouts, expected, tau=0.4).prompts.iloc[0]
+    assert at_crossover["vanilla_second_to_top"] == pytest.approx(0.5, rel=1e-9)
+
+
+@st.composite
+def random_rollouts(draw):
+    """Prompts with 1-4 classes of 1-3 distinct completions each, sampled 1-3 times."""
+    rows, expected = [], {}
+    for p in range(draw(st.integers(1, 4))):
+        prompt = f"prompt {p}"
+        expected[prompt] = {}
+        for c in range(draw(st.integers(2, 4))):
+            reward = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+            logprobs = draw(st.lists(st.floats(-30, 0), min_size=1, max_size=3, unique=True))
+            for k, lp in enumerate(logprobs):
+                for _ in range(draw(st.integers(1, 3))):
+                    rows.append((prompt, f"#{c} variant {k}", reward, lp))
+            expected[prompt][str(c)] = (reward, float(logsumexp(logprobs)))
+    order = draw(st.permutations(range(len(rows))))
+    frame = pd.DataFrame([rows[i] for i in order], columns=["prompt", "completion", "reward", "ref_logprob"])
+    return frame, expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=random_rollouts(), beta=st.sampled_from([1e-3, 0.05, 1.0]), kl=st.sampled_from(["reverse", "forward"]))
+def test_random_rollouts_match_per_prompt_core_calls(data, beta, kl):
+    frame, expected = data
+    result = diagnose(frame, beta, kl=kl, tau_quantile=0.5, answer_key=r"#(\d+) ")
+    for prompt, answers in expected.items():
+        names = list(answers)
+        rewards = np.array([answers[a][0] for a in names])
+        ref = np.array([answers[a][1] for a in names])
+        tau = float(np.quantile(frame.loc[frame["prompt"] == prompt, "reward"], 0.5))
+        got = result.classes[result.classes["prompt"] == prompt].set_index("answer").loc[names]
+        np.testing.assert_allclose(got["ref_logmass"], ref, rtol=1e-12, atol=1e-12)
+        assert np.all(got["tau"] == tau)
+        np.testing.assert_allclose(got["vanilla"], kl_target(rewards, ref, beta, kl), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["mara"], mara_target(rewards, ref, beta, tau, kl), rtol=1e-9, atol=1e-12)
+
+
+def test_default_tau_is_the_best_observed_reward():
+    result = diagnose(known_rollouts(), 0.1, answer_key=r"answer: (\d)")
+    taus = result.prompts.set_index("prompt")["tau"]
+    assert taus["p"] == 1.0 and taus["q"] == 1.0
+
+
+def test_policy_logprobs_give_a_policy_distribution_over_classes():
+    rollouts = known_rollouts().assign(policy_logprob=np.linspace(-3, -0.1, 10))
+    classes = diagnose(rollouts, 0.1).classes
+    sums = classes.groupby("prompt")["policy_prob"].sum()
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-12)
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(ValueError, match="missing column.*ref_logprob"):
+        diagnose(known_rollouts().drop(columns="ref_logprob"), 0.1)
+
+
+def test_non_numeric_values_are_rejected():
+    rollouts = known_rollouts().astype({"reward": object})
+    rollouts.loc[2, "reward"] = "high"
+    with pytest.raises(ValueError, match="'reward' must hold numbers; row 2"):
+        diagnose(rollouts, 0.1)
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.0, float("nan")])
+def test_beta_must_be_positive(beta):
+    with pytest.raises(ValueError, match="beta"):
+        diagnose(known_rollouts(), beta)
+
+
+def test_non_finite_rows_and_single_row_prompts_are_skipped_with_warnings():
+    rollouts = pd.concat(
+        [
+            known_rollouts(),
+            pd.DataFrame(
+                [
+                    ("p", "answer: 3", 1.0, float("nan")),
+                    ("p", "answer: 4", float("inf"), -1.0),
+                    ("lonely", "answer: 1", 1.0, -1.0),
+                ],
+                columns=["prompt", "completion", "reward", "ref_logprob"],
+            ),
+        ]
+    )
+    result = diagnose(rollouts, 0.1, answer_key=r"answer: (\d)")
+    assert set(result.prompts["prompt"]) == {"p", "q"}
+    text = "\n".join(result.warnings)
+    assert "'p': skipped 1 row(s) with non-finite ref_logprob" in text
+    assert "'p': skipped 1 row(s) with non-finite reward" in text
+    assert "'lonely': skipped, only one usable completion" in text
+    # Same targets as without the unusable rows.
+    clean = diagnose(known_rollouts(), 0.1, answer_key=r"answer: (\d)")
+    np.testing.assert_allclose(result.classes["vanilla"], clean.classes["vanilla"], rtol=1e-15)
+
+
+def test_no_usable_prompt_is_an_error():
+    lonely = pd.DataFrame([("a", "x", 1.0, -1.0), ("b", "y", 1.0, float("-inf"))], columns=["prompt", "completion", "reward", "ref_logprob"])
+    with pytest.raises(ValueError, match="no prompt has two or more usable completions"):
+        diagnose(lonely, 0.1)
+
+
+def test_mixed_rewards_in_a_class_use_the_mean_and_warn():
+    rollouts = known_rollouts()
+    rollouts.loc[rollouts["completion"] == "so answer: 1", "reward"] = 0.0
+    result = diagnose(rollouts, 0.1, answer_key=r"answer: (\d)")
+    p = result.classes[result.classes["prompt"] == "p"].set_index("answer")
+    assert p.loc["1", "reward"] == pytest.approx(3 / 4)
+    assert any("rewards from 0 to 1; using their mean" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("pattern, message", [("answer: (\\d", "not a valid regular expression"), ("answer", "capturing group")])
+def test_bad_answer_key(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        diagnose(known_rollouts(), 0.1, answer_key=pattern)
+
+
+def test_unmatched_completions_keep_their_text_as_class():
+    classes = answer_classes(known_rollouts(), answer_key=r"answer: (\d)").classes
+    assert "pass" in set(classes["answer"])
+
+
+def test_json_has_no_nan_and_the_table_marks_missing_values():
+    result = diagnose(known_rollouts(), 0.1, tau=1.0, answer_key=r"answer: (\d)")
+    record = to_dict(result)
+    text = json.dumps(record, allow_nan=False)
+    assert '"beta_half": "inf"' in text
+    assert len(record["prompts"][0]["classes"]) == 3
+    table = format_table(result)
+    assert "none" in table and "nan" not in table.lower()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_read_rollouts_formats(tmp_path, suffix):
+    frame = known_rollouts()
+    frame.loc[6, "completion"] = "NA"  # text, not a missing value
+    path = tmp_path / f"rollouts{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    read = read_rollouts(path)
+    assert list(read["completion"]) == list(frame["completion"])
+    np.testing.assert_array_equal(read["ref_logprob"], frame["ref_logprob"])
+
+
+def test_read_rollouts_rejects_unknown_formats(tmp_path):
+    path = tmp_path / "rollouts.txt"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="unknown format"):
+        read_rollouts(path)
+
+
+def test_cli_writes_json_and_plot(tmp_path, capsys):
+    path = tmp_path / "rollouts.jsonl"
+    known_rollouts().to_json(path, orient="records", lines=True)
+    out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
+    code = main(["diagnose", str(path), "--beta", "0.01", "1", "--answer-key", r"answer: (\d)", "--json", str(out_json), "--plot", str(out_png)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "unimodal by construction on" in printed and "MARA:" in printed
+    record = json.loads(out_json.read_text())
+    assert [r["config"]["beta"] for r in record["results"]] == [0.01, 1.0]
+    assert out_png.stat().st_size > 0
+
+
+def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
+    path = tmp_path / "rollouts.jsonl"
+    known_rollouts().to_json(path, orient="records", lines=True)
+    assert main(["diagnose", str(path), "--beta", "0"]) == 2
+    assert "beta must be a finite number > 0" in capsys.readouterr().err
