@@ -45,11 +45,11 @@ class ExperimentResult:
     summary: str = field(repr=False)
 
 
-def _categorical_runs(runs: list[RunSpec], config: TrainConfig) -> TrainResult:
+def _categorical_runs(runs: list[RunSpec], config: TrainConfig, desc: str) -> TrainResult:
     from mara_rl.toy.policies import CategoricalPolicy
 
     policy = CategoricalPolicy(np.zeros((len(runs), runs[0].bandit.num_outcomes)))
-    return train(policy, runs, config)
+    return train(policy, runs, config, desc=desc)
 
 
 def _run_metrics(runs: list[RunSpec], result: TrainResult) -> tuple[list[dict], np.ndarray]:
@@ -116,7 +116,7 @@ def binary_intervals(out_dir: Path | str, config: TrainConfig = TrainConfig(step
     out_dir = _prepare_dir(out_dir)
     bandit = binary_interval_problem()
     runs = [RunSpec(bandit, beta, kl, mara) for kl in ("reverse", "forward") for beta in betas for mara in (False, True)]
-    result = _categorical_runs(runs, config)
+    result = _categorical_runs(runs, config, "intervals")
     rows, tv_history = _run_metrics(runs, result)
     converged = bool((tv_history[-1] < TV_THRESHOLD).all())
 
@@ -179,7 +179,7 @@ def beta_sweep(
     out_dir = _prepare_dir(out_dir)
     bandit = two_bumps_problem()
     runs = [RunSpec(bandit, beta, kl) for kl in ("reverse", "forward") for beta in betas]
-    result = _categorical_runs(runs, config)
+    result = _categorical_runs(runs, config, "beta sweep")
     rows, tv_history = _run_metrics(runs, result)
     converged = bool((tv_history[-1] < TV_THRESHOLD).all())
 
@@ -250,14 +250,14 @@ def three_action(out_dir: Path | str, config: TrainConfig = TrainConfig(steps=20
     problems = three_action_examples()
     runs = [RunSpec(p, beta, kl) for p in problems for beta in betas for kl in ("reverse", "forward")]
     runs += [RunSpec(problems[1], beta, "reverse", mara=True) for beta in betas]
-    result = _categorical_runs(runs, config)
+    result = _categorical_runs(runs, config, "three actions")
     rows, tv_history = _run_metrics(runs, result)
     converged = bool((tv_history[-1] < TV_THRESHOLD).all())
     entries: dict = {}
     for r, run in enumerate(runs):
         label = f"{run.kl} KL" + (" + MARA" if run.mara else "")
         colour = plotting.MARA_COLOUR if run.mara else plotting.KL_COLOURS[run.kl]
-        entries.setdefault((problems.index(run.bandit), run.beta), []).append((label, result.probs[r], run.target(), colour))
+        entries.setdefault((next(i for i, p in enumerate(problems) if p is run.bandit), run.beta), []).append((label, result.probs[r], run.target(), colour))
     figures = [plotting.plot_three_action(out_dir / "fig3_4_three_actions.png", problems, betas, entries)]
     findings = []
     for r, run in enumerate(runs):
@@ -277,6 +277,8 @@ def distribution_matching(out_dir: Path | str, config: TrainConfig = TrainConfig
     and beta = 1 (target ``p``). A discretised Gaussian can hold one mode only: reverse KL locks on
     one mode, forward KL spreads across both. A categorical policy fits ``p`` under either KL. The
     third panel uses the same bumps as a *reward* at small beta: the regularised-RL target is a spike.
+    The Gaussian starts between the modes (mean K/2, scale K/10): a much wider start sits on the
+    flat plateau where the truncated Gaussian is nearly uniform.
     """
     from mara_rl.toy.policies import DiscretisedGaussianPolicy
 
@@ -292,9 +294,9 @@ def distribution_matching(out_dir: Path | str, config: TrainConfig = TrainConfig
     fit_runs = [RunSpec(reverse_fit, 1.0, "reverse"), RunSpec(forward_fit, 1.0, "forward")]
     rl_runs = [RunSpec(rl_bandit, rl_beta, "reverse"), RunSpec(rl_bandit, rl_beta, "forward")]
 
-    gaussian = DiscretisedGaussianPolicy(num_outcomes, np.full(2, num_outcomes / 2), np.full(2, num_outcomes / 4))
-    gauss_result = train(gaussian, fit_runs, config)
-    cat_result = _categorical_runs(fit_runs + rl_runs, config)
+    gaussian = DiscretisedGaussianPolicy(num_outcomes, np.full(2, num_outcomes / 2), np.full(2, num_outcomes / 10))
+    gauss_result = train(gaussian, fit_runs, config, desc="matching, Gaussian")
+    cat_result = _categorical_runs(fit_runs + rl_runs, config, "matching, categorical")
     cat_rows, tv_history = _run_metrics(fit_runs + rl_runs, cat_result)
     gauss_rows, _ = _run_metrics(fit_runs, gauss_result)
     for row in gauss_rows:
@@ -323,7 +325,7 @@ def distribution_matching(out_dir: Path | str, config: TrainConfig = TrainConfig
     findings.append("The Gaussian cannot represent p, so its TV stays large by construction; only the categorical runs are held to the threshold.")
     metrics = {"experiment": "distribution_matching", "tv_threshold": TV_THRESHOLD, "converged": converged,
                "runs": gauss_rows + cat_rows, "steps_per_second": {"gaussian": gauss_result.steps_per_second, "categorical": cat_result.steps_per_second}}
-    config_out = {"train": asdict(config), "bimodal": {"centers": centers, "weights": [0.55, 0.45], "width": width},
+    config_out = {"train": asdict(config), "gaussian_init": {"mean": num_outcomes / 2, "scale": num_outcomes / 10}, "bimodal": {"centers": centers, "weights": [0.55, 0.45], "width": width},
                   "rl_beta": rl_beta, "rl_rewards": "gaussian bumps, heights 1.0 and 0.9, uniform reference"}
     return _finish("Distribution matching vs KL-regularised RL (paper Fig. 1)", out_dir, config_out, metrics, figures, findings, converged)
 

@@ -107,11 +107,13 @@ def plot_policy_grid(
                 ax.set_xlabel("outcome y")
             if j == 0:
                 ax.set_ylabel("probability")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    for ax in axes.flat[1:]:
+    from matplotlib.patches import Patch
+
+    seen = {}
+    for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
+    seen[f"good outcomes (R >= {tau:g})"] = Patch(color="gold", alpha=0.3)
     fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=len(seen), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(suptitle)
     fig.tight_layout(rect=(0, 0.04, 1, 1))

@@ -30,7 +30,11 @@ class CategoricalPolicy(nn.Module):
 
 
 class DiscretisedGaussianPolicy(nn.Module):
-    """``pi(y) ∝ exp(-(y - mu)^2 / (2 sigma^2))`` over ``y = 0..K-1``; parameters ``mu`` and ``log sigma``, each ``[R]``."""
+    """``pi(y) ∝ exp(-(y - mu)^2 / (2 sigma^2))`` over ``y = 0..K-1``, one ``(mu, sigma)`` per run (``[R]`` each).
+
+    Parameters are ``mu / K`` and ``log sigma``, so one learning rate suits both: a step of 0.1
+    moves the mean by a tenth of the outcome range and the scale by about 10%.
+    """
 
     def __init__(self, num_outcomes: int, mean: np.ndarray, scale: np.ndarray):
         super().__init__()
@@ -38,10 +42,12 @@ class DiscretisedGaussianPolicy(nn.Module):
         scale = torch.as_tensor(np.atleast_1d(scale), dtype=torch.float64)
         if mean.shape != scale.shape or (scale <= 0).any():
             raise ValueError("mean and scale must have one shape [R] and scale must be > 0")
-        self.mean = nn.Parameter(mean.clone())
+        self.num_outcomes = int(num_outcomes)
+        self.relative_mean = nn.Parameter(mean / self.num_outcomes)
         self.log_scale = nn.Parameter(scale.log())
-        self.register_buffer("outcomes", torch.arange(num_outcomes, dtype=torch.float64))
+        self.register_buffer("outcomes", torch.arange(self.num_outcomes, dtype=torch.float64))
 
     def log_probs(self) -> torch.Tensor:
-        z = (self.outcomes[None, :] - self.mean[:, None]) / self.log_scale.exp()[:, None]
+        mean = self.relative_mean * self.num_outcomes
+        z = (self.outcomes[None, :] - mean[:, None]) / self.log_scale.exp()[:, None]
         return torch.log_softmax(-0.5 * z**2, dim=-1)

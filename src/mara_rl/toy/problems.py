@@ -17,7 +17,7 @@ DEFAULT_NUM_OUTCOMES = 100
 DEFAULT_DECAY = 20.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Bandit:
     """One KL-regularised bandit: ``J(pi) = E_pi[R] - beta D(pi, pi_ref)`` over ``K`` outcomes.
 

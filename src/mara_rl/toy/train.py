@@ -120,7 +120,21 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum(axis=-1)
 
 
-def train(policy: torch.nn.Module, runs: Sequence[RunSpec], config: TrainConfig = TrainConfig()) -> TrainResult:
+def shaped_rewards(
+    rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: torch.Tensor, forward: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample reward whose score-function gradient ``E_pi[s grad log pi]`` is ``grad J`` (module docstring).
+
+    reverse: ``s = R - beta (log pi - log pi_ref)``; forward: ``s = R + beta pi_ref / pi``.
+    All arguments broadcast (``[R, N]`` samples, ``[R, 1]`` beta and bool ``forward``).
+    """
+    log_ratio = logprobs - ref_logprobs
+    return torch.where(forward, rewards + beta * torch.exp(-log_ratio), rewards - beta * log_ratio)
+
+
+def train(
+    policy: torch.nn.Module, runs: Sequence[RunSpec], config: TrainConfig = TrainConfig(), desc: str = "training"
+) -> TrainResult:
     """Train ``len(runs)`` independent runs, row ``r`` of ``policy.log_probs()`` being run ``r``'s policy."""
     if not runs:
         raise ValueError("runs must not be empty")
@@ -144,7 +158,7 @@ def train(policy: torch.nn.Module, runs: Sequence[RunSpec], config: TrainConfig 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # [R, K] tensors are tiny: extra threads only add synchronisation
     start = time.perf_counter()
-    for step in tqdm(range(config.steps), desc="training", disable=not config.progress, leave=False):
+    for step in tqdm(range(config.steps), desc=desc, disable=not config.progress, leave=False):
         log_probs = policy.log_probs()  # [R, K]
         samples = torch.multinomial(log_probs.detach().exp(), n, replacement=True, generator=generator)  # [R, N]
         sample_logprobs = log_probs.gather(1, samples)  # [R, N], carries the gradient
@@ -158,10 +172,7 @@ def train(policy: torch.nn.Module, runs: Sequence[RunSpec], config: TrainConfig 
                 sample_ref[r] = augmented.ref_logprobs
 
         with torch.no_grad():
-            log_ratio = sample_logprobs - sample_ref
-            reverse_shaped = sample_rewards - beta * log_ratio
-            forward_shaped = sample_rewards + beta * torch.exp(-log_ratio)
-            shaped = torch.where(forward, forward_shaped, reverse_shaped)
+            shaped = shaped_rewards(sample_rewards, sample_logprobs, sample_ref, beta, forward)
             baseline = (shaped.sum(1, keepdim=True) - shaped) / (n - 1)
             advantage = shaped - baseline
 
