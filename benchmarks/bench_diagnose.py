@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from mara_rl.diagnose import answer_classes, diagnose
+from mara_rl.diagnose.classes import answer_classes
+from mara_rl.diagnose.diagnosis import diagnose
 from mara_rl.targets import kl_target, mara_target
 
 

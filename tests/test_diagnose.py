@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 from mara_rl.cli import main
-from mara_rl.diagnose import answer_classes, diagnose, read_rollouts
+from mara_rl.diagnose.classes import answer_classes
+from mara_rl.diagnose.diagnosis import diagnose
+from mara_rl.diagnose.reading import read_rollouts
 from mara_rl.diagnose.report import format_table, to_dict
 from mara_rl.targets import crossover_beta, describe_target, kl_target, mara_target
 

@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from mara_rl.diagnose import diagnose  # noqa: E402
+from mara_rl.diagnose.diagnosis import diagnose  # noqa: E402
+from mara_rl.diagnose.reading import read_rollouts  # noqa: E402
 from mara_rl.llm.rollouts import sample_rollouts, sequence_logprobs, write_rollouts  # noqa: E402
 from mara_rl.llm.tasks import random_choice_prompt, random_choice_reward  # noqa: E402
 from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
@@ -72,8 +73,6 @@ def test_sample_rollouts_rows_rewards_and_determinism(tiny, tmp_path):
     assert rows == sample_rollouts(model, tokenizer, prompts, reward_fn, **kwargs)
 
     path = write_rollouts(rows, tmp_path / "rollouts.jsonl")
-    from mara_rl.diagnose import read_rollouts
-
     result = diagnose(read_rollouts(path), 0.1, tau=0.0)
     assert result.summary["num_rows"] == 12
 

@@ -1,12 +1,10 @@
 """``mara diagnose``: the exact target of a KL-regularised objective over the answers a model produced.
 
-Read rollouts (:func:`read_rollouts`), group each prompt's completions into answer classes
-(:func:`answer_classes`), and compute per prompt the vanilla and the MARA target with the core's
-closed forms (:func:`diagnose`). Needs pandas (extra ``[dev]`` or ``[chem]``).
+- :mod:`mara_rl.diagnose.reading`: read and check rollout files (:func:`read_rollouts`);
+- :mod:`mara_rl.diagnose.classes`: group each prompt's completions into answer classes;
+- :mod:`mara_rl.diagnose.diagnosis`: per-prompt vanilla and MARA targets with the core's closed
+  forms (:func:`diagnose`);
+- :mod:`mara_rl.diagnose.report`: table, JSON and figure; :mod:`mara_rl.diagnose.commands`: the CLI.
+
+Submodules are imported explicitly (they need pandas) so that ``mara --help`` stays fast.
 """
-
-from mara_rl.diagnose.classes import AnswerClasses, answer_classes
-from mara_rl.diagnose.diagnosis import Diagnosis, diagnose
-from mara_rl.diagnose.reading import check_rollouts, read_rollouts
-
-__all__ = ["AnswerClasses", "Diagnosis", "answer_classes", "check_rollouts", "diagnose", "read_rollouts"]
