@@ -283,3 +283,10 @@ def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
     known_rollouts().to_json(path, orient="records", lines=True)
     assert main(["diagnose", str(path), "--beta", "0"]) == 2
     assert "beta must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_classes_are_reused_across_betas_with_their_own_answer_key():
+    groups = answer_classes(known_rollouts(), answer_key=r"answer: (\d)")
+    assert diagnose(groups, 0.1).config["answer_key"] == r"answer: (\d)"
+    with pytest.raises(ValueError, match="differs from the one the classes were built with"):
+        diagnose(groups, 0.1, answer_key=r"(\d)")

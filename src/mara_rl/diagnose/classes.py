@@ -32,12 +32,14 @@ class AnswerClasses:
             ``sample_share`` (the class's share of the prompt's rows) and, when the rollouts carry
             it, ``policy_logmass``.
         prompts: the kept prompts, indexed by ``prompt_id``, with their row and class counts.
+        answer_key: the regex that defined the classes (``None``: exact text).
         warnings: what was skipped or approximated, one line each.
     """
 
     rows: pd.DataFrame
     classes: pd.DataFrame
     prompts: pd.DataFrame
+    answer_key: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -165,4 +167,4 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
             "num_classes": np.bincount(classes["prompt_id"].to_numpy(), minlength=len(prompt_labels)),
         }
     )
-    return AnswerClasses(rows=rows, classes=classes, prompts=prompts, warnings=warnings)
+    return AnswerClasses(rows=rows, classes=classes, prompts=prompts, answer_key=answer_key, warnings=warnings)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)
     results = [
-        diagnose(groups, beta, kl=args.kl, tau=args.tau, tau_quantile=args.tau_quantile, answer_key=args.answer_key)
+        diagnose(groups, beta, kl=args.kl, tau=args.tau, tau_quantile=args.tau_quantile)
         for beta in args.beta
     ]
     summary = results[0].summary

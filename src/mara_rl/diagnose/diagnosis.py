@@ -101,11 +101,10 @@ def class_thresholds(groups: AnswerClasses, tau: float | None, tau_quantile: flo
 
 def _top_two_good(classes: pd.DataFrame, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
     """Class index of the most and second most likely good class under the vanilla target (-1: none)."""
-    good = classes["good"].to_numpy()
-    index = np.flatnonzero(good)
-    prompt = classes["prompt_id"].to_numpy()[index]
-    index = index[np.lexsort((-classes["vanilla"].to_numpy()[index], prompt))]
-    prompt = classes["prompt_id"].to_numpy()[index]
+    prompt_ids = classes["prompt_id"].to_numpy()
+    index = np.flatnonzero(classes["good"].to_numpy())
+    index = index[np.lexsort((-classes["vanilla"].to_numpy()[index], prompt_ids[index]))]
+    prompt = prompt_ids[index]
     starts = np.flatnonzero(np.r_[True, prompt[1:] != prompt[:-1]]) if index.size else np.zeros(0, dtype=np.int64)
     counts = np.diff(np.r_[starts, index.size])
     top = np.full(num_prompts, -1, dtype=np.int64)
@@ -136,6 +135,7 @@ def diagnose(
         tau_quantile: per-prompt quantile of the sampled rewards (as MARA computes it in training).
             Neither: ``tau_quantile=1``, the best reward observed for the prompt.
         answer_key: regex whose first group is the answer (classes); default the exact completion.
+            With ``rollouts`` already grouped, leave it out (the classes carry their own).
 
     Returns:
         :class:`Diagnosis` with per-class target probabilities and per-prompt diagnostics.
@@ -149,7 +149,12 @@ def diagnose(
         tau_quantile = 1.0
     if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
         raise ValueError(f"tau_quantile must lie in [0, 1], got {tau_quantile!r}")
-    groups = rollouts if isinstance(rollouts, AnswerClasses) else answer_classes(rollouts, answer_key)
+    if isinstance(rollouts, AnswerClasses):
+        if answer_key is not None and answer_key != rollouts.answer_key:
+            raise ValueError(f"answer_key {answer_key!r} differs from the one the classes were built with ({rollouts.answer_key!r})")
+        groups = rollouts
+    else:
+        groups = answer_classes(rollouts, answer_key)
     classes = groups.classes.copy()
     num_prompts = len(groups.prompts)
     prompt_id = classes["prompt_id"].to_numpy()
@@ -170,7 +175,7 @@ def diagnose(
         classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id, num_prompts)[prompt_id])
 
     prompts = _per_prompt(classes, groups.prompts, prompt_tau)
-    config = {"beta": beta, "kl": kl, "tau": tau, "tau_quantile": tau_quantile, "answer_key": answer_key}
+    config = {"beta": beta, "kl": kl, "tau": tau, "tau_quantile": tau_quantile, "answer_key": groups.answer_key}
     return Diagnosis(config, classes, prompts, summarize(prompts, config), list(groups.warnings))
 
 

@@ -178,11 +178,11 @@ def semantic_diversity(texts: Sequence[str], *, encoder=None, batch_size: int = 
     if isinstance(texts, str) or len(items) < 2:
         raise ValueError("semantic_diversity needs a sequence of at least 2 texts")
     encoder = encoder or load_sentence_encoder()
-    embeddings = np.asarray(
-        encoder.encode(items, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True),
-        dtype=np.float64,
-    )
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    embeddings = np.asarray(encoder.encode(items, batch_size=batch_size, convert_to_numpy=True), dtype=np.float64)
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms) & (norms > 0)):
+        raise ValueError("the encoder returned a zero or non-finite embedding; cosine distance is undefined")
+    embeddings /= norms
     cosine = embeddings @ embeddings.T
     upper = np.triu_indices(len(items), k=1)
     return float(np.clip(1.0 - cosine[upper], 0.0, 2.0).mean())
