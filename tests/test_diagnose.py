@@ -163,6 +163,22 @@ def test_policy_logprobs_give_a_policy_distribution_over_classes():
     np.testing.assert_allclose(sums, 1.0, rtol=1e-12)
 
 
+def test_policy_at_the_mara_target_has_zero_distance_to_it():
+    """A policy whose class masses equal MARA's target is 0 away from it and > 0 from vanilla."""
+    rollouts = known_rollouts()
+    target = diagnose(rollouts, 0.1, tau=1.0, answer_key=r"answer: (\d)")
+    mara = target.classes.set_index(["prompt", "answer"])["mara"]
+    # Give each class's mass to its first distinct completion, none to the others.
+    keys = rollouts["completion"].str.extract(r"answer: (\d)")[0].fillna(rollouts["completion"])
+    first = ~pd.DataFrame({"p": rollouts["prompt"], "k": keys}).duplicated()
+    is_rep = rollouts["completion"].isin(rollouts.loc[first, "completion"])
+    mass = np.array([mara[(p, k)] for p, k in zip(rollouts["prompt"], keys)])
+    rollouts["policy_logprob"] = np.where(is_rep, np.log(mass), -800.0)
+    rows = diagnose(rollouts, 0.1, tau=1.0, answer_key=r"answer: (\d)").prompts
+    np.testing.assert_allclose(rows["policy_tv_mara"], 0.0, atol=1e-12)
+    assert (rows["policy_tv_vanilla"] > 0.2).all()
+
+
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="missing column.*ref_logprob"):
         diagnose(known_rollouts().drop(columns="ref_logprob"), 0.1)

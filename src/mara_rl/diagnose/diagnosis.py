@@ -71,6 +71,8 @@ PROMPT_COLUMNS = {
     "mara_mass_above_tau": "MARA target mass on the good classes",
     "mara_multimodal": "describe_target's verdict for the MARA target",
     "beta_half": "beta at which the second-best good class reaches half of the top one (inf: none)",
+    "policy_tv_vanilla": "with policy_logprob: total variation between the policy and the vanilla target",
+    "policy_tv_mara": "with policy_logprob: total variation between the policy and the MARA target",
 }
 
 
@@ -175,6 +177,11 @@ def diagnose(
         classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id, num_prompts)[prompt_id])
 
     prompts = _per_prompt(classes, groups.prompts, prompt_tau)
+    if "policy_prob" in classes.columns:
+        # How far a trained policy is from each target, over the same classes: 0.5 sum |pi - G|.
+        for name in ("vanilla", "mara"):
+            gap = np.abs(classes["policy_prob"].to_numpy() - classes[name].to_numpy())
+            prompts[f"policy_tv_{name}"] = 0.5 * np.bincount(prompt_id, weights=gap, minlength=num_prompts)
     config = {"beta": beta, "kl": kl, "tau": tau, "tau_quantile": tau_quantile, "answer_key": groups.answer_key}
     return Diagnosis(config, classes, prompts, summarize(prompts, config), list(groups.warnings))
 
