@@ -95,6 +95,8 @@ def run_toy(args: argparse.Namespace) -> int:
 
 
 def run_didactic(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     config = _config(args)
     names = QUICK_NAMES if args.quick else EXPERIMENT_NAMES
     started = time.perf_counter()
@@ -110,8 +112,9 @@ def run_didactic(args: argparse.Namespace) -> int:
         lines += [f"- `{figure.relative_to(args.out)}`" for figure in result.figures]
         lines.append(f"- details: `{(result.out_dir / 'summary.md').relative_to(args.out)}`")
         lines.append("")
-    (args.out / "README.md").write_text("\n".join(lines))
+    (args.out / "summary.md").write_text("\n".join(lines))
+    (args.out / "config.json").write_text(json.dumps({"experiments": list(names), "train": asdict(config)}, indent=2) + "\n")
     (args.out / "metrics.json").write_text(json.dumps(
         {"seconds": seconds, "experiments": {r.metrics["experiment"]: {"converged": r.converged} for r in results}}, indent=2) + "\n")
-    print(f"\nDone in {seconds:.1f} s. Figures and summaries are in {args.out}/ (start with {args.out / 'README.md'}).")
+    print(f"\nDone in {seconds:.1f} s. Figures and summaries are in {args.out}/ (start with {args.out / 'summary.md'}).")
     return 0 if all(r.converged for r in results) else 1
