@@ -172,8 +172,8 @@ def test_cli_runs_an_experiment_and_writes_a_self_describing_folder(tmp_path, ca
 def test_cli_registers_every_experiment_and_reproduce_didactic():
     from mara_rl.cli import build_parser
     from mara_rl.toy.commands import EXPERIMENT_NAMES, QUICK_NAMES
-    from mara_rl.toy.experiments import EXPERIMENTS, QUICK_EXPERIMENTS
+    from mara_rl.toy.experiments import EXPERIMENTS
 
-    assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS) and set(QUICK_NAMES) == set(QUICK_EXPERIMENTS)
+    assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS) and set(QUICK_NAMES) <= set(EXPERIMENTS)
     args = build_parser().parse_args(["reproduce", "didactic", "--quick"])
     assert args.quick and str(args.out) == "runs/didactic"

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
     didactic = _reproduce_subparsers(subparsers).add_parser(
         "didactic",
-        help="all didactic experiments (paper Figs. 1-5), about a minute on a laptop CPU",
+        help="all didactic experiments (paper Figs. 1-5), under a minute on a laptop CPU",
         description="Run every didactic experiment and write its figures, metrics and summaries.",
     )
     didactic.add_argument("--out", type=Path, default=Path("runs/didactic"), help="output folder (default runs/didactic)")
@@ -63,6 +63,10 @@ def register(subparsers) -> None:
 
 
 def _config(args: argparse.Namespace):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ValueError("the didactic experiments need PyTorch: pip install 'mara-rl[torch]'") from None
     from mara_rl.toy.experiments import with_overrides
     from mara_rl.toy.train import TrainConfig
 

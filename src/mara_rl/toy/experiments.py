@@ -336,7 +336,6 @@ EXPERIMENTS: dict[str, Callable[..., ExperimentResult]] = {
     "intervals": binary_intervals,
     "three-action": three_action,
 }
-QUICK_EXPERIMENTS = ("intervals", "three-action")
 
 
 def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:

@@ -30,7 +30,7 @@ element-wise, so batching changes nothing but the speed. Seeded and deterministi
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -192,8 +192,3 @@ def train(
         history.append(final)
         history_steps.append(config.steps)
     return TrainResult(final, np.stack(history), np.asarray(history_steps), seconds, config)
-
-
-def config_dict(config: TrainConfig) -> dict:
-    """JSON-ready copy of ``config``."""
-    return asdict(config)
