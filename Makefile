@@ -18,13 +18,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mara targets --rewards 0 0.9 1 --ref-probs 0.68 0.30 0.02 --beta 0.001 0.1 1 --tau 0.85 --plot runs/demo/targets.png
+	$(BIN)/mara targets --rewards 0 1 1 --ref-probs 0.68 0.30 0.02 --labels wrong common rare --beta 0.001 1 --tau 0.5 --plot runs/didactic/targets.png
+	$(BIN)/mara reproduce didactic --out runs/didactic
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_augment.py
+	$(BIN)/python benchmarks/bench_toy.py
+	$(BIN)/python benchmarks/bench_diagnose.py
 
 clean:
 	rm -rf $(VENV) runs
