@@ -1,0 +1,178 @@
+"""MaraGRPOTrainer / MaraRLOOTrainer mechanics on a tiny untrained Llama (CPU, a few seconds each)."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
+
+from mara_rl.augment import mara_rewards  # noqa: E402
+from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
+from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
+from mara_rl.llm.trainers import (  # noqa: E402
+    MaraGRPOConfig,
+    MaraGRPOTrainer,
+    MaraRLOOConfig,
+    MaraRLOOTrainer,
+    forward_kl_surrogate,
+)
+
+NUM_GENERATIONS = 4
+
+
+def parity_reward(completion_ids, **kwargs):
+    """1 when the first completion token id is even: about half the samples are 'good'."""
+    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-untrained")
+    model, tokenizer = tiny_untrained_model(seed=0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
+        max_completion_length=4, beta=0.1, learning_rate=1e-3, max_steps=2, logging_steps=1, report_to="none",
+        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+    )
+    settings.update(overrides)
+    dataset = Dataset.from_list(random_choice_dataset_rows(num_prompts=32))
+    return trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
+                       train_dataset=dataset)
+
+
+def final_params(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+
+@pytest.mark.parametrize(
+    "stock,ours",
+    [((GRPOTrainer, GRPOConfig), (MaraGRPOTrainer, MaraGRPOConfig)),
+     ((RLOOTrainer, RLOOConfig), (MaraRLOOTrainer, MaraRLOOConfig))],
+    ids=["grpo", "rloo"],
+)
+def test_without_mara_reverse_kl_equals_the_stock_trainer(stock, ours, model_dir, tmp_path):
+    reference = make_trainer(*stock, model_dir, tmp_path / "stock")
+    reference.train()
+    subclass = make_trainer(*ours, model_dir, tmp_path / "ours", mara=False, kl_direction="reverse")
+    subclass.train()
+    stock_logs = [h for h in reference.state.log_history if "loss" in h]
+    our_logs = [h for h in subclass.state.log_history if "loss" in h]
+    assert len(stock_logs) == len(our_logs) == 2
+    for a, b in zip(stock_logs, our_logs):
+        for key in ("loss", "reward", "kl"):
+            assert a[key] == b[key], key
+    assert torch.equal(final_params(reference), final_params(subclass))
+    assert not any(k.startswith("mara/") for h in our_logs for k in h)
+
+
+def reference_sequence_logprobs(trainer, out):
+    """log pi_ref(y|x) recomputed with a plain forward pass of the reference model."""
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = trainer.ref_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    logp = torch.log_softmax(logits / trainer.temperature, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+    t = out["completion_ids"].size(1)
+    return (logp[:, -t:] * out["completion_mask"]).sum(dim=1)
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_grpo_advantages_are_those_of_core_mara_on_the_batch(kl, model_dir, tmp_path):
+    beta = 0.1
+    trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, mara=True, mara_tau=1.0,
+                           kl_direction=kl, scale_rewards="none", beta=beta)
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer._generate_and_score_completions(batch)
+
+    rewards = torch.tensor(parity_reward([ids[m.bool()].tolist() for ids, m in
+                                          zip(out["completion_ids"], out["completion_mask"])]))
+    ref = reference_sequence_logprobs(trainer, out)
+    groups = torch.arange(len(rewards)) // NUM_GENERATIONS
+    expected = mara_rewards(rewards.double(), ref.double(), beta=beta, tau=1.0, group_ids=groups, kl=kl)
+    aug = expected.rewards.float()
+    if kl == "forward":
+        assert torch.allclose(out["mara_ref_logps"], expected.ref_logprobs.float(), atol=1e-4)
+    else:
+        assert "mara_ref_logps" not in out
+    group_mean = aug.view(-1, NUM_GENERATIONS).mean(dim=1).repeat_interleave(NUM_GENERATIONS)
+    assert torch.allclose(out["advantages"], aug - group_mean, atol=1e-4)
+    metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+    assert metrics["mara/frac_groups_augmented"][-1] == pytest.approx(expected.fraction_groups_augmented)
+    assert metrics["mara/reward_raw"][-1] == pytest.approx(rewards.mean().item())
+
+
+def test_forward_kl_loss_adds_beta_times_the_estimator(model_dir, tmp_path):
+    beta = 0.1
+    trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, kl_direction="forward",
+                           beta=beta, loss_type="grpo")
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    trainer.model.eval()  # eval mode: no gradient-accumulation scaling
+    loss = trainer._compute_loss(trainer.model, out)
+    kl_logged = trainer._metrics["eval"]["kl"][-1]
+    trainer.args.kl_direction = "reverse"
+    trainer.beta = 0.0
+    no_kl = trainer._compute_loss(trainer.model, out)
+    assert kl_logged >= 0.0
+    assert loss.item() == pytest.approx(no_kl.item() + beta * kl_logged, rel=1e-4, abs=1e-6)
+    seq_logps = (trainer._mara_policy_logps * out["completion_mask"]).sum(dim=1)
+    value = forward_kl_surrogate(seq_logps, out["mara_ref_logps"])[1]
+    assert kl_logged == pytest.approx(value.mean().item(), rel=1e-5)
+
+
+def test_forward_kl_surrogate_is_unbiased_in_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(6, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(6), dim=0)
+    logp = torch.log_softmax(logits, dim=0)
+    pi = logp.exp().detach()
+    surrogate, value = forward_kl_surrogate(logp, ref)
+    exact_kl = (ref.exp() * (ref - logp)).sum()
+    assert (value >= 0).all()
+    assert (pi * value).sum().item() == pytest.approx(exact_kl.item(), rel=1e-5)
+    (grad_estimate,) = torch.autograd.grad((pi * surrogate).sum(), logits, retain_graph=True)
+    (grad_exact,) = torch.autograd.grad(exact_kl, logits)
+    assert torch.allclose(grad_estimate, grad_exact, atol=1e-6)
+    same = forward_kl_surrogate(ref, ref)[1]
+    assert torch.allclose(same, torch.zeros_like(same))
+
+
+@pytest.mark.parametrize("trainer_cls,config_cls", [(MaraGRPOTrainer, MaraGRPOConfig),
+                                                    (MaraRLOOTrainer, MaraRLOOConfig)], ids=["grpo", "rloo"])
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_training_logs_mara_metrics(trainer_cls, config_cls, kl, model_dir, tmp_path):
+    trainer = make_trainer(trainer_cls, config_cls, model_dir, tmp_path, mara=True, mara_tau=1.0,
+                           kl_direction=kl, max_steps=1)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h][0]
+    assert math.isfinite(logs["loss"])
+    assert 0.0 <= logs["mara/frac_groups_augmented"] <= 1.0
+    for key in ("mara/mean_augmentation", "mara/reward_raw"):
+        assert math.isfinite(logs[key])
+    if logs["mara/frac_groups_augmented"] > 0:
+        assert logs["mara/anchor_ref_logprob"] < 0.0
+
+
+@pytest.mark.parametrize("config_cls", [MaraGRPOConfig, MaraRLOOConfig], ids=["grpo", "rloo"])
+def test_config_validation(config_cls, tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="beta > 0"):
+        config_cls(**base, mara=True, beta=0.0)
+    with pytest.raises(ValueError, match="kl_direction"):
+        config_cls(**base, kl_direction="sideways")
+    with pytest.raises(ValueError, match="at most one"):
+        config_cls(**base, mara=True, beta=0.1, mara_tau=1.0, mara_tau_quantile=0.9)
+    with pytest.raises(ValueError, match="mara_tau_quantile"):
+        config_cls(**base, mara=True, beta=0.1, mara_tau_quantile=1.5)
+    cfg = config_cls(**base, mara=True, beta=0.1)
+    assert cfg.mara_tau_quantile == 0.9 and cfg.mara_tau is None
+    assert config_cls(**base, beta=0.0).mara is False
