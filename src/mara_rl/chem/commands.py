@@ -1,0 +1,185 @@
+"""``mara chem ...``: train the SMILES prior, run REINVENT-style RL (with or without MARA), compare.
+
+Only argparse at module level; torch and RDKit load inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    chem = subparsers.add_parser("chem", help="SMILES language models: prior training and REINVENT-style RL with MARA")
+    sub = chem.add_subparsers(dest="chem_command", metavar="CHEM_COMMAND")
+    chem.set_defaults(func=lambda args: (chem.print_help(), 2)[1])
+    _register_train_prior(sub)
+    _register_eval_prior(sub)
+    _register_run(sub)
+    _register_compare(sub)
+
+
+def _register_train_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-prior", help="train a SMILES RNN prior on MOSES (checkpoints, resume)")
+    p.add_argument("--out", default="runs/chem-prior", help="run folder (prior.pt, checkpoint.pt, metrics.json)")
+    p.add_argument("--data", default=None, help="SMILES file (.csv[.gz] with a SMILES column, or one per line); default: MOSES train")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N SMILES")
+    p.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--hidden-size", type=int, default=384)
+    p.add_argument("--num-layers", type=int, default=3)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay", type=float, default=0.85, help="learning rate multiplier per epoch")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this much training time")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=50, help="steps between loss records")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=_train_prior)
+
+
+def _train_prior(args: argparse.Namespace) -> int:
+    from mara_rl.chem.model import PriorConfig
+    from mara_rl.chem.train_prior import TrainPriorConfig, train_prior
+
+    config = TrainPriorConfig(
+        out=args.out,
+        data=args.data,
+        limit=args.limit,
+        model=PriorConfig(
+            cell=args.cell,
+            embedding_dim=args.embedding_dim,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            dropout=args.dropout,
+        ),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        device=args.device,
+    )
+    metrics = train_prior(config, resume=args.resume)
+    print(f"prior written to {args.out}/prior.pt: {metrics['steps']} steps, {metrics['epochs_completed']:.2f} epochs, "
+          f"{metrics['train_minutes']:.1f} min, final loss {metrics['final_loss']}")
+    return 0
+
+
+def _register_eval_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-prior", help="validity, uniqueness and novelty of samples from a prior (needs RDKit)")
+    p.add_argument("--prior", default=None, help="prior checkpoint (default: the shipped MOSES prior)")
+    p.add_argument("--samples", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the metrics as JSON here")
+    p.set_defaults(func=_eval_prior)
+
+
+def _eval_prior(args: argparse.Namespace) -> int:
+    import json
+
+    from mara_rl.chem.evaluate import evaluate_prior
+
+    metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+def _add_rl_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", default="qed_hbd_sa",
+                   help="qed, sa, hbd, similarity, qed_hbd_sa, celecoxib_mpo, or module:factory for your own oracle")
+    p.add_argument("--budget", type=int, default=10_000, help="oracle calls; the run stops at exactly this many")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--sigma", type=float, default=500.0, help="REINVENT's score weight; beta = 1 / sigma")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--diversity-filter", action="store_true", help="scaffold-bucket diversity filter (off by default)")
+    p.add_argument("--df-bucket-size", type=int, default=25)
+    p.add_argument("--df-min-score", type=float, default=0.4)
+    p.add_argument("--replay-size", type=int, default=0, help="top-k experience replay memory (0: off)")
+    p.add_argument("--replay-batch", type=int, default=24)
+    p.add_argument("--screens", type=float, nargs="+", default=[0.8, 0.85], help="score thresholds for Yield and OB100")
+    p.add_argument("--prior", default=None, help="prior checkpoint (default: the shipped MOSES prior)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+
+
+def _base_config(args: argparse.Namespace, **overrides):
+    from mara_rl.chem.rl import RunConfig
+
+    return RunConfig(
+        out=args.out, objective=args.objective, budget=args.budget, batch_size=args.batch_size, sigma=args.sigma,
+        lr=args.lr, diversity_filter=args.diversity_filter, df_bucket_size=args.df_bucket_size,
+        df_min_score=args.df_min_score, replay_size=args.replay_size, replay_batch=args.replay_batch,
+        screens=tuple(args.screens), prior=args.prior, device=args.device, threads=args.threads, **overrides,
+    )
+
+
+def _register_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="REINVENT-style RL on the prior, optionally with MARA")
+    p.add_argument("--out", default="runs/chem-run")
+    _add_rl_options(p)
+    p.add_argument("--mara", action="store_true", help="apply MARA to the scores (needs --tau or --tau-quantile)")
+    p.add_argument("--tau", type=float, default=None, help="MARA threshold on the score")
+    p.add_argument("--tau-quantile", type=float, default=None, help="MARA threshold as a per-batch score quantile")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mara_rl.chem.rl import run
+
+    config = _base_config(args, mara=args.mara, tau=args.tau, tau_quantile=args.tau_quantile, seed=args.seed, max_steps=args.max_steps)
+    metrics = run(config, resume=args.resume)
+    if not metrics.get("finished", True):
+        print(f"stopped after step {metrics['step']} with {metrics['oracle_calls']} oracle calls; continue with --resume")
+        return 0
+    for key, value in metrics.items():
+        print(f"{key}: {value if value is not None else 'not reached'}")
+    return 0
+
+
+def _register_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="REINVENT vs MARA over seeds: Table-2-style markdown table and yield curves")
+    p.add_argument("--out", default="runs/chem-compare")
+    _add_rl_options(p)
+    p.add_argument("--taus", type=float, nargs="+", default=[0.8, 0.85], help="MARA thresholds to compare")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    p.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mara_rl.chem.compare import compare
+
+    result = compare(_base_config(args), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs)
+    print(result["table"])
+    print(f"table, comparison.json and yield_curves.png written to {args.out}")
+    return 0
+
+
+def main() -> int:
+    """Run ``mara chem ...`` without the other domains' commands (``python -m mara_rl.chem.commands``)."""
+    parser = argparse.ArgumentParser(prog="mara")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args()
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:
+        parser.exit(2, f"mara chem: error: {err}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""MOSES SMILES sets, read as files from the ``molsets`` wheel (``moses`` itself is never imported)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.metadata
+import site
+from pathlib import Path
+
+MOSES_SPLITS = ("train", "test", "test_scaffolds")
+
+
+def moses_path(split: str = "train") -> Path:
+    """Path of ``moses/dataset/data/<split>.csv.gz`` inside the installed ``molsets`` wheel."""
+    if split not in MOSES_SPLITS:
+        raise ValueError(f"split must be one of {MOSES_SPLITS}, got {split!r}")
+    relative = f"moses/dataset/data/{split}.csv.gz"
+    try:
+        for file in importlib.metadata.files("molsets") or []:
+            if str(file) == relative:
+                return Path(file.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for root in site.getsitepackages():
+        candidate = Path(root) / relative
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"MOSES {split} set not found: install molsets (`pip install --no-deps molsets`) or pass --data")
+
+
+def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
+    """SMILES from a CSV (optionally gzipped) with a ``SMILES`` column, or a plain one-per-line file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
+        first = handle.readline().strip()
+        header = first.split(",")
+        if "SMILES" in header:
+            column = header.index("SMILES")
+            rows = (row[column] for row in csv.reader(handle))
+        else:
+            rows = (line.strip() for line in [first, *handle])
+        out = []
+        for smiles in rows:
+            if smiles:
+                out.append(smiles)
+                if limit is not None and len(out) >= limit:
+                    break
+    if not out:
+        raise ValueError(f"no SMILES read from {path}")
+    return out

@@ -1,0 +1,157 @@
+"""Molecular objectives: the :class:`Oracle` protocol and RDKit-based scores in ``[0, 1]``.
+
+An oracle takes a batch of valid canonical SMILES and returns one score per molecule. The RL
+loop handles invalid SMILES (score 0, no call), caching and the budget; an oracle only scores.
+Plug in your own (a docking command, a model) by implementing the protocol and passing
+``--objective my_package.my_module:make_oracle`` (a zero-argument factory).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from rdkit import Chem, DataStructs, RDConfig, RDLogger
+from rdkit.Chem import QED, Descriptors, Lipinski, rdFingerprintGenerator
+
+RDLogger.DisableLog("rdApp.*")
+
+if RDConfig.RDContribDir not in sys.path:  # the SA score ships as an RDKit Contrib script
+    sys.path.append(f"{RDConfig.RDContribDir}/SA_Score")
+import sascorer  # noqa: E402
+
+_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+CELECOXIB = "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1"
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """``scores = oracle(smiles)``: ``[n]`` floats in ``[0, 1]`` for ``n`` valid SMILES.
+    ``cost`` is what one call on one molecule spends of the budget (1 for cheap RDKit scores)."""
+
+    name: str
+    cost: int
+
+    def __call__(self, smiles: Sequence[str]) -> np.ndarray: ...
+
+
+class MolOracle:
+    """An oracle from a per-molecule function ``score(mol) -> float``."""
+
+    cost = 1
+
+    def __init__(self, name: str, score: Callable[[Chem.Mol], float]):
+        self.name = name
+        self._score = score
+
+    def __call__(self, smiles: Sequence[str]) -> np.ndarray:
+        out = np.empty(len(smiles))
+        for i, s in enumerate(smiles):
+            mol = Chem.MolFromSmiles(s)
+            if mol is None:
+                raise ValueError(f"oracle {self.name!r} got an invalid SMILES {s!r}; score invalid molecules as 0 before calling")
+            out[i] = self._score(mol)
+        return out
+
+
+def qed(mol: Chem.Mol) -> float:
+    """RDKit QED (Bickerton et al., 2012), in ``[0, 1]``."""
+    return float(QED.qed(mol))
+
+
+def sa_score(mol: Chem.Mol) -> float:
+    """Raw synthetic accessibility (Ertl & Schuffenhauer, 2009): 1 (easy) .. 10 (hard)."""
+    return float(sascorer.calculateScore(mol))
+
+
+def sa_desirability(mol: Chem.Mol) -> float:
+    """SA mapped to ``[0, 1]``: ``(10 - SA) / 9``."""
+    return (10.0 - sa_score(mol)) / 9.0
+
+
+def hbd_below(max_donors: int = 4) -> Callable[[Chem.Mol], float]:
+    """Constraint: 1 when the molecule has fewer than ``max_donors`` H-bond donors, else 0."""
+    return lambda mol: float(Lipinski.NumHDonors(mol) < max_donors)
+
+
+def sa_below(threshold: float = 4.0) -> Callable[[Chem.Mol], float]:
+    """Synthesisability check: 1 when SA score < ``threshold``, else 0."""
+    return lambda mol: float(sa_score(mol) < threshold)
+
+
+def tanimoto_to(reference: str) -> Callable[[Chem.Mol], float]:
+    """Tanimoto similarity (Morgan r=2, 2048 bits) to a reference molecule."""
+    ref = Chem.MolFromSmiles(reference)
+    if ref is None:
+        raise ValueError(f"reference must be a valid SMILES, got {reference!r}")
+    ref_fp = _MORGAN.GetFingerprint(ref)
+    return lambda mol: float(DataStructs.TanimotoSimilarity(ref_fp, _MORGAN.GetFingerprint(mol)))
+
+
+def gaussian_desirability(mu: float, sigma: float) -> Callable[[float], float]:
+    """GuacaMol-style Gaussian modifier ``exp(-(x - mu)^2 / (2 sigma^2))``."""
+    return lambda x: math.exp(-0.5 * ((x - mu) / sigma) ** 2)
+
+
+def product(*terms: Callable[[Chem.Mol], float]) -> Callable[[Chem.Mol], float]:
+    """Product of per-molecule scores (a hard constraint is a 0/1 factor)."""
+    return lambda mol: math.prod(t(mol) for t in terms)
+
+
+def geometric_mean(*terms: Callable[[Chem.Mol], float]) -> Callable[[Chem.Mol], float]:
+    """GuacaMol's aggregation of property desirabilities."""
+    return lambda mol: math.prod(t(mol) for t in terms) ** (1.0 / len(terms))
+
+
+def celecoxib_mpo() -> Callable[[Chem.Mol], float]:
+    """GuacaMol-style multi-property objective: geometric mean of
+    ``min(Tanimoto(celecoxib) / 0.5, 1)``, a TPSA desirability (Gaussian at 70, sd 20) and a
+    logP desirability (Gaussian at 3, sd 1)."""
+    sim = tanimoto_to(CELECOXIB)
+    tpsa, logp = gaussian_desirability(70.0, 20.0), gaussian_desirability(3.0, 1.0)
+    return geometric_mean(
+        lambda m: min(sim(m) / 0.5, 1.0),
+        lambda m: tpsa(Descriptors.TPSA(m)),
+        lambda m: logp(Descriptors.MolLogP(m)),
+    )
+
+
+OBJECTIVES: dict[str, Callable[[], Oracle]] = {
+    "qed": lambda: MolOracle("qed", qed),
+    "sa": lambda: MolOracle("sa", sa_desirability),
+    "hbd": lambda: MolOracle("hbd", hbd_below(4)),
+    "similarity": lambda: MolOracle("similarity", tanimoto_to(CELECOXIB)),
+    # the paper's objective without docking: QED x (HBD < 4) x (SA < 4)
+    "qed_hbd_sa": lambda: MolOracle("qed_hbd_sa", product(qed, hbd_below(4), sa_below(4.0))),
+    "celecoxib_mpo": lambda: MolOracle("celecoxib_mpo", celecoxib_mpo()),
+}
+
+
+def get_oracle(name: str) -> Oracle:
+    """A built-in objective by name, or ``module:factory`` for a user oracle."""
+    if name in OBJECTIVES:
+        return OBJECTIVES[name]()
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        try:
+            oracle = getattr(importlib.import_module(module), attr)()
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"objective {name!r}: cannot load {attr} from {module}: {err}") from None
+        if not isinstance(oracle, Oracle):
+            raise ValueError(f"objective {name!r} must return an Oracle (name, cost, __call__)")
+        return oracle
+    raise ValueError(f"objective must be one of {sorted(OBJECTIVES)} or module:factory, got {name!r}")
+
+
+def check_scores(scores: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Scores from an oracle as float64 ``[n]`` in ``[0, 1]``; ValueError otherwise."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"oracle {name!r} returned shape {scores.shape}, expected ({n},)")
+    if not np.all((scores >= 0.0) & (scores <= 1.0)):  # also catches NaN
+        raise ValueError(f"oracle {name!r} returned scores outside [0, 1] (or NaN): {scores[~((scores >= 0) & (scores <= 1))][:5]}")
+    return scores
