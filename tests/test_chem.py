@@ -143,24 +143,20 @@ def test_ledger_cache_invalid_and_exact_budget(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    from mara_rl.chem.data import moses_path, read_smiles
+def shipped_prior():
+    """The shipped prior: mostly valid samples, so small budgets fill in a few steps."""
+    from mara_rl.chem.model import DEFAULT_PRIOR
 
-    smiles = read_smiles(moses_path("train"), limit=200)
-    torch.manual_seed(0)
-    model = SmilesRNN(Vocabulary.from_smiles(smiles), PriorConfig(embedding_dim=16, hidden_size=32, num_layers=1, max_length=60))
-    path = tmp_path_factory.mktemp("prior") / "tiny.pt"
-    torch.save(model.checkpoint(), path)
-    return str(path)
+    return str(DEFAULT_PRIOR)
 
 
 def _ledger_rows(folder):
     return list(csv.DictReader((folder / "molecules.csv").open()))
 
 
-def test_run_stops_at_exact_budget(tmp_path, tiny_prior):
+def test_run_stops_at_exact_budget(tmp_path, shipped_prior):
     oracle = CountingOracle()
-    config = RunConfig(out=str(tmp_path / "run"), budget=50, batch_size=16, prior=tiny_prior, sigma=10.0, mara=True, tau=0.5)
+    config = RunConfig(out=str(tmp_path / "run"), budget=50, batch_size=16, prior=shipped_prior, sigma=10.0, mara=True, tau=0.5)
     metrics = run(config, oracle=oracle)
     rows = _ledger_rows(tmp_path / "run")
     assert metrics["oracle_calls"] == 50 == len(rows) == len(oracle.seen)
@@ -168,9 +164,9 @@ def test_run_stops_at_exact_budget(tmp_path, tiny_prior):
     assert (tmp_path / "run" / "yield.png").is_file() and (tmp_path / "run" / "metrics.json").is_file()
 
 
-def test_interrupted_run_resumes_without_losing_or_repeating_calls(tmp_path, tiny_prior):
+def test_interrupted_run_resumes_without_losing_or_repeating_calls(tmp_path, shipped_prior):
     folder = tmp_path / "run"
-    config = RunConfig(out=str(folder), budget=60, batch_size=16, prior=tiny_prior, sigma=10.0, checkpoint_every=1)
+    config = RunConfig(out=str(folder), budget=60, batch_size=16, prior=shipped_prior, sigma=10.0, checkpoint_every=1)
     first = CountingOracle(fail_after=25)
     with pytest.raises(KeyboardInterrupt):
         run(config, oracle=first)
@@ -184,15 +180,15 @@ def test_interrupted_run_resumes_without_losing_or_repeating_calls(tmp_path, tin
     assert set(second.seen).isdisjoint(scored_before) and len(second.seen) == 60 - len(scored_before)
 
 
-def test_run_with_replay_and_diversity_filter(tmp_path, tiny_prior):
-    config = RunConfig(out=str(tmp_path / "run"), budget=40, batch_size=16, prior=tiny_prior, sigma=10.0,
+def test_run_with_replay_and_diversity_filter(tmp_path, shipped_prior):
+    config = RunConfig(out=str(tmp_path / "run"), budget=40, batch_size=16, prior=shipped_prior, sigma=10.0,
                        replay_size=8, replay_batch=4, diversity_filter=True, df_bucket_size=1, df_min_score=0.0)
     metrics = run(config, oracle=CountingOracle())
     assert metrics["oracle_calls"] == 40
 
 
-def test_run_refuses_to_overwrite(tmp_path, tiny_prior):
-    config = RunConfig(out=str(tmp_path / "run"), budget=20, batch_size=16, prior=tiny_prior)
+def test_run_refuses_to_overwrite(tmp_path, shipped_prior):
+    config = RunConfig(out=str(tmp_path / "run"), budget=20, batch_size=16, prior=shipped_prior)
     run(config, oracle=CountingOracle())
     with pytest.raises(ValueError, match="already holds a run"):
         run(config, oracle=CountingOracle())
