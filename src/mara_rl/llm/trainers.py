@@ -150,6 +150,11 @@ def forward_kl_surrogate(logps: torch.Tensor, ref_logps: torch.Tensor) -> tuple[
 class _MaraMixin:
     """MARA on the gathered rewards of TRL's GRPO / RLOO trainers (see the module docstring)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._mara_scoring_logps: list[torch.Tensor] = []  # per-token log-probs of this batch's no-grad passes
+        self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
+        super().__init__(*args, **kwargs)
+
     def _mara_setting(self, name: str, default: Any) -> Any:
         return getattr(self.args, name, default)
 
