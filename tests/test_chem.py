@@ -201,3 +201,11 @@ def test_config_validation():
         RunConfig(mara=True)
     with pytest.raises(ValueError, match="mara=True"):
         RunConfig(tau=0.8)
+
+
+def test_step_limit_ends_a_run_that_stops_paying(tmp_path, shipped_prior):
+    config = RunConfig(out=str(tmp_path / "run"), budget=1000, batch_size=16, prior=shipped_prior, step_limit=2)
+    metrics = run(config, oracle=CountingOracle())
+    assert metrics["steps"] == 2 and metrics["stopped_by_step_limit"]
+    assert metrics["oracle_calls"] == len(_ledger_rows(tmp_path / "run")) <= 32
+    assert RunConfig(budget=100, batch_size=16).step_limit == 28

@@ -78,6 +78,7 @@ def _register_eval_prior(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.set_defaults(func=_eval_prior)
 
@@ -87,7 +88,7 @@ def _eval_prior(args: argparse.Namespace) -> int:
 
     from mara_rl.chem.evaluate import evaluate_prior
 
-    metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed)
+    metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:

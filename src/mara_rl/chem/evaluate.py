@@ -31,11 +31,13 @@ def evaluate_prior(
     batch_size: int = 500,
     seed: int = 0,
     training_smiles: str | Path | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Validity, uniqueness and novelty (vs the canonicalised training set, default MOSES train)
     of ``num_samples`` samples from ``prior`` (default: the shipped prior)."""
     from mara_rl.metrics.molecules import canonical_smiles, novelty, uniqueness, validity
 
+    torch.set_num_threads(threads)  # small RNN steps: extra threads mostly wait on each other
     model = load_prior(prior)
     model.eval()
     samples = sample_smiles(model, num_samples, batch_size, seed)

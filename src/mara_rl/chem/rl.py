@@ -61,7 +61,8 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; more threads than free cores slow small RNN steps badly
     checkpoint_every: int = 10  # steps
-    max_steps: int | None = None  # stop early (the run stays resumable)
+    max_steps: int | None = None  # stop this session early (the run stays resumable)
+    step_limit: int | None = None  # total steps; default 4 * budget / batch_size (see run)
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -75,6 +76,8 @@ class RunConfig:
         if not self.mara and (self.tau is not None or self.tau_quantile is not None):
             raise ValueError("tau / tau_quantile need mara=True")
         self.screens = tuple(float(s) for s in self.screens)
+        if self.step_limit is None:
+            self.step_limit = 4 * -(-self.budget // self.batch_size)
 
     @property
     def beta(self) -> float:
@@ -229,7 +232,9 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
     t0 = time.perf_counter()
     progress = tqdm(total=config.budget, initial=ledger.calls, desc=f"chem run ({'MARA' if config.mara else 'REINVENT'})", unit="call")
     steps_this_session = 0
-    while not ledger.exhausted and (config.max_steps is None or steps_this_session < config.max_steps):
+    # A collapsed agent resamples cached molecules that cost no call; the step limit ends such a
+    # run (recorded in its metrics) instead of spinning on free repeats.
+    while not ledger.exhausted and state.step < config.step_limit and (config.max_steps is None or steps_this_session < config.max_steps):
         ids, _ = agent.sample(config.batch_size, generator=generator)
         molecules = [canonical_smiles(s) for s in agent.decode(ids)]
         calls_before = ledger.calls
@@ -263,13 +268,14 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         state.step += 1
         steps_this_session += 1
         progress.update(ledger.calls - calls_before)
-        if state.step % 5 == 0 or ledger.exhausted:
+        done = ledger.exhausted or state.step >= config.step_limit
+        if state.step % 5 == 0 or done:
             state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
-        if state.step % config.checkpoint_every == 0 or ledger.exhausted:
+        if state.step % config.checkpoint_every == 0 or done:
             save_checkpoint()
     progress.close()
     save_checkpoint()
-    if not ledger.exhausted:
+    if not ledger.exhausted and state.step < config.step_limit:
         return {"finished": False, "oracle_calls": ledger.calls, "step": state.step}
     metrics = summarise(ledger, state, config, wall_minutes_this_session=(time.perf_counter() - t0) / 60)
     (out / "history.json").write_text(json.dumps(state.history))
@@ -308,6 +314,7 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         "seed": config.seed,
         "oracle_calls": ledger.calls,
         "steps": state.step,
+        "stopped_by_step_limit": not ledger.exhausted,
         "sampled": state.sampled,
         "validity": 1.0 - state.invalid / max(state.sampled, 1),
         "mean_score": float(scores.mean()),
