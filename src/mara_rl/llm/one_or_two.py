@@ -113,6 +113,7 @@ def load_policy(cfg: SweepConfig) -> tuple[str, Any]:
 
 def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, output_dir: Path) -> dict[str, Any]:
     """Train one policy and return its metrics (final sample, curves, reference sample)."""
+    import torch
     from datasets import Dataset
     from transformers import TrainerCallback
 
@@ -143,7 +144,7 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        use_cpu=cfg.model is None,
+        use_cpu=cfg.model is None or not torch.cuda.is_available(),
     )
 
     def evaluate(model: Any, n: int, sample_seed: int) -> dict[str, Any]:
@@ -289,13 +290,11 @@ def write_summary(rows: list[dict[str, Any]], reference: dict[str, Any], path: P
 
 def run_sweep(cfg: SweepConfig, out: Path) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out`` and write table, figures and summary."""
-    import torch
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     reference = reference_metrics(cfg)
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     results = []

@@ -1,0 +1,68 @@
+"""The one-or-two sweep end to end on a tiny untrained model (seconds), and the tiny-model helpers."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from mara_rl.llm.one_or_two import SweepConfig, aggregate, pareto_front, run_sweep  # noqa: E402
+from mara_rl.llm.tiny import build_tokenizer, cache_root, tiny_untrained_model  # noqa: E402
+
+
+def test_cache_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("MARA_RL_CACHE", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("MARA_RL_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "mara-rl"
+
+
+def test_tokenizer_round_trips_prompts_and_answers():
+    tok = build_tokenizer()
+    text = "Answer with one of these 2 options, chosen uniformly at random: 1, 2. Answer:"
+    ids = tok(text)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(tok("2")["input_ids"] + [tok.eos_token_id], skip_special_tokens=True) == "2"
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(1.0, 0.1), (0.9, 0.9), (1.0, 0.99), (0.5, 0.5)]
+    assert pareto_front(points) == [(1.0, 0.99)]
+    assert pareto_front([(1.0, 0.2), (0.8, 0.9)]) == [(1.0, 0.2), (0.8, 0.9)]
+
+
+def test_sweep_writes_table_figures_and_resumes(tmp_path):
+    model_dir = tmp_path / "model"
+    model, tokenizer = tiny_untrained_model(seed=0)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    cfg = SweepConfig(model=str(model_dir), betas=(0.01,), kl_directions=("reverse", "forward"), steps=2,
+                      eval_every=1, eval_samples=8, final_samples=16, num_generations=4, prompts_per_step=2)
+    out = tmp_path / "sweep"
+    metrics = run_sweep(cfg, out)
+    assert len(metrics["runs"]) == 4
+    for name in ("config.json", "metrics.json", "runs.csv", "pareto.png", "curves.png", "summary.md"):
+        assert (out / name).stat().st_size > 0, name
+    run = metrics["runs"][0]
+    assert [c["step"] for c in run["curve"]] == [0, 1, 2]
+    assert 0.0 <= run["reward"] <= 1.0 and 0.0 <= run["entropy"] <= 1.0
+    assert sum(run["histogram"].values()) == cfg.final_samples
+    rows = aggregate(metrics["runs"])
+    assert {(r["kl"], r["method"]) for r in rows} == {(k, m) for k in ("reverse", "forward")
+                                                     for m in ("vanilla", "mara")}
+    run_file = out / "runs" / f"{run['name']}.json"
+    run_file.write_text(json.dumps({**run, "reward": 0.123}))
+    again = run_sweep(cfg, out)  # finished runs are reused, not retrained
+    assert any(r["reward"] == 0.123 for r in again["runs"])
+
+
+def test_sweep_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="betas"):
+        SweepConfig(betas=(0.0,))
+    with pytest.raises(ValueError, match="methods"):
+        SweepConfig(methods=("ppo",))
+    with pytest.raises(ValueError, match="steps"):
+        SweepConfig(steps=0)
