@@ -176,3 +176,24 @@ def test_config_validation(config_cls, tmp_path):
     cfg = config_cls(**base, mara=True, beta=0.1)
     assert cfg.mara_tau_quantile == 0.9 and cfg.mara_tau is None
     assert config_cls(**base, beta=0.0).mara is False
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, model_dir, tmp_path):
+    beta = 0.1
+    trainer = make_trainer(MaraRLOOTrainer, MaraRLOOConfig, model_dir, tmp_path, mara=True, mara_tau=1.0,
+                           kl_direction=kl, beta=beta)
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    rewards = torch.tensor(parity_reward([ids[m.bool()].tolist() for ids, m in
+                                          zip(out["completion_ids"], out["completion_mask"])]))
+    ref = reference_sequence_logprobs(trainer, out)
+    old = out["old_logps"]  # the policy before any update
+    groups = torch.arange(len(rewards)) // NUM_GENERATIONS
+    expected = mara_rewards(rewards.double(), ref.double(), beta=beta, tau=1.0, group_ids=groups, kl=kl)
+    if kl == "reverse":  # TRL's penalty -beta * (log pi_old - log pi_ref)
+        shaped = expected.rewards.float() - beta * (old - ref)
+    else:  # the forward penalty +beta * rho, rho with the anchor's log pi_ref on good samples
+        shaped = expected.rewards.float() + beta * torch.exp(expected.ref_logprobs.float() - old)
+    grouped = shaped.view(-1, NUM_GENERATIONS)
+    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (NUM_GENERATIONS - 1)
+    assert torch.allclose(out["advantages"], (grouped - baseline).flatten(), atol=1e-4)
