@@ -78,6 +78,8 @@ def welch_one_sided(a: list[float], b: list[float], alternative: str) -> float:
     than mean(b); NaN when either sample has no spread and equal means."""
     from scipy import stats
 
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return float("nan")  # no spread in either sample: the t statistic is undefined
     return float(stats.ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
 
 

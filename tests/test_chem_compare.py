@@ -1,0 +1,38 @@
+"""The comparison table: mean ± sd over seeds, one-sided Welch p-values, OB100 not reached."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("scipy")
+
+from mara_rl.chem.compare import comparison_table, welch_one_sided  # noqa: E402
+
+
+def _runs(yields, ob100s):
+    return [{"yield@0.8": y, "ob100@0.8": o, "scaffolds@0.8": y // 2, "intdiv1": 0.8, "circles": 10, "validity": 0.9}
+            for y, o in zip(yields, ob100s)]
+
+
+def test_table_rows_means_and_not_reached():
+    results = {"REINVENT": _runs([100, 110, 120], [900, 950, 1000]), "MARA tau=0.8": _runs([150, 160, 170], [800, None, 700])}
+    table = comparison_table(results, (0.8,), budget=5000)
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| method | n | yield@0.8 | ob100@0.8 |")
+    assert lines[2].startswith("| REINVENT | 3 | 110 ± 10 |")
+    mara = lines[3]
+    assert "160 ± 10 (p=" in mara
+    assert "750 ± 70.7 (1 of 3 not reached)" in mara  # no p-value when a run never reached 100 hits
+    p = welch_one_sided([150, 160, 170], [100, 110, 120], "greater")
+    assert f"(p={p:.3g})" in mara and p < 0.01
+
+
+def test_welch_without_spread_is_nan():
+    import math
+
+    assert math.isnan(welch_one_sided([0.8, 0.8], [0.8, 0.8], "greater"))
+
+
+def test_welch_direction():
+    assert welch_one_sided([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], "less") < 0.05
+    assert welch_one_sided([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], "greater") > 0.95
