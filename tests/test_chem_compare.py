@@ -10,7 +10,7 @@ from mara_rl.chem.compare import comparison_table, welch_one_sided  # noqa: E402
 
 
 def _runs(yields, ob100s):
-    return [{"yield@0.8": y, "ob100@0.8": o, "scaffolds@0.8": y // 2, "intdiv1": 0.8, "circles": 10, "validity": 0.9}
+    return [{"oracle_calls": 5000, "yield@0.8": y, "ob100@0.8": o, "scaffolds@0.8": y // 2, "intdiv1": 0.8, "circles": 10, "validity": 0.9}
             for y, o in zip(yields, ob100s)]
 
 
@@ -18,8 +18,9 @@ def test_table_rows_means_and_not_reached():
     results = {"REINVENT": _runs([100, 110, 120], [900, 950, 1000]), "MARA tau=0.8": _runs([150, 160, 170], [800, None, 700])}
     table = comparison_table(results, (0.8,), budget=5000)
     lines = table.strip().splitlines()
-    assert lines[0].startswith("| method | n | yield@0.8 | ob100@0.8 |")
-    assert lines[2].startswith("| REINVENT | 3 | 110 ± 10 |")
+    assert lines[0].startswith("| method | n | oracle_calls | yield@0.8 | ob100@0.8 |")
+    assert lines[2].startswith("| REINVENT | 3 | 5000 ± 0 | 110 ± 10 |")
+    assert lines[3].startswith("| MARA tau=0.8 | 3 | 5000 ± 0 | 160 ± 10 (p=")
     mara = lines[3]
     assert "160 ± 10 (p=" in mara
     assert "750 ± 70.7 (1 of 3 not reached)" in mara  # no p-value when a run never reached 100 hits

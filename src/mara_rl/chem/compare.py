@@ -94,8 +94,10 @@ def _cell(values: list[float | None], budget: int) -> str:
 def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[float, ...], budget: int) -> str:
     """Markdown table: one row per method, mean ± sd (sample sd) over seeds, and for MARA rows
     the one-sided Welch p-value against REINVENT in brackets (yield, scaffolds, diversity:
-    MARA greater; OB100: MARA fewer calls). OB100 p-values need every run to reach 100 hits."""
-    columns: list[tuple[str, str]] = []
+    MARA greater; OB100: MARA fewer calls). OB100 p-values need every run to reach 100 hits.
+    The oracle calls actually spent come first: fewer than the budget means the step limit
+    ended a collapsed run."""
+    columns: list[tuple[str, str | None]] = [("oracle_calls", None)]  # < budget: the step limit ended the run
     for screen in screens:
         columns += [(f"yield@{screen}", "greater"), (f"ob100@{screen}", "less"), (f"scaffolds@{screen}", "greater")]
     columns += list(GLOBAL_METRICS.items())
@@ -108,7 +110,7 @@ def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[fl
             values = [r.get(column) for r in runs]
             cell = _cell(values, budget)
             base_values = [r.get(column) for r in baseline]
-            if method != "REINVENT" and baseline and None not in values and None not in base_values:
+            if alternative and method != "REINVENT" and baseline and None not in values and None not in base_values:
                 p = welch_one_sided(values, base_values, alternative)
                 cell += f" (p={p:.3g})" if np.isfinite(p) else " (p=n/a)"
             cells.append(cell)
