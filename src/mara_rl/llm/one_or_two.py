@@ -209,25 +209,31 @@ def plot_pareto(results: list[dict[str, Any]], reference: dict[str, Any], path: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    colors = {"vanilla": "tab:blue", "mara": "tab:red"}
+    cmaps = {"vanilla": plt.get_cmap("Blues"), "mara": plt.get_cmap("Reds")}
     markers = {"reverse": "o", "forward": "s"}
+    betas = sorted({r["beta"] for r in results})
+
+    def shade(beta: float) -> float:  # darker = larger beta
+        return 0.4 + 0.55 * (betas.index(beta) / max(len(betas) - 1, 1))
+
     for r in results:
-        ax.scatter(r["entropy"], r["reward"], c=colors[r["method"]], marker=markers[r["kl"]], s=40, alpha=0.8)
-        ax.annotate(f"{r['beta']:g}", (r["entropy"], r["reward"]), fontsize=6, xytext=(3, 2),
-                    textcoords="offset points")
+        ax.scatter(r["entropy"], r["reward"], color=cmaps[r["method"]](shade(r["beta"])), marker=markers[r["kl"]],
+                   s=36, alpha=0.85, edgecolors="none")
     front = pareto_front([(r["reward"], r["entropy"]) for r in results])
     ax.plot([p[1] for p in front], [p[0] for p in front], "k--", lw=1, marker="D", mfc="none", ms=9,
             label="Pareto front")
     ax.scatter(reference["entropy"], reference["reward"], c="k", marker="*", s=120, label="reference model")
-    for method, color in colors.items():
-        ax.scatter([], [], c=color, label="MARA" if method == "mara" else "vanilla GRPO")
+    for method, label in (("vanilla", "vanilla GRPO"), ("mara", "MARA")):
+        ax.scatter([], [], color=cmaps[method](0.8), label=label)
     for kl, marker in markers.items():
-        ax.scatter([], [], c="gray", marker=marker, label=f"{kl} KL")
+        ax.scatter([], [], color="gray", marker=marker, label=f"{kl} KL")
+    for beta in betas:
+        ax.scatter([], [], color=plt.get_cmap("Greys")(shade(beta)), marker="o", s=20, label=f"beta {beta:g}")
     ax.set_xlabel("normalised entropy of valid answers (1 = uniform over {1, 2})")
     ax.set_ylabel("mean reward (share of valid answers)")
-    ax.set_title('"Output 1 or 2 uniformly at random": reward vs answer entropy\n(labels: beta)')
+    ax.set_title('"Output 1 or 2 uniformly at random": reward vs answer entropy\n(one point per run)')
     ax.set_xlim(-0.03, 1.05)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
