@@ -64,7 +64,7 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics["history"] = json.loads((folder / "history.json").read_text())
         results.setdefault(method_label(config), []).append(metrics)
-    table = comparison_table(results, base.screens, base.budget)
+    table = comparison_table(results, base.screens)
     summary = {"objective": base.objective, "budget": base.budget, "seeds": seeds, "taus": taus,
                "runs": {k: [{m: v for m, v in r.items() if m != "history"} for r in runs] for k, runs in results.items()}}
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
@@ -83,7 +83,7 @@ def welch_one_sided(a: list[float], b: list[float], alternative: str) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
 
 
-def _cell(values: list[float | None], budget: int) -> str:
+def _cell(values: list[float | None]) -> str:
     reached = [v for v in values if v is not None]
     if not reached:
         return "not reached"
@@ -91,7 +91,7 @@ def _cell(values: list[float | None], budget: int) -> str:
     return text if len(reached) == len(values) else f"{text} ({len(values) - len(reached)} of {len(values)} not reached)"
 
 
-def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[float, ...], budget: int) -> str:
+def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[float, ...]) -> str:
     """Markdown table: one row per method, mean ± sd (sample sd) over seeds, and for MARA rows
     the one-sided Welch p-value against REINVENT in brackets (yield, scaffolds, diversity:
     MARA greater; OB100: MARA fewer calls). OB100 p-values need every run to reach 100 hits.
@@ -108,7 +108,7 @@ def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[fl
         cells = []
         for column, alternative in columns:
             values = [r.get(column) for r in runs]
-            cell = _cell(values, budget)
+            cell = _cell(values)
             base_values = [r.get(column) for r in baseline]
             if alternative and method != "REINVENT" and baseline and None not in values and None not in base_values:
                 p = welch_one_sided(values, base_values, alternative)
