@@ -103,7 +103,7 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=10_000, help="oracle calls; the run stops at exactly this many")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--sigma", type=float, default=500.0, help="REINVENT's score weight; beta = 1 / sigma")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--diversity-filter", action="store_true", help="scaffold-bucket diversity filter (off by default)")
     p.add_argument("--df-bucket-size", type=int, default=25)
     p.add_argument("--df-min-score", type=float, default=0.4)
