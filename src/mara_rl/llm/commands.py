@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0)")
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default 150)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
     p.add_argument("--cache-dir", default=None, help="cache of the tiny reference (default $MARA_RL_CACHE or ~/.cache/mara-rl)")
     p.set_defaults(func=_one_or_two)
 
@@ -30,6 +32,12 @@ def _one_or_two(args: argparse.Namespace) -> int:
 
     from mara_rl.llm.one_or_two import QUICK, SweepConfig, run_sweep
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     settings = dict(QUICK) if args.quick else {}
     for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("seeds", args.seeds)):
         if value is not None:

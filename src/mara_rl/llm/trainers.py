@@ -91,13 +91,18 @@ _MARA_HELP = {
 
 
 @dataclass
-class MaraGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``."""
+class _MaraFields:
+    """The four fields both configs add; listed after the base config's own fields."""
 
     mara: bool = field(default=False, metadata={"help": _MARA_HELP["mara"]})
     mara_tau: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau"]})
     mara_tau_quantile: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau_quantile"]})
     kl_direction: str = field(default="reverse", metadata={"help": _MARA_HELP["kl_direction"]})
+
+
+@dataclass
+class MaraGRPOConfig(_MaraFields, GRPOConfig):
+    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,13 +110,8 @@ class MaraGRPOConfig(GRPOConfig):
 
 
 @dataclass
-class MaraRLOOConfig(RLOOConfig):
+class MaraRLOOConfig(_MaraFields, RLOOConfig):
     """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``."""
-
-    mara: bool = field(default=False, metadata={"help": _MARA_HELP["mara"]})
-    mara_tau: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau"]})
-    mara_tau_quantile: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau_quantile"]})
-    kl_direction: str = field(default="reverse", metadata={"help": _MARA_HELP["kl_direction"]})
 
     def __post_init__(self) -> None:
         super().__post_init__()
