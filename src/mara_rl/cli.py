@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"mara {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (`| head`): finish quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return int(result or 0)
 
 
