@@ -25,19 +25,14 @@ Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` over whole completions (TRL has none).
 sequence log-ratio ``log rho = log pi_ref(y|x) - log pi(y|x)`` of a sample ``y ~ pi``:
 
 - value: ``rho log rho - rho + 1`` (unbiased for the forward KL, non-negative);
-- gradient: ``-w * grad log pi(y|x)`` for ``grad KL(pi_ref || pi) = -E_{pi_ref}[grad log pi]``, with
-  ``w = rho / mean(rho)`` self-normalised over the prompt's group of completions (GRPO): consistent,
-  ``O(1/n)`` bias for a group of ``n``, and each weight at most ``n``. The plain ``w = rho`` is unbiased
-  but heavy-tailed, and with a short-memory Adam one sample the policy has made very unlikely can
-  throw training into a state where every answer is invalid.
+- gradient: ``-rho * grad log pi(y|x)``, unbiased for ``grad KL(pi_ref || pi) = -E_{pi_ref}[grad log pi]``.
 
-GRPO adds ``beta`` times the surrogate ``value + w * (stop_grad(log pi) - log pi)`` to the loss
+GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi) - log pi)`` to the loss
 (averaged over sequences). RLOO keeps KL on the reward side: its forward penalty is the reward
 ``+ beta * rho`` (the same score-function gradient), in place of TRL's ``- beta * (log pi_old -
 log pi_ref)``. MARA's forward variant (Alg. 2) gives each good sample the anchor's reward and the
-anchor's ``log pi_ref(z|x)`` inside ``rho``. ``log rho`` is clipped at ``MAX_LOG_RATIO`` in the
-value and in RLOO's reward so a completion the policy finds much less likely than the reference
-cannot overflow them.
+anchor's ``log pi_ref(z|x)`` inside ``rho``. ``log rho`` is clipped at ``MAX_LOG_RATIO`` so a
+completion the policy finds much less likely than the reference cannot overflow the weight.
 
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
@@ -131,50 +126,25 @@ def sequence_logprobs(per_token_logps: torch.Tensor, completion_ids_list: list) 
     return (per_token_logps * mask).sum(dim=1)
 
 
-def forward_kl_surrogate(
-    logps: torch.Tensor, ref_logps: torch.Tensor, group_ids: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_kl_surrogate(logps: torch.Tensor, ref_logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence forward-KL surrogate and its value, for samples ``y ~ pi``.
 
-    With ``log rho = log pi_ref(y) - log pi(y)`` (``rho`` held constant, clipped at
-    ``MAX_LOG_RATIO`` against overflow): value ``k = rho log rho - rho + 1`` estimates
-    ``KL(pi_ref || pi)`` without bias. The surrogate ``k + w * (stop_grad(log pi) - log pi)`` has
-    that value and gradient ``-w * grad log pi``:
-
-    - ``group_ids=None``: ``w = rho``, whose expectation gives ``grad KL(pi_ref || pi)`` exactly but is
-      heavy-tailed (a sample the policy finds ``e^k`` times less likely than the reference weighs ``e^k``);
-    - ``group_ids`` given: self-normalised importance weights ``w_i = rho_i / mean_{j in g(i)} rho_j``
-      over the sequences of ``i``'s group ``g(i)`` (one prompt's completions; ``E_pi[rho] = 1``, so the
-      mean estimates 1). Computed in log space (a softmax of ``log rho`` per group, no clipping). The
-      gradient is biased by ``O(1/n)`` for a group of ``n`` (consistent as ``n`` grows) and each weight
-      is at most ``n``, so one unlikely sample moves the policy at most as much as its whole group.
-      With MARA's forward variant the anchored reference has mass ``M = E_pi[rho] >= 1``, and the
-      self-normalised gradient is that of the KL to the normalised measure: ``beta`` acts as ``beta / M``.
+    With ``log rho = min(log pi_ref(y) - log pi(y), MAX_LOG_RATIO)`` (``rho`` held constant):
+    value ``k = rho log rho - rho + 1`` estimates ``KL(pi_ref || pi)`` without bias; the surrogate
+    ``k + rho * (stop_grad(log pi) - log pi)`` has that value and gradient ``-rho * grad log pi``,
+    whose expectation is ``grad KL(pi_ref || pi)``.
 
     Args:
         logps: ``[B]`` policy sequence log-probs ``log pi(y|x)`` (with grad).
         ref_logps: ``[B]`` reference sequence log-probs (MARA's forward variant: the anchor's on good samples).
-        group_ids: optional ``[B]`` integer group of each sequence (its prompt).
 
     Returns:
         ``(surrogate [B], value [B])``.
     """
-    raw_log_rho = ref_logps - logps.detach()
-    log_rho = raw_log_rho.clamp(max=MAX_LOG_RATIO)
+    log_rho = (ref_logps - logps.detach()).clamp(max=MAX_LOG_RATIO)
     rho = log_rho.exp()
     value = rho * log_rho - rho + 1.0
-    if group_ids is None:
-        weight = rho
-    else:
-        _, groups = torch.unique(group_ids, return_inverse=True)
-        num_groups = int(groups.max()) + 1
-        group_max = torch.full((num_groups,), -torch.inf, dtype=raw_log_rho.dtype, device=raw_log_rho.device)
-        group_max = group_max.scatter_reduce(0, groups, raw_log_rho, reduce="amax")
-        shifted = (raw_log_rho - group_max[groups]).exp()
-        sums = torch.zeros(num_groups, dtype=shifted.dtype, device=shifted.device).index_add(0, groups, shifted)
-        sizes = torch.bincount(groups, minlength=num_groups).to(shifted.dtype)
-        weight = shifted / (sums / sizes)[groups]
-    return value + weight * (logps.detach() - logps), value
+    return value + rho * (logps.detach() - logps), value
 
 
 class _MaraMixin:
@@ -183,7 +153,6 @@ class _MaraMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mara_scoring_logps: list[torch.Tensor] = []  # per-token log-probs of this batch's no-grad passes
         self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
-        self._mara_kl_group_ids: torch.Tensor | None = None  # gathered prompt group of each completion
         super().__init__(*args, **kwargs)
 
     def _mara_setting(self, name: str, default: Any) -> Any:
@@ -208,7 +177,6 @@ class _MaraMixin:
             local = output["advantages"].size(0)
             start = self.accelerator.process_index * local
             output["mara_ref_logps"] = self._mara_kl_ref_logps[start : start + local]
-            output["mara_group_ids"] = self._mara_kl_group_ids[start : start + local]
         self._mara_scoring_logps = []
         return output
 
@@ -233,9 +201,9 @@ class _MaraMixin:
         scorable = ~torch.isnan(rewards_per_func).all(dim=1)
         new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
         mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        group_ids = torch.arange(rewards.size(0), device=rewards.device) // num_generations
         if mara:
+            num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+            group_ids = torch.arange(rewards.size(0), device=rewards.device) // num_generations
             result = mara_rewards(
                 rewards[scorable],
                 ref_logps[scorable],
@@ -250,7 +218,6 @@ class _MaraMixin:
             self._log_mara_metrics(mode, rewards[scorable], result)
         if forward:
             self._mara_kl_ref_logps = kl_ref_logps
-            self._mara_kl_group_ids = group_ids
             shift = self._kl_reward_shift(kl_ref_logps, completion_ids_list)
             if shift is not None:
                 new_rewards = new_rewards + shift
@@ -279,8 +246,7 @@ class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
     """``GRPOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
 
     ``kl_direction="reverse"`` keeps TRL's per-token KL term; ``"forward"`` replaces it by
-    ``beta`` times :func:`forward_kl_surrogate` with weights self-normalised per prompt group (over
-    the group's sequences in the micro-batch), averaged over the sequences of the micro-batch.
+    ``beta`` times :func:`forward_kl_surrogate`, averaged over the sequences of the micro-batch.
     """
 
     def _compute_loss(self, model, inputs):
@@ -293,7 +259,7 @@ class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
             self.beta = beta
         mask = inputs["completion_mask"]
         logps = (self._mara_policy_logps * mask).sum(dim=1)
-        surrogate, value = forward_kl_surrogate(logps, inputs["mara_ref_logps"], inputs["mara_group_ids"])
+        surrogate, value = forward_kl_surrogate(logps, inputs["mara_ref_logps"])
         mode = "train" if self.model.training else "eval"
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         self._metrics[mode]["kl"].append(self.accelerator.gather(value.mean()).mean().item())
