@@ -222,3 +222,12 @@ def test_diagnostics():
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_grouped_logsumexp_matches_per_group_reduction():
+    values = np.array([0.0, -np.inf, 1.0, -2.0, -np.inf])
+    groups = np.array([2, 0, 2, 5, 0])
+    out = T.grouped_logsumexp(values, groups)
+    np.testing.assert_allclose(out, [-np.inf, np.logaddexp(0.0, 1.0), -2.0])
+    with pytest.raises(ValueError, match="values"):
+        T.grouped_logsumexp([0.0, np.nan], [0, 0])

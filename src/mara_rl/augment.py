@@ -96,11 +96,11 @@ def _group_codes(group_ids: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.reshape(n).astype(np.int64, copy=False), labels
 
 
-def _grouped_quantile(values: np.ndarray, codes: np.ndarray, num_groups: int, q: float) -> np.ndarray:
-    """Per-group quantile with linear interpolation (numpy's default method)."""
+def _grouped_quantile(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Per-group quantile with linear interpolation (numpy's default method); ``counts`` are group sizes."""
+    num_groups = counts.shape[0]
     order = np.lexsort((values, codes))
     sorted_values = values[order]
-    counts = np.bincount(codes, minlength=num_groups)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     position = q * np.maximum(counts - 1, 0)
     lower = np.floor(position).astype(np.int64)
@@ -178,11 +178,12 @@ def mara_rewards(
     n = reward_np.shape[0]
     codes, labels = _group_codes(group_ids, n)
     num_groups = labels.shape[0]
+    group_size = np.bincount(codes, minlength=num_groups)
 
     if tau is not None:
         group_tau = np.full(num_groups, float(tau))
     else:
-        group_tau = _grouped_quantile(reward_np, codes, num_groups, float(tau_quantile))
+        group_tau = _grouped_quantile(reward_np, codes, group_size, float(tau_quantile))
     good = reward_np >= group_tau[codes]
     bad_ref = good & np.isneginf(ref_np)
     if bad_ref.any():
@@ -227,5 +228,5 @@ def mara_rewards(
         augmented=_like(good, kind, keep_dtype=False),
         group_labels=labels,
         tau=group_tau,
-        group_size=np.bincount(codes, minlength=num_groups),
+        group_size=group_size,
     )

@@ -92,6 +92,16 @@ def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, 
     return rewards, ref_logprobs - log_norm[segments.index], segments
 
 
+def grouped_logsumexp(values, group_ids) -> np.ndarray:
+    """``log sum_{i in g} exp(values_i)`` for each group ``g``, in the order of the sorted unique labels
+    of ``group_ids`` (dense codes ``0..G-1`` map to positions ``0..G-1``); ``-inf`` for a group whose
+    values are all ``-inf``."""
+    values = as_vector(values, "values")
+    check_ref_logprobs(values, "values")
+    segments = _Segments(group_ids, values.size)
+    return segments.logsumexp(segments.sort(values))
+
+
 def _softmax(logits: np.ndarray, segments: _Segments) -> np.ndarray:
     probs = np.exp(logits - segments.logsumexp(logits)[segments.index])
     return segments.normalize(probs)

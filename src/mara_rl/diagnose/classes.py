@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mara_rl.diagnose.reading import check_rollouts
+from mara_rl.targets import grouped_logsumexp
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,6 @@ class AnswerClasses:
     prompts: pd.DataFrame
     answer_key: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def grouped_logsumexp(values: np.ndarray, codes: np.ndarray, num_groups: int) -> np.ndarray:
-    """``log sum_{i in g} exp(values_i)`` for every group ``g`` of dense integer ``codes`` (finite values)."""
-    peak = np.full(num_groups, -np.inf)
-    np.maximum.at(peak, codes, values)
-    total = np.bincount(codes, weights=np.exp(values - peak[codes]), minlength=num_groups)
-    return peak + np.log(total)
 
 
 def _short(text: str, width: int = 40) -> str:
@@ -122,7 +115,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
 
     def distinct_logmass(column: str) -> np.ndarray:
         mean_lp = np.bincount(distinct_id, weights=rows[column].to_numpy(), minlength=num_distinct) / distinct_rows
-        return grouped_logsumexp(mean_lp, distinct_class, num_classes)
+        return grouped_logsumexp(mean_lp, distinct_class)
 
     reward = rows["reward"].to_numpy()
     class_rows = np.bincount(raw_class, minlength=num_classes)

@@ -26,8 +26,8 @@ import pandas as pd
 
 from mara_rl._checks import check_beta
 from mara_rl.augment import mara_rewards
-from mara_rl.diagnose.classes import AnswerClasses, answer_classes, grouped_logsumexp
-from mara_rl.targets import crossover_beta, describe_target, kl_target, mara_target
+from mara_rl.diagnose.classes import AnswerClasses, answer_classes
+from mara_rl.targets import crossover_beta, describe_target, grouped_logsumexp, kl_target, mara_target
 
 
 @dataclass(frozen=True)
@@ -167,14 +167,14 @@ def diagnose(
     tau_c = prompt_tau[prompt_id]
     classes["tau"] = tau_c
     classes["good"] = reward >= tau_c
-    classes["ref_prob"] = np.exp(ref_logmass - grouped_logsumexp(ref_logmass, prompt_id, num_prompts)[prompt_id])
+    classes["ref_prob"] = np.exp(ref_logmass - grouped_logsumexp(ref_logmass, prompt_id)[prompt_id])
     classes["vanilla"] = kl_target(reward, ref_logmass, beta, kl, group_ids=prompt_id)
     # The MARA target is unchanged when a prompt's rewards and tau shift together, so subtracting
     # each prompt's tau lets one call with tau = 0 serve per-prompt thresholds.
     classes["mara"] = mara_target(reward - tau_c, ref_logmass, beta, 0.0, kl, group_ids=prompt_id)
     if "policy_logmass" in classes.columns:
         policy = classes["policy_logmass"].to_numpy()
-        classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id, num_prompts)[prompt_id])
+        classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id)[prompt_id])
 
     prompts = _per_prompt(classes, groups.prompts, prompt_tau)
     if "policy_prob" in classes.columns:

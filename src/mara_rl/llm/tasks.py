@@ -11,10 +11,11 @@ Pure Python: nothing here imports torch or transformers.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+from mara_rl.targets import entropy
 
 ONE_OR_TWO: tuple[str, ...] = ("1", "2")
 """The paper's task: K = 2 with options 1 and 2."""
@@ -90,8 +91,7 @@ def normalized_answer_entropy(histogram: dict[str, int], options: Sequence[str])
     total = sum(counts)
     if total == 0:
         return 0.0
-    h = -sum((c / total) * math.log(c / total) for c in counts if c > 0)
-    return h / math.log(len(options))
+    return entropy(counts, normalized=True)
 
 
 def random_choice_metrics(completions: Sequence[str], options: Sequence[str] = ONE_OR_TWO) -> dict[str, Any]:
