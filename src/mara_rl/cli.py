@@ -3,6 +3,15 @@
 Every module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 subcommand(s) and sets ``func`` on the parser. Those modules import only argparse-level code at
 the top, so ``mara --help`` stays fast; heavy stacks load inside ``func``.
+
+The one error boundary of the command lives in :func:`main`:
+
+- a user mistake (a bad flag value, a missing or unreadable input, an unwritable output, a malformed
+  spec file) prints one line ``mara <command>: error: <what>`` on stderr and exits 2;
+- Ctrl-C prints one line and exits 130;
+- anything else is a bug: one line naming the exception, a hint to rerun with ``--debug``, exit 1.
+
+``mara --debug ...`` (or ``MARA_DEBUG=1``) lets every exception propagate with its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 COMMAND_MODULES = (
     "mara_rl.commands",
@@ -21,15 +30,38 @@ COMMAND_MODULES = (
     "mara_rl.diagnose.commands",
 )
 
+# Errors about a path the user named; an OSError with a file name (read-only file system, disk full) too.
+PATH_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, the same shape as the errors raised by the commands."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every (sub)parser, so it may follow the subcommand too."""
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show the full traceback of an error (also: MARA_DEBUG=1)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug_flag(child)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mara",
         description="Target distributions of KL-regularised RL, and MARA to keep every good mode.",
     )
     from mara_rl import __version__
 
     parser.add_argument("--version", action="version", version=f"mara-rl {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of an error (also: MARA_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -39,24 +71,65 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of the package is not present in this installation
             raise
         module.register(subparsers)
+    _add_debug_flag(parser)
     return parser
+
+
+def command_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``prog`` of the innermost subcommand that ``args`` selected, e.g. ``mara llm one-or-two``."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, sub.dest, None) if sub is not None else None
+        if chosen is None or chosen not in sub.choices:
+            return parser.prog
+        parser = sub.choices[chosen]
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: tuple[type[BaseException], ...] = (ValueError, *PATH_ERRORS)
+    yaml = sys.modules.get("yaml")
+    return types + (yaml.YAMLError,) if yaml is not None else types
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.strerror or err}: {err.filename}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a one-line argparse error already printed
+        return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    name = command_name(parser, args)
+    debug = args.debug or os.environ.get("MARA_DEBUG", "") not in ("", "0")
     try:
         result = args.func(args)
-    except ValueError as err:
-        print(f"mara {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # Output piped into a reader that stopped early (`| head`): finish quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, _user_error_types()) or (isinstance(err, OSError) and err.filename is not None):
+            print(f"{name}: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"{name}: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     return int(result or 0)
 
 
