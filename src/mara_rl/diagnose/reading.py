@@ -4,10 +4,17 @@ Columns: ``prompt`` (str), ``completion`` (str), ``reward`` (float), ``ref_logpr
 reference model's log-probability of the whole completion given the prompt) and optionally
 ``policy_logprob`` (the trained policy's, same convention). Formats: JSON Lines (``.jsonl``,
 ``.json``), Parquet (``.parquet``) and CSV (``.csv``), optionally gzip-compressed (``.gz``).
+
+Files are parsed by pyarrow's multi-threaded readers. A file is read whole or not at all: a
+truncated or corrupt gzip stream, a line that is not a JSON object, a CSV row with the wrong number
+of fields or an unreadable Parquet footer is a ``ValueError`` naming the file and the place.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,28 +22,128 @@ import pandas as pd
 
 REQUIRED_COLUMNS = ("prompt", "completion", "reward", "ref_logprob")
 OPTIONAL_COLUMNS = ("policy_logprob",)
+FORMATS = {".jsonl": "JSON Lines", ".json": "JSON Lines", ".parquet": "Parquet", ".csv": "CSV"}
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+    except ImportError:
+        raise ValueError("reading rollouts needs pyarrow; install it with: pip install 'pyarrow>=14'") from None
+    return pyarrow
+
+
+def rollouts_format(path: str | Path) -> tuple[str, bool]:
+    """``(format, gzip-compressed)`` from the file name, e.g. ``("JSON Lines", True)`` for ``.jsonl.gz``."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    kind = suffixes[-2 if compressed else -1] if len(suffixes) > compressed else ""
+    if kind not in FORMATS:
+        raise ValueError(
+            f"rollouts file {str(path)!r}: unknown format {''.join(path.suffixes) or '(no extension)'!r}; "
+            "use .jsonl, .json, .parquet or .csv, optionally followed by .gz"
+        )
+    return FORMATS[kind], compressed
+
+
+def _gunzip(data: bytes, where: str) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        raise ValueError(f"{where}: truncated gzip stream (the file ends before the end of its compressed data)") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{where}: not a valid gzip file ({err})") from None
+
+
+def _read_json_lines(data: bytes, where: str) -> pd.DataFrame:
+    pa = _pyarrow()
+    import pyarrow.json
+
+    try:
+        return pyarrow.json.read_json(pa.BufferReader(data)).to_pandas()
+    except pa.ArrowInvalid:
+        pass
+    # pyarrow wants one type per column and numbers rows per block: parse line by line to say which
+    # line is broken, or to let check_rollouts judge columns of mixed types.
+    records = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:  # includes UnicodeDecodeError
+            raise ValueError(f"{where}: line {number} is not valid JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: line {number} is not a JSON object (got a {type(record).__name__})")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _read_csv(data: bytes, where: str) -> pd.DataFrame:
+    pa = _pyarrow()
+    import pyarrow.csv
+
+    # Completions such as "NA" or "" are text, not missing values.
+    convert = pyarrow.csv.ConvertOptions(
+        column_types={"prompt": pa.string(), "completion": pa.string()},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        return pyarrow.csv.read_csv(pa.BufferReader(data), convert_options=convert).to_pandas()
+    except pa.ArrowInvalid:
+        pass
+    try:  # single-threaded, pyarrow numbers the broken row
+        single = pyarrow.csv.ReadOptions(use_threads=False)
+        return pyarrow.csv.read_csv(pa.BufferReader(data), read_options=single, convert_options=convert).to_pandas()
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{where}: not valid CSV ({' '.join(str(err).split())})") from None
+
+
+def _read_parquet(data: bytes, where: str) -> pd.DataFrame:
+    pa = _pyarrow()
+    import pyarrow.parquet
+
+    try:
+        source = pyarrow.parquet.ParquetFile(pa.BufferReader(data))
+        wanted = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in source.schema_arrow.names]
+        return source.read(columns=wanted).to_pandas()
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{where}: not a valid Parquet file ({' '.join(str(err).split())})") from None
+
+
+_READERS = {"JSON Lines": _read_json_lines, "CSV": _read_csv, "Parquet": _read_parquet}
 
 
 def read_rollouts(path: str | Path) -> pd.DataFrame:
-    """Read and check a rollout file (see :func:`check_rollouts`); the format follows the suffix."""
+    """Read and check a rollout file (see :func:`check_rollouts`); the format follows the suffix.
+
+    Raises ``ValueError`` for a missing, empty, unreadable, truncated or corrupt file, a directory,
+    or an unknown suffix, naming the file and what is wrong.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"rollouts file {str(path)!r} does not exist")
-    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    kind = suffixes[-1] if suffixes else ""
-    if kind in (".jsonl", ".json"):
-        try:
-            frame = pd.read_json(path, lines=True, dtype=False)
-        except ValueError as err:
-            raise ValueError(f"rollouts file {str(path)!r} is not valid JSON Lines: {err}") from None
-    elif kind == ".parquet":
-        frame = pd.read_parquet(path)
-    elif kind == ".csv":
-        # Completions such as "NA" or "" are text, not missing values.
-        frame = pd.read_csv(path, dtype={"prompt": str, "completion": str}, keep_default_na=False)
-    else:
-        raise ValueError(f"rollouts file {str(path)!r}: unknown format; use .jsonl, .json, .parquet or .csv")
-    return check_rollouts(frame)
+    where = f"rollouts file {str(path)!r}"
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory; give a .jsonl, .json, .parquet or .csv file")
+    if not path.exists():
+        raise ValueError(f"{where} does not exist")
+    kind, compressed = rollouts_format(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read it ({err.strerror or err})") from None
+    if compressed and data:
+        data = _gunzip(data, where)
+    if not data or data.isspace():
+        raise ValueError(f"{where} is empty")
+    frame = _READERS[kind](data, where)
+    if len(frame) == 0:
+        raise ValueError(f"{where} has no rows")
+    try:
+        return check_rollouts(frame)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def check_rollouts(frame: pd.DataFrame) -> pd.DataFrame:
