@@ -61,11 +61,13 @@ def _read_json_lines(data: bytes, where: str) -> pd.DataFrame:
     import pyarrow.json
 
     try:
-        return pyarrow.json.read_json(pa.BufferReader(data)).to_pandas()
-    except pa.ArrowInvalid:
+        table = pyarrow.json.read_json(pa.BufferReader(data))
+        table.validate(full=True)  # the JSON reader does not check that strings are UTF-8
+        return table.to_pandas()
+    except pa.ArrowException:
         pass
-    # pyarrow wants one type per column and numbers rows per block: parse line by line to say which
-    # line is broken, or to let check_rollouts judge columns of mixed types.
+    # pyarrow wants one type per column, valid UTF-8, and numbers rows per block: parse line by line
+    # to say which line is broken, or to let check_rollouts judge columns of mixed types.
     records = []
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
@@ -92,12 +94,12 @@ def _read_csv(data: bytes, where: str) -> pd.DataFrame:
     )
     try:
         return pyarrow.csv.read_csv(pa.BufferReader(data), convert_options=convert).to_pandas()
-    except pa.ArrowInvalid:
+    except pa.ArrowException:
         pass
     try:  # single-threaded, pyarrow numbers the broken row
         single = pyarrow.csv.ReadOptions(use_threads=False)
         return pyarrow.csv.read_csv(pa.BufferReader(data), read_options=single, convert_options=convert).to_pandas()
-    except pa.ArrowInvalid as err:
+    except pa.ArrowException as err:
         raise ValueError(f"{where}: not valid CSV ({' '.join(str(err).split())})") from None
 
 
