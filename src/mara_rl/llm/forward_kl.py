@@ -219,7 +219,7 @@ def mara_forward_coefficients(
         a_i = softmax_g(log m(y_i) - log pi_old(y_i)),   b_i = softmax_g(log pi_ref(y_i) - log pi_old(y_i)),
         c_i = n_g (a_i - b_i)
 
-    so the per-sample loss term ``-c_i log pi(y_i)``, averaged over samples, has gradient
+    so the per-sample loss term ``c_i (sg(log pi(y_i)) - log pi(y_i))``, averaged over samples, has gradient
     ``-sum_i (a_i - b_i) grad log pi(y_i)``. ``|c_i| < n_g`` whatever the lengths, ``sum_g c_i = 0``,
     and ``c = 0`` exactly where ``m = pi_ref`` (no anchor: forward KL alone).
 
@@ -300,7 +300,7 @@ def token_forward_kl_loss(
 
     Per sample ``i`` (mean over the ``B`` samples):
 
-        loss_i = sum_t W_it KL_it  -  c_i * sum_t mask_it log pi(y_it | x, y_i<t)
+        loss_i = sum_t W_it KL_it  +  c_i * (sg(log pi(y_i|x)) - log pi(y_i|x)),   log pi(y_i|x) = sum_t mask_it logps_it
 
     ``KL_it`` from :func:`token_forward_kl`, ``W`` from :func:`prefix_importance_weights` (ones when
     ``old_logps`` is None), ``c`` from :func:`mara_forward_coefficients` (zeros when
@@ -344,7 +344,8 @@ def token_forward_kl_loss(
         _check_shape(ref_logps, (batch, length), "ref_logps")
         ref_seq = (ref_logps.detach().float() * mask_f).sum(dim=1)
         coefficients = mara_forward_coefficients(ref_seq, mara_ref_logps.float(), sample_seq, group_ids).to(mask.device)
-    loss = kl_sum - (coefficients.to(seq_logps.dtype) * seq_logps).sum() / batch
+    # c_i (sg(log pi) - log pi): gradient -c_i grad log pi, value 0, so the loss reads as the KL estimate.
+    loss = kl_sum + (coefficients.to(seq_logps.dtype) * (seq_logps.detach() - seq_logps)).sum() / batch
     return ForwardKLOutput(loss=loss, kl=kl.sum(dim=1), mara_coefficients=coefficients, importance_weights=importance)
 
 
