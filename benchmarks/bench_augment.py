@@ -1,16 +1,21 @@
 """Speed of ``mara_rewards`` against a straightforward per-group Python loop, in the same run.
 
-    python benchmarks/bench_augment.py [--samples 1000000] [--groups 100000] [--repeats 5]
+    python benchmarks/bench_augment.py [--samples 1000000] [--groups 100000] [--repeats 5] [--against REV]
 
 Prints the best-of-repeats wall time of the vectorised numpy and torch paths and of the loop, and
 the speed-up ratio. The loop is Algorithm 1 written the obvious way; the test suite checks both
-give identical results.
+give identical results. ``--against REV`` also times ``mara_rewards`` as it was at git revision REV
+(e.g. an earlier release) on the same batch, and checks both give the same rewards.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +39,18 @@ def per_group_loop(rewards: np.ndarray, ref_logprobs: np.ndarray, group_ids: np.
     return out
 
 
+def mara_rewards_at(revision: str):
+    """``mara_rewards`` from ``src/mara_rl/augment.py`` at a git revision (its imports resolve to today's package)."""
+    repo = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{revision}:src/mara_rl/augment.py"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+    module = types.ModuleType(f"augment_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up while being defined
+    exec(compile(source, module.__name__, "exec"), module.__dict__)
+    return module.mara_rewards
+
+
 def best_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -49,6 +66,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--against", metavar="REV", help="also time mara_rewards at this git revision")
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -70,6 +88,14 @@ def main() -> None:
     print(f"{'implementation':<28}{'seconds':>10}{'speed-up vs loop':>20}")
     print(f"{'per-group Python loop':<28}{loop_time:>10.4f}{1.0:>19.1f}x")
     print(f"{'mara_rewards (numpy)':<28}{numpy_time:>10.4f}{loop_time / numpy_time:>19.1f}x")
+    if args.against:
+        earlier = mara_rewards_at(args.against)
+        earlier_time = best_time(lambda: earlier(rewards, ref_logprobs, beta=beta, tau=tau, group_ids=group_ids), args.repeats)
+        same = earlier(rewards, ref_logprobs, beta=beta, tau=tau, group_ids=group_ids).rewards
+        np.testing.assert_array_equal(same, run_numpy().rewards)
+        label = f"mara_rewards @ {args.against[:10]}"
+        print(f"{label:<28}{earlier_time:>10.4f}{loop_time / earlier_time:>19.1f}x")
+        print(f"today's numpy path is {earlier_time / numpy_time:.2f}x faster than {args.against[:10]}")
     try:
         import torch
     except ImportError:

@@ -18,6 +18,7 @@ from mara_rl.targets import (
     mara_target,
     mass_above,
     reverse_kl_target,
+    summarize_targets,
 )
 
 __version__ = "0.1.0"
@@ -35,4 +36,5 @@ __all__ = [
     "mara_target",
     "mass_above",
     "reverse_kl_target",
+    "summarize_targets",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,12 +33,80 @@ def check_nonnegative(value: float, name: str) -> float:
     return out
 
 
+@dataclass(frozen=True)
+class NumericKind:
+    """Where an array came from (numpy or torch, device, dtype), to give results back in kind.
+
+    Results are floating: float64 and float32 inputs keep their dtype; float16 and bfloat16 come
+    back as float32 (a half-precision value cannot hold a beta-sized reward gap); integer and bool
+    inputs come back as float64 (numpy) or torch's default float dtype.
+    """
+
+    torch_device: Any = None
+    dtype: Any = None
+
+    @property
+    def is_torch(self) -> bool:
+        return self.torch_device is not None
+
+    def round(self, value: float) -> float:
+        """``value`` rounded to the input's floating dtype, so that comparisons happen in one dtype."""
+        if self.is_torch:
+            import torch
+
+            if self.dtype.is_floating_point:
+                return float(torch.tensor(value, dtype=self.dtype).item())
+            return value
+        if np.issubdtype(self.dtype, np.floating):
+            with np.errstate(over="ignore"):
+                return float(self.dtype.type(value))
+        return value
+
+    def give_back(self, array: np.ndarray) -> Any:
+        """float64 ``array`` in the input's kind, device and result dtype (see the class docstring)."""
+        if self.is_torch:
+            import torch
+
+            dtype = self.dtype if self.dtype in (torch.float64, torch.float32) else (
+                torch.float32 if self.dtype.is_floating_point else torch.get_default_dtype()
+            )
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.torch_device, dtype=dtype)
+        if self.dtype in (np.float64, np.float32):
+            return array.astype(self.dtype, copy=False)
+        return array.astype(np.float32 if np.issubdtype(self.dtype, np.floating) else np.float64, copy=False)
+
+    def give_back_exact(self, array: np.ndarray) -> Any:
+        """Integer or bool ``array`` (indices, masks) as numpy or as a torch tensor on the input's device."""
+        if self.is_torch:
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.torch_device)
+        return array
+
+
+def as_float64(values: Any, name: str) -> tuple[np.ndarray, NumericKind]:
+    """float64 numpy copy of numbers (numpy, torch on any device and dtype, lists) and their kind."""
+    if type(values).__module__.startswith("torch"):
+        import torch
+
+        if values.is_complex():
+            raise ValueError(f"{name} must be real numbers, got a complex tensor")
+        return values.detach().to(device="cpu", dtype=torch.float64).numpy(), NumericKind(values.device, values.dtype)
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "fiub":
+            if array.dtype.kind in "cUS":
+                raise TypeError
+            array = array.astype(np.float64)
+        kind = NumericKind(None, array.dtype if array.dtype.kind == "f" else np.dtype(np.int64))
+        return array.astype(np.float64, copy=False), kind
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers") from None
+
+
 def as_vector(values, name: str) -> np.ndarray:
     """1-D float64 copy of ``values``; rejects other ranks and empty input."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a 1-D array of numbers") from None
+    array, _ = as_float64(values, name)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     if array.size == 0:
@@ -61,9 +131,10 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
 
 def check_ref_logprobs(ref_logprobs: np.ndarray, name: str = "ref_logprobs") -> None:
     """Reference log-probabilities may be -inf (pi_ref = 0) but never NaN or +inf."""
+    if np.less(ref_logprobs, np.inf).all():  # one pass: False for NaN and +inf only
+        return
     if np.isnan(ref_logprobs).any():
         first = int(np.flatnonzero(np.isnan(ref_logprobs))[0])
         raise ValueError(f"{name} must not contain NaN (first at index {first})")
-    if np.isposinf(ref_logprobs).any():
-        first = int(np.flatnonzero(np.isposinf(ref_logprobs))[0])
-        raise ValueError(f"{name} must not contain +inf (first at index {first})")
+    first = int(np.flatnonzero(np.isposinf(ref_logprobs))[0])
+    raise ValueError(f"{name} must not contain +inf (first at index {first})")

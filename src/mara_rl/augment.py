@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mara_rl._checks import check_beta, check_ref_logprobs
+from mara_rl._checks import as_float64, check_beta, check_ref_logprobs
+from mara_rl._groups import group_codes
 
 KLDirection = Literal["reverse", "forward"]
 
@@ -31,6 +32,10 @@ KLDirection = Literal["reverse", "forward"]
 @dataclass(frozen=True)
 class MaraResult:
     """Output of :func:`mara_rewards`; arrays have the kind (numpy or torch, device) of the input.
+
+    ``rewards`` and ``ref_logprobs`` are floating: float64 and float32 inputs keep their dtype,
+    float16 and bfloat16 come back as float32, integers and bools as float64 (numpy) or torch's
+    default float dtype.
 
     Attributes:
         rewards: augmented rewards ``r``, shape ``[n]``.
@@ -55,45 +60,9 @@ class MaraResult:
     @property
     def fraction_groups_augmented(self) -> float:
         """Share of non-empty groups that had an anchor."""
-        anchors = _to_numpy(self.anchor_index)[0]
+        anchors = np.asarray(self.anchor_index.cpu() if hasattr(self.anchor_index, "cpu") else self.anchor_index)
         nonempty = self.group_size > 0
         return float((anchors[nonempty] >= 0).mean())
-
-
-def _to_numpy(values: Any) -> tuple[np.ndarray, Any]:
-    """numpy view of ``values`` plus what is needed to give results back in the same kind."""
-    if type(values).__module__.startswith("torch"):
-        return values.detach().to("cpu").numpy(), (values.device, values.dtype)
-    return np.asarray(values), None
-
-
-def _like(array: np.ndarray, kind: Any, *, keep_dtype: bool = True) -> Any:
-    if kind is None:
-        return array
-    import torch
-
-    device, dtype = kind
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if keep_dtype and tensor.is_floating_point():
-        tensor = tensor.to(dtype)
-    return tensor.to(device)
-
-
-def _group_codes(group_ids: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense int64 codes in ``[0, num_groups)`` and the label of each code."""
-    if group_ids is None:
-        return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    ids, _ = _to_numpy(group_ids)
-    ids = np.asarray(ids)
-    if ids.shape != (n,):
-        raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
-    if np.issubdtype(ids.dtype, np.integer):
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo >= 0 and hi < 2 * n + 1:
-            # Small non-negative ints are already codes: skip the O(n log n) unique.
-            return ids.astype(np.int64, copy=False), np.arange(hi + 1)
-    labels, codes = np.unique(ids, return_inverse=True)
-    return codes.reshape(n).astype(np.int64, copy=False), labels
 
 
 def _grouped_quantile(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
@@ -140,7 +109,11 @@ def mara_rewards(
 
     Returns:
         :class:`MaraResult` with augmented rewards and regulariser reference log-probs in the input's
-        kind, dtype and device.
+        kind (numpy or torch) and device. They are computed in float64 and returned as floats:
+        float64/float32 keep their dtype, float16/bfloat16 become float32 (a half-precision reward
+        cannot hold a beta-sized gap), ints and bools become float64 (torch: the default float dtype).
+        ``tau`` is compared with the rewards in their own dtype, so a float32 reward equal to tau
+        is good.
 
     Raises:
         ValueError: on beta <= 0, both or neither of tau / tau_quantile, shape mismatch, NaN reward,
@@ -158,13 +131,16 @@ def mara_rewards(
             raise ValueError(f"tau must be a number, got {tau!r}") from None
         if np.isnan(tau):
             raise ValueError("tau must be a number, got NaN")
-    if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
-        raise ValueError(f"tau_quantile must lie in [0, 1], got {tau_quantile!r}")
+    if tau_quantile is not None:
+        try:
+            in_range = 0.0 <= float(tau_quantile) <= 1.0
+        except (TypeError, ValueError):
+            in_range = False
+        if not in_range:
+            raise ValueError(f"tau_quantile must be a number in [0, 1], got {tau_quantile!r}")
 
-    reward_np, kind = _to_numpy(rewards)
-    ref_np, ref_kind = _to_numpy(ref_logprobs)
-    reward_np = np.asarray(reward_np, dtype=np.float64)
-    ref_np = np.asarray(ref_np, dtype=np.float64)
+    reward_np, kind = as_float64(rewards, "rewards")
+    ref_np, ref_kind = as_float64(ref_logprobs, "ref_logprobs")
     if reward_np.ndim != 1:
         raise ValueError(f"rewards must be 1-D, got shape {reward_np.shape}")
     if ref_np.shape != reward_np.shape:
@@ -176,18 +152,22 @@ def mara_rewards(
         raise ValueError(f"rewards must not contain NaN (first at index {first}); drop or score those samples")
     check_ref_logprobs(ref_np)
     n = reward_np.shape[0]
-    codes, labels = _group_codes(group_ids, n)
+    codes, labels = group_codes(group_ids, n, compact=False)
     num_groups = labels.shape[0]
     group_size = np.bincount(codes, minlength=num_groups)
 
     if tau is not None:
-        group_tau = np.full(num_groups, float(tau))
+        # Compare in the rewards' own dtype: float32(0.9) must count as reaching tau = 0.9.
+        threshold = kind.round(tau)
+        group_tau = np.full(num_groups, threshold)
+        good = reward_np >= threshold
     else:
         group_tau = _grouped_quantile(reward_np, codes, group_size, float(tau_quantile))
-    good = reward_np >= group_tau[codes]
-    bad_ref = good & np.isneginf(ref_np)
-    if bad_ref.any():
-        first = int(np.flatnonzero(bad_ref)[0])
+        good = reward_np >= group_tau[codes]
+    good_index = np.flatnonzero(good)
+    good_ref = ref_np[good_index]
+    if np.isneginf(good_ref).any():
+        first = int(good_index[np.isneginf(good_ref)][0])
         raise ValueError(
             f"ref_logprobs is -inf at index {first}, a sample with reward >= tau: MARA needs a finite "
             "reference log-prob for every good sample"
@@ -195,37 +175,41 @@ def mara_rewards(
 
     # Anchor: highest ref log-prob among good samples; ties go to the higher reward, then the
     # lower index, so that equal (R, log pi_ref) pairs always give the same augmented values.
-    anchor_key = np.where(good, ref_np, -np.inf)
+    # Only good samples are gathered: per-group arrays are small, random gathers over n are not.
+    good_code = codes[good_index]
     best_ref = np.full(num_groups, -np.inf)
-    np.maximum.at(best_ref, codes, anchor_key)
-    candidate = good & (anchor_key == best_ref[codes])
+    np.maximum.at(best_ref, good_code, good_ref)
+    tied = good_ref == best_ref[good_code]
+    tied_index, tied_code = good_index[tied], good_code[tied]
     best_reward = np.full(num_groups, -np.inf)
-    np.maximum.at(best_reward, codes[candidate], reward_np[candidate])
-    candidate &= reward_np == best_reward[codes]
+    np.maximum.at(best_reward, tied_code, reward_np[tied_index])
+    first_best = reward_np[tied_index] == best_reward[tied_code]
     anchor = np.full(num_groups, n, dtype=np.int64)
-    candidate_index = np.flatnonzero(candidate)
-    np.minimum.at(anchor, codes[candidate_index], candidate_index)
+    np.minimum.at(anchor, tied_code[first_best], tied_index[first_best])
     has_anchor = anchor < n
     anchor[~has_anchor] = -1
 
-    sample_anchor = anchor[codes]
-    safe_anchor = np.where(good, sample_anchor, 0)
-    anchor_reward = reward_np[safe_anchor]
-    anchor_ref = ref_np[safe_anchor]
+    safe_anchor = np.where(has_anchor, anchor, 0)
+    anchor_reward = reward_np[safe_anchor][good_code] if n else reward_np
+    anchor_ref = ref_np[safe_anchor][good_code] if n else ref_np
+    new_ref = ref_np
     if kl == "reverse":
-        new_rewards = np.where(good, anchor_reward + beta * (anchor_ref - np.where(good, ref_np, 0.0)), reward_np)
-        new_ref = ref_np
+        with np.errstate(over="ignore"):
+            good_rewards = anchor_reward + beta * (anchor_ref - good_ref)
+        if not np.isfinite(good_rewards).all():
+            raise ValueError("augmented rewards overflowed; check the scale of rewards, ref_logprobs and beta")
     else:
-        new_rewards = np.where(good, anchor_reward, reward_np)
-        new_ref = np.where(good, anchor_ref, ref_np)
-    if not np.isfinite(new_rewards).all():
-        raise ValueError("augmented rewards overflowed; check the scale of rewards, ref_logprobs and beta")
+        good_rewards = anchor_reward
+        new_ref = ref_np.copy()
+        new_ref[good_index] = anchor_ref
+    new_rewards = reward_np.copy()
+    new_rewards[good_index] = good_rewards
 
     return MaraResult(
-        rewards=_like(new_rewards, kind),
-        ref_logprobs=_like(new_ref, ref_kind) if kl == "forward" else ref_logprobs,
-        anchor_index=_like(anchor, kind, keep_dtype=False),
-        augmented=_like(good, kind, keep_dtype=False),
+        rewards=kind.give_back(new_rewards),
+        ref_logprobs=ref_kind.give_back(new_ref),
+        anchor_index=kind.give_back_exact(anchor),
+        augmented=kind.give_back_exact(good),
         group_labels=labels,
         tau=group_tau,
         group_size=group_size,

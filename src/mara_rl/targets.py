@@ -23,67 +23,21 @@ from typing import Literal
 
 import numpy as np
 
-from mara_rl._checks import as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
+from mara_rl._checks import as_float64, as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
+from mara_rl._groups import Segments
 from mara_rl.augment import mara_rewards
 
 KLDirection = Literal["reverse", "forward"]
 
 
-class _Segments:
-    """Outcomes sorted by group so that per-group reductions are single ``reduceat`` calls."""
-
-    def __init__(self, group_ids, n: int):
-        if group_ids is None:
-            self.order = None
-            self.labels = None
-            self.starts = np.zeros(1, dtype=np.int64)
-            self.index = np.zeros(n, dtype=np.int64)
-            return
-        ids = np.asarray(group_ids)
-        if ids.shape != (n,):
-            raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
-        self.labels, codes = np.unique(ids, return_inverse=True)
-        codes = codes.reshape(n)
-        self.order = np.argsort(codes, kind="stable")
-        self.index = codes[self.order]
-        self.starts = np.flatnonzero(np.r_[True, self.index[1:] != self.index[:-1]])
-
-    def sort(self, values: np.ndarray) -> np.ndarray:
-        return values if self.order is None else values[self.order]
-
-    def unsort(self, values: np.ndarray) -> np.ndarray:
-        if self.order is None:
-            return values
-        out = np.empty_like(values)
-        out[self.order] = values
-        return out
-
-    def max(self, values: np.ndarray) -> np.ndarray:
-        return np.maximum.reduceat(values, self.starts)
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(values, self.starts)
-
-    def logsumexp(self, values: np.ndarray) -> np.ndarray:
-        """Per-group ``log sum exp``; ``-inf`` for a group whose values are all ``-inf``."""
-        peak = self.max(values)
-        shift = np.where(np.isfinite(peak), peak, 0.0)
-        with np.errstate(divide="ignore"):
-            return shift + np.log(self.sum(np.exp(values - shift[self.index])))
-
-    def normalize(self, values: np.ndarray) -> np.ndarray:
-        total = self.sum(values)
-        return values / total[self.index]
-
-
-def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, _Segments]:
+def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, Segments]:
     """Validate, sort by group, and normalise the reference within each group."""
     rewards = as_vector(rewards, "rewards")
     ref_logprobs = as_vector(ref_logprobs, "ref_logprobs")
     check_same_shape(rewards, ref_logprobs, "rewards", "ref_logprobs")
     check_finite(rewards, "rewards", "reward")
     check_ref_logprobs(ref_logprobs)
-    segments = _Segments(group_ids, rewards.size)
+    segments = Segments(group_ids, rewards.size)
     rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
     log_norm = segments.logsumexp(ref_logprobs)
     if np.isneginf(log_norm).any():
@@ -98,20 +52,24 @@ def grouped_logsumexp(values, group_ids) -> np.ndarray:
     values are all ``-inf``."""
     values = as_vector(values, "values")
     check_ref_logprobs(values, "values")
-    segments = _Segments(group_ids, values.size)
+    segments = Segments(group_ids, values.size)
     return segments.logsumexp(segments.sort(values))
 
 
-def _softmax(logits: np.ndarray, segments: _Segments) -> np.ndarray:
+def _softmax(logits: np.ndarray, segments: Segments) -> np.ndarray:
     probs = np.exp(logits - segments.logsumexp(logits)[segments.index])
     return segments.normalize(probs)
 
 
-def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: _Segments) -> np.ndarray:
+def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments) -> np.ndarray:
     temperature = beta + eta
-    logits = np.where(
-        np.isneginf(ref_logprobs), -np.inf, (beta / temperature) * ref_logprobs + rewards / temperature
-    )
+    supported = ~np.isneginf(ref_logprobs)
+    # Subtract each group's top reward before dividing: R/beta at beta = 1e-300 would overflow, and
+    # at beta = 1e-17 it would swamp the reference log-probs that decide among the top outcomes.
+    top = segments.max(np.where(supported, rewards, -np.inf))
+    with np.errstate(invalid="ignore"):
+        scaled_gap = (rewards - top[segments.index]) / temperature
+    logits = np.where(supported, (beta / temperature) * ref_logprobs + scaled_gap, -np.inf)
     return _softmax(logits, segments)
 
 
@@ -141,52 +99,53 @@ _BISECTION_TOL = 1e-13  # on log(Lambda - max R): a relative error of 1e-13 in e
 
 
 def _forward_solve(
-    rewards: np.ndarray, log_weights: np.ndarray, beta: float, segments: _Segments
+    rewards: np.ndarray, log_weights: np.ndarray, beta: float, segments: Segments
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise ``sum_y pi(y) R(y) + beta sum_y w(y) log pi(y)`` over the simplex, per group.
 
     ``w = exp(log_weights)`` is the (not necessarily normalised) reference weight in the regulariser.
     Stationarity: ``R(y) + beta w(y)/pi(y) = Lambda`` on the support of ``w``, so with
     ``t = Lambda - max_{w>0} R`` the mass is ``beta w / (t + gap)``, ``gap = max R - R >= 0``, and ``t``
-    solves ``sum beta w / (t + gap) = 1``. The log of that sum falls monotonically in ``log t`` and is
-    bracketed by ``[log(beta w_best), log(beta sum w)]`` (the best-reward term alone, and all gaps >= 0),
-    so a vectorised bisection over all groups finds it. Outcomes with ``w = 0`` receive mass only when
-    their reward equals ``Lambda`` (the best reward lies off the reference support and the supported
-    terms sum to less than 1 there); ties share it equally.
+    solves ``sum beta w / (t + gap) = 1``. Everything is in log space (``log(t + gap)`` is a
+    ``logaddexp``), so ``log(beta w)`` down to -1e4 is exact. The log of that sum falls monotonically
+    in ``log t`` and is bracketed by ``[log(beta w_best), log(beta sum w)]`` (the best-reward term
+    alone, and all gaps >= 0), so a vectorised bisection over all groups finds it. Outcomes with
+    ``w = 0`` receive mass only when their reward equals ``Lambda`` (the best reward lies off the
+    reference support and the supported terms sum to less than 1 there); ties share it equally.
 
     Returns:
         sorted-order probabilities and the per-group multiplier ``Lambda``.
     """
     on = ~np.isneginf(log_weights)
     support_max = segments.max(np.where(on, rewards, -np.inf))
-    gaps = np.where(on, support_max[segments.index] - rewards, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_gaps = np.where(on, np.log(support_max[segments.index] - rewards), np.inf)
     log_beta_w = np.where(on, math.log(beta) + log_weights, -np.inf)
 
-    def log_mass(t: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return segments.logsumexp(np.where(on, log_beta_w - np.log(t[segments.index] + gaps), -np.inf))
+    def log_terms(log_t: np.ndarray) -> np.ndarray:
+        return np.where(on, log_beta_w - np.logaddexp(log_t[segments.index], log_gaps), -np.inf)
 
-    top = on & (gaps == 0.0)
+    top = on & np.isneginf(log_gaps)
     lo = segments.logsumexp(np.where(top, log_beta_w, -np.inf))
     hi = segments.logsumexp(log_beta_w)
     for _ in range(200):
-        if (hi - lo).max() <= _BISECTION_TOL:
+        if (hi - lo).max() <= _BISECTION_TOL * max(1.0, float(np.abs(lo).max())):
             break
         mid = 0.5 * (lo + hi)
-        above = log_mass(np.exp(mid)) > 0.0
+        above = segments.logsumexp(log_terms(mid)) > 0.0
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)
-    t = np.exp(0.5 * (lo + hi))
+    log_t = 0.5 * (lo + hi)
 
     off_max = segments.max(np.where(on, -np.inf, rewards))
     off_wins = off_max > support_max
     if off_wins.any():
-        t_off = np.where(off_wins, off_max - support_max, 1.0)
-        off_wins &= log_mass(t_off) < 0.0
-        t = np.where(off_wins, t_off, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_t_off = np.where(off_wins, np.log(off_max - support_max), 0.0)
+        off_wins &= segments.logsumexp(log_terms(log_t_off)) < 0.0
+        log_t = np.where(off_wins, log_t_off, log_t)
 
-    with np.errstate(divide="ignore"):
-        probs = np.exp(log_beta_w - np.log(t[segments.index] + gaps))
+    probs = np.exp(log_terms(log_t))
     if off_wins.any():
         winners = ~on & off_wins[segments.index] & (rewards == off_max[segments.index])
         leftover = 1.0 - segments.sum(probs)
@@ -195,7 +154,7 @@ def _forward_solve(
     total = segments.sum(probs)
     if not np.all(np.abs(total - 1.0) < 1e-6):
         raise ValueError(f"forward-KL root finding did not converge (group masses {total[np.abs(total - 1) >= 1e-6][:3]})")
-    return segments.normalize(probs), support_max + t
+    return segments.normalize(probs), support_max + np.exp(log_t)
 
 
 def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: bool = False, group_ids=None):
@@ -253,9 +212,11 @@ def mara_target(
         raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
-    augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl=kl, group_ids=segments.index)
+    augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl="forward", group_ids=segments.index)
     if kl == "reverse":
-        probs = _gibbs(augmented.rewards, ref_logprobs, beta, 0.0, segments)
+        # pi_ref(y) exp(r(y)/beta) = pi_ref(z) exp(R(z)/beta) on the good set (Alg. 1): the Gibbs target of
+        # the anchor's (R, log pi_ref) pair, exact even where beta * (log-prob gap) is below one ulp of R.
+        probs = _gibbs(augmented.rewards, augmented.ref_logprobs, beta, 0.0, segments)
     else:
         probs, _ = _forward_solve(augmented.rewards, augmented.ref_logprobs, beta, segments)
     return segments.unsort(probs)
@@ -269,10 +230,24 @@ def log_ratio(reward_1, reward_2, ref_logprob_1, ref_logprob_2, beta: float, ent
     """
     beta = check_beta(beta)
     temperature = beta + check_nonnegative(entropy_coef, "entropy_coef")
-    d_ref = np.asarray(ref_logprob_1, dtype=np.float64) - np.asarray(ref_logprob_2, dtype=np.float64)
-    d_reward = np.asarray(reward_1, dtype=np.float64) - np.asarray(reward_2, dtype=np.float64)
+    d_reward, d_ref = _pair_differences(reward_1, reward_2, ref_logprob_1, ref_logprob_2)
     out = (beta / temperature) * d_ref + d_reward / temperature
     return float(out) if np.ndim(out) == 0 else out
+
+
+def _pair_differences(reward_1, reward_2, ref_logprob_1, ref_logprob_2) -> tuple[np.ndarray, np.ndarray]:
+    """``R(y1) - R(y2)`` and ``log pi_ref(y1) - log pi_ref(y2)``, after checking every input."""
+    names = ("reward_1", "reward_2", "ref_logprob_1", "ref_logprob_2")
+    r1, r2, l1, l2 = (as_float64(v, name)[0] for v, name in zip((reward_1, reward_2, ref_logprob_1, ref_logprob_2), names))
+    for array, name in zip((r1, r2), names[:2]):
+        check_finite(np.atleast_1d(array), name, "reward")
+    for array, name in zip((l1, l2), names[2:]):
+        check_ref_logprobs(np.atleast_1d(array), name)
+    with np.errstate(invalid="ignore"):
+        d_ref = l1 - l2
+    if np.isnan(d_ref).any():
+        raise ValueError("ref_logprob_1 and ref_logprob_2 are both -inf: two impossible outcomes have no ratio")
+    return r1 - r2, d_ref
 
 
 def crossover_beta(reward_1, reward_2, ref_logprob_1, ref_logprob_2, target_log_ratio: float = 0.0):
@@ -284,9 +259,11 @@ def crossover_beta(reward_1, reward_2, ref_logprob_1, ref_logprob_2, target_log_
     more reference-likely one. Returns ``inf`` where no finite beta > 0 gives that ratio (one outcome
     dominates in both reward and reference probability, or the rewards are equal). Broadcasts.
     """
-    d_reward = np.asarray(reward_1, dtype=np.float64) - np.asarray(reward_2, dtype=np.float64)
-    d_ref = np.asarray(ref_logprob_1, dtype=np.float64) - np.asarray(ref_logprob_2, dtype=np.float64)
-    denominator = float(target_log_ratio) - d_ref
+    d_reward, d_ref = _pair_differences(reward_1, reward_2, ref_logprob_1, ref_logprob_2)
+    target = float(target_log_ratio)
+    if not math.isfinite(target):
+        raise ValueError(f"target_log_ratio must be a finite number, got {target_log_ratio!r}")
+    denominator = target - d_ref
     with np.errstate(divide="ignore", invalid="ignore"):
         beta = d_reward / denominator
     beta = np.where(np.isfinite(beta) & (beta > 0), beta, np.inf)
@@ -333,9 +310,80 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
     return math.exp(entropy(p))
 
 
+MULTIMODAL_MIN_EFFECTIVE = 1.5
+_PROB_SUM_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class TargetSummaries:
+    """Diagnostics of many targets at once over ``R >= tau``; each field is ``[G]``, one per group."""
+
+    mass_above_tau: np.ndarray
+    num_good: np.ndarray
+    effective_good: np.ndarray
+    top_good_share: np.ndarray
+    spread: np.ndarray
+    entropy: np.ndarray
+    multimodal: np.ndarray
+
+
+def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries:
+    """Is each target multimodal over ``R >= tau``? The vectorised form of :func:`describe_target`.
+
+    Per group (default: one): ``num_good`` outcomes reach ``tau``; they hold ``mass_above_tau``;
+    ``effective_good = exp(H)`` of the target restricted to them and renormalised (1 for one spike,
+    ``num_good`` for uniform; 0 without good mass); ``top_good_share`` is the largest good outcome's
+    share of the good mass; ``spread = (effective_good - 1) / (num_good - 1)`` (evenness: 0 spike,
+    1 uniform); ``entropy`` is the whole target's entropy in nats.
+
+    Verdict: ``multimodal`` when ``effective_good >= 1.5`` (``MULTIMODAL_MIN_EFFECTIVE``), i.e. the
+    good mass is closer to being shared by two outcomes than held by one. A 15:1 split of two good
+    answers (effective 1.26) is unimodal; 53% / 43% is multimodal (effective 1.98).
+
+    Args:
+        probs: ``[K]`` probabilities, summing to 1 within each group (within 1e-6).
+        rewards: ``[K]`` rewards.
+        tau: scalar threshold, or ``[G]`` thresholds in the order of the sorted unique group labels.
+        group_ids: ``[K]`` labels of independent targets. ``None``: one target.
+    """
+    p = as_vector(probs, "probs")
+    r = as_vector(rewards, "rewards")
+    check_same_shape(p, r, "probs", "rewards")
+    check_finite(p, "probs", "probability")
+    check_finite(r, "rewards", "reward")
+    if (p < 0).any():
+        raise ValueError(f"probs must be non-negative (first negative at index {int(np.flatnonzero(p < 0)[0])})")
+    segments = Segments(group_ids, p.size)
+    p, r = segments.sort(p), segments.sort(r)
+    total = segments.sum(p)
+    off = np.abs(total - 1.0) > _PROB_SUM_TOL
+    if off.any():
+        where = "" if segments.labels is None else f" in group {segments.labels[off][0]!r}"
+        raise ValueError(f"probs must sum to 1{where}, got {total[off][0]:.6g}; pass a normalised target")
+    taus = np.broadcast_to(as_float64(tau, "tau")[0], (segments.num_groups,)) if np.ndim(tau) == 0 else as_vector(tau, "tau")
+    if taus.shape != (segments.num_groups,):
+        raise ValueError(f"tau must be a scalar or one threshold per group ({segments.num_groups}), got shape {taus.shape}")
+    if np.isnan(taus).any():
+        raise ValueError("tau must be a number, got NaN")
+    good = r >= taus[segments.index]
+    num_good = segments.count(good)
+    good_p = np.where(good, p, 0.0)
+    mass = segments.sum(good_p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = good_p / mass[segments.index]
+        good_entropy = -segments.sum(np.where(q > 0, q * np.log(q), 0.0))
+        entropy_all = -segments.sum(np.where(p > 0, p * np.log(p), 0.0))
+        top_share = np.where(mass > 0, segments.max(good_p) / mass, 0.0)
+    has_mass = (num_good > 0) & (mass > 0)
+    effective = np.where(has_mass, np.exp(np.maximum(good_entropy, 0.0)), 0.0)
+    spread = np.where(num_good >= 2, (effective - 1.0) / np.maximum(num_good - 1, 1), 0.0)
+    multimodal = (num_good >= 2) & (effective >= MULTIMODAL_MIN_EFFECTIVE)
+    return TargetSummaries(mass, num_good, effective, top_share, spread, np.maximum(entropy_all, 0.0), multimodal)
+
+
 @dataclass(frozen=True)
 class TargetSummary:
-    """Diagnostics of one target over ``R >= tau``; ``sentence`` says it in words."""
+    """Diagnostics of one target over ``R >= tau`` (see :func:`summarize_targets`); ``sentence`` says it in words."""
 
     mass_above_tau: float
     num_good: int
@@ -347,24 +395,16 @@ class TargetSummary:
     sentence: str
 
 
-def describe_target(probs, rewards, tau: float, *, evenness: float = 0.5) -> TargetSummary:
-    """Is the target multimodal over ``R >= tau``?
+def describe_target(probs, rewards, tau: float) -> TargetSummary:
+    """Is the target multimodal over ``R >= tau``? One target; the rule is :func:`summarize_targets`'s.
 
-    Multimodal (paper Sec. 4: every good outcome gets high probability) is decided by the spread of
-    the good mass: with ``n >= 2`` good outcomes and effective number ``e`` (``exp`` of the entropy of
-    the target restricted to ``R >= tau``), the spread ``(e - 1) / (n - 1)`` is 0 for a single spike
-    and 1 for uniform; the target is multimodal when it is at least ``evenness``.
+    ``probs`` must sum to 1 (within 1e-6). The verdict is multimodal when the effective number of
+    good outcomes is at least 1.5.
     """
-    p = as_vector(probs, "probs")
-    r = as_vector(rewards, "rewards")
-    check_same_shape(p, r, "probs", "rewards")
-    good = r >= tau
-    num_good = int(good.sum())
-    mass = float(p[good].sum())
-    effective = effective_num_modes(p, r, tau)
-    top_share = float(p[good].max() / mass) if num_good and mass > 0 else 0.0
-    spread = (effective - 1.0) / (num_good - 1) if num_good >= 2 else 0.0
-    multimodal = num_good >= 2 and spread >= evenness
+    tau = float(as_float64(tau, "tau")[0])
+    summary = summarize_targets(probs, rewards, tau)
+    mass, num_good, effective = float(summary.mass_above_tau[0]), int(summary.num_good[0]), float(summary.effective_good[0])
+    top_share, multimodal = float(summary.top_good_share[0]), bool(summary.multimodal[0])
     if num_good == 0:
         sentence = f"No outcome reaches tau={tau:g}: the target has no good mode to keep."
     elif num_good == 1:
@@ -375,4 +415,6 @@ def describe_target(probs, rewards, tau: float, *, evenness: float = 0.5) -> Tar
             f"{verdict.capitalize()} over R >= {tau:g}: {mass:.1%} of the mass is on the {num_good} good "
             f"outcomes, the top one holds {top_share:.1%} of it (effective number {effective:.2f} of {num_good})."
         )
-    return TargetSummary(mass, num_good, effective, top_share, spread, entropy(p), multimodal, sentence)
+    return TargetSummary(
+        mass, num_good, effective, top_share, float(summary.spread[0]), float(summary.entropy[0]), multimodal, sentence
+    )

@@ -1,0 +1,92 @@
+"""The one factorisation of group labels (prompts, problems, answer classes) the core uses.
+
+``group_codes`` turns any labels into dense int64 codes; ``Segments`` sorts by those codes once so
+that per-group reductions are single ``reduceat`` calls. ``mara_rewards``, every target function and
+``mara diagnose`` group through these two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def group_codes(group_ids: Any, n: int, *, compact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int64 codes ``[n]`` and the label of each code ``[G]`` (sorted unique labels).
+
+    ``None`` is one group labelled 0. Small non-negative integer labels are used as codes directly
+    (no ``O(n log n)`` sort); with ``compact=False`` their unused values stay as empty groups.
+    Labels may be ints, strings or floats (not NaN), numpy arrays, lists or torch tensors.
+    """
+    if group_ids is None:
+        return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    if type(group_ids).__module__.startswith("torch"):
+        group_ids = group_ids.detach().to("cpu").numpy()
+    ids = np.asarray(group_ids)
+    if ids.shape != (n,):
+        raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
+    if ids.dtype.kind == "f" and np.isnan(ids).any():
+        raise ValueError("group_ids must not contain NaN")
+    if n and ids.dtype.kind in "iub":
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo >= 0 and hi < 2 * n + 1:
+            codes = ids.astype(np.int64, copy=False)
+            if not compact:
+                return codes, np.arange(hi + 1)
+            used = np.bincount(codes, minlength=hi + 1) > 0
+            if used.all():
+                return codes, np.arange(hi + 1)
+            return (np.cumsum(used) - 1)[codes], np.flatnonzero(used)
+    labels, codes = np.unique(ids, return_inverse=True)
+    return codes.reshape(n).astype(np.int64, copy=False), labels
+
+
+class Segments:
+    """Values sorted by group so that per-group reductions are single ``reduceat`` calls.
+
+    ``index`` is the group code of each sorted position; groups are numbered in the order of the
+    sorted unique labels (``labels``; ``None`` for a single group). Already-sorted codes skip the sort.
+    """
+
+    def __init__(self, group_ids: Any, n: int):
+        codes, labels = group_codes(group_ids, n)
+        self.labels = None if group_ids is None else labels
+        self.num_groups = labels.shape[0]
+        if group_ids is None or n == 0 or bool((codes[1:] >= codes[:-1]).all()):
+            self.order = None
+            self.index = codes
+        else:
+            self.order = np.argsort(codes, kind="stable")
+            self.index = codes[self.order]
+        self.starts = np.flatnonzero(np.r_[True, self.index[1:] != self.index[:-1]]) if n else np.zeros(0, np.int64)
+
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        return values if self.order is None else values[self.order]
+
+    def unsort(self, values: np.ndarray) -> np.ndarray:
+        if self.order is None:
+            return values
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(values, self.starts)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, self.starts)
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(mask.astype(np.int64), self.starts)
+
+    def logsumexp(self, values: np.ndarray) -> np.ndarray:
+        """Per-group ``log sum exp``; ``-inf`` for a group whose values are all ``-inf``."""
+        peak = self.max(values)
+        shift = np.where(np.isfinite(peak), peak, 0.0)
+        with np.errstate(divide="ignore"):
+            return shift + np.log(self.sum(np.exp(values - shift[self.index])))
+
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        total = self.sum(values)
+        return values / total[self.index]
