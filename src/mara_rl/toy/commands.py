@@ -21,11 +21,14 @@ EXPERIMENT_HELP = {
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    from mara_rl.cli_args import int_at_least, positive_float
+
     group = parser.add_argument_group("training")
-    group.add_argument("--steps", type=int, default=None, help="policy-gradient steps per run (default 2000)")
-    group.add_argument("--batch-size", type=int, default=None, help="samples per step and run (default 32)")
-    group.add_argument("--lr", type=float, default=None, help="Adam learning rate, decayed linearly to 0 (default 0.1)")
-    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--steps", type=int_at_least(1), default=None, help="policy-gradient steps per run (default 2000)")
+    group.add_argument("--batch-size", type=int_at_least(2), default=None,
+                       help="samples per step and run, >= 2 for the leave-one-out baseline (default 32)")
+    group.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate, decayed linearly to 0 (default 0.1)")
+    group.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -92,7 +95,9 @@ def _run(name: str, out_dir: Path, config):
 
 
 def run_toy(args: argparse.Namespace) -> int:
-    out_dir = args.out if args.out is not None else Path("runs/toy") / args.experiment
+    from mara_rl.cli_args import check_output_dir
+
+    out_dir = check_output_dir(args.out if args.out is not None else Path("runs/toy") / args.experiment, "--out")
     result = _run(args.experiment, out_dir, _config(args))
     print(f"summary: {result.out_dir / 'summary.md'}")
     return 0 if result.converged else 1
@@ -101,6 +106,9 @@ def run_toy(args: argparse.Namespace) -> int:
 def run_didactic(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from mara_rl.cli_args import check_output_dir
+
+    check_output_dir(args.out, "--out")
     config = _config(args)
     names = QUICK_NAMES if args.quick else EXPERIMENT_NAMES
     started = time.perf_counter()
