@@ -97,52 +97,54 @@ def _eval_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags of a run default to None, meaning "not given": RunConfig holds the defaults, and on
+# --resume only the flags the user named are checked against the run's stored settings.
 def _add_rl_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", default="qed_hbd_sa",
-                   help="qed, sa, hbd, similarity, qed_hbd_sa, celecoxib_mpo, or module:factory for your own oracle")
-    p.add_argument("--budget", type=int, default=10_000, help="oracle calls; the run stops at exactly this many")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--sigma", type=float, default=500.0, help="REINVENT's score weight; beta = 1 / sigma")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--diversity-filter", action="store_true", help="scaffold-bucket diversity filter (off by default)")
-    p.add_argument("--df-bucket-size", type=int, default=25)
-    p.add_argument("--df-min-score", type=float, default=0.4)
-    p.add_argument("--replay-size", type=int, default=0, help="top-k experience replay memory (0: off)")
-    p.add_argument("--replay-batch", type=int, default=24)
-    p.add_argument("--screens", type=float, nargs="+", default=[0.8, 0.85], help="score thresholds for Yield and OB100")
+    p.add_argument("--objective", default=None,
+                   help="qed, sa, hbd, similarity, qed_hbd_sa (default), celecoxib_mpo, or module:factory for your own oracle")
+    p.add_argument("--budget", type=int, default=None, help="oracle calls (default 10000); the run stops at exactly this many")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64")
+    p.add_argument("--sigma", type=float, default=None, help="REINVENT's score weight (default 500); beta = 1 / sigma")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-4")
+    p.add_argument("--diversity-filter", action="store_true", default=None, help="scaffold-bucket diversity filter (off by default)")
+    p.add_argument("--df-bucket-size", type=int, default=None, help="default 25")
+    p.add_argument("--df-min-score", type=float, default=None, help="default 0.4")
+    p.add_argument("--replay-size", type=int, default=None, help="top-k experience replay memory (default 0: off)")
+    p.add_argument("--replay-batch", type=int, default=None, help="default 24")
+    p.add_argument("--screens", type=float, nargs="+", default=None, help="score thresholds for Yield and OB100 (default 0.8 0.85)")
     p.add_argument("--prior", default=None, help="prior checkpoint (default: the shipped MOSES prior)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N, mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default 1)")
 
 
-def _base_config(args: argparse.Namespace, **overrides):
+def _given(args: argparse.Namespace) -> dict:
+    """The RunConfig settings named on the command line."""
+    from dataclasses import fields
+
     from mara_rl.chem.rl import RunConfig
 
-    return RunConfig(
-        out=args.out, objective=args.objective, budget=args.budget, batch_size=args.batch_size, sigma=args.sigma,
-        lr=args.lr, diversity_filter=args.diversity_filter, df_bucket_size=args.df_bucket_size,
-        df_min_score=args.df_min_score, replay_size=args.replay_size, replay_batch=args.replay_batch,
-        screens=tuple(args.screens), prior=args.prior, device=args.device, threads=args.threads, **overrides,
-    )
+    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "out" and getattr(args, f.name, None) is not None}
 
 
 def _register_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="REINVENT-style RL on the prior, optionally with MARA")
     p.add_argument("--out", default="runs/chem-run")
     _add_rl_options(p)
-    p.add_argument("--mara", action="store_true", help="apply MARA to the scores (needs --tau or --tau-quantile)")
+    p.add_argument("--mara", action="store_true", default=None, help="apply MARA to the scores (needs --tau or --tau-quantile)")
     p.add_argument("--tau", type=float, default=None, help="MARA threshold on the score")
     p.add_argument("--tau-quantile", type=float, default=None, help="MARA threshold as a per-batch score quantile")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--max-steps", type=int, default=None, help="stop this session after this many steps (resumable)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its stored settings (only --threads, --device, --max-steps and --checkpoint-every may change)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mara_rl.chem.rl import run
+    from mara_rl.chem.rl import RunConfig, resume_config, run
 
-    config = _base_config(args, mara=args.mara, tau=args.tau, tau_quantile=args.tau_quantile, seed=args.seed, max_steps=args.max_steps)
+    config = resume_config(args.out, **_given(args)) if args.resume else RunConfig(out=args.out, **_given(args))
     metrics = run(config, resume=args.resume)
     if not metrics.get("finished", True):
         print(f"stopped after step {metrics['step']} with {metrics['oracle_calls']} oracle calls; continue with --resume")
@@ -165,7 +167,9 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from mara_rl.chem.compare import compare
 
-    result = compare(_base_config(args), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs)
+    from mara_rl.chem.rl import RunConfig
+
+    result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs)
     print(result["table"])
     print(f"table, comparison.json and yield_curves.png written to {args.out}")
     return 0

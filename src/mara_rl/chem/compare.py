@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mara_rl.chem.rl import RunConfig, method_label, run
+from mara_rl.chem.checks import check_device, check_float, check_int, open_prior, writable_folder
+from mara_rl.chem.oracles import get_oracle
+from mara_rl.chem.rl import RunConfig, config_conflict, method_label, read_config, run
 
 # metric -> direction in which MARA would be "better" (the one-sided alternative)
 TABLE_METRICS = ("yield", "ob100", "scaffolds")
@@ -32,22 +34,33 @@ def run_folder(out: Path, config: RunConfig) -> Path:
 
 
 def _run_or_reuse(config: RunConfig) -> None:
+    """Run ``config``, resume it, or reuse its finished results, after checking that a run
+    already in its folder was started with the same settings."""
     folder = Path(config.out)
-    if not (folder / "metrics.json").is_file():
-        run(config, resume=(folder / "checkpoint.pt").is_file())
+    started = (folder / "config.json").is_file()
+    if started and (folder / "metrics.json").is_file():
+        conflict = config_conflict(read_config(folder), config)
+        if conflict:
+            raise ValueError(conflict)
+        return
+    run(config, resume=started)
 
 
 def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Path, jobs: int = 1) -> dict[str, Any]:
     """Run (or reuse) every (method, seed), ``jobs`` at a time, and write the table and curves
     into ``out``."""
-    if len(seeds) < 2:
-        raise ValueError(f"compare needs at least 2 seeds for a t-test, got {seeds}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    if not taus:
-        raise ValueError("give at least one tau for MARA")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    seeds = [check_int(seed, "--seeds", 0) for seed in seeds]
+    if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be at least 2 distinct seeds (for the t-test), got {seeds}")
+    jobs = check_int(jobs, "--jobs", 1)
+    taus = [check_float(tau, "--taus", 0.0, 1.0) for tau in taus]
+    if not taus or len(set(taus)) != len(taus):
+        raise ValueError(f"--taus must be one or more distinct MARA thresholds, got {taus}")
+    # every flag is checked here, before any run loads a model or calls the oracle
+    check_device(base.device)
+    out = writable_folder(out)
+    get_oracle(base.objective)
+    open_prior(base.prior)
     configs = [replace(replace(m, seed=seed), out=str(run_folder(out, replace(m, seed=seed)))) for m in method_configs(base, taus) for seed in seeds]
     if jobs > 1:
         import multiprocessing

@@ -11,17 +11,28 @@ with beta = 1 / sigma, so REINVENT is KL-regularised RL and MARA belongs exactly
 rewards enter that target: for samples with ``R >= tau`` it makes ``log p_prior(x) + sigma r(x)``
 equal to the anchor's value, a target that is flat over the good molecules.
 
-Ledger: every scored molecule is appended to ``molecules.csv`` as soon as it is scored
-(``call, step, smiles, score``). The CSV is the source of truth for the oracle budget and the
-cache, so a resumed run never pays twice for a molecule and never loses a call.
+Run folder and crash safety: ``config.json`` (written atomically first, the run's settings from
+then on), ``checkpoint.pt`` (agent, optimiser, sampler RNG, counters; replaced atomically every
+``checkpoint_every`` steps, the first before any oracle call) and ``molecules.csv``, the ledger:
+every scored molecule (``call, step, smiles, score``), appended, flushed and fsync'd per batch.
+The ledger is the source of truth for the budget and the cache. A resumed run replays the steps
+since the checkpoint from the same RNG state, finds their molecules in the ledger and pays
+nothing for them, so it continues exactly where the killed run was. Only the batch being scored
+at the kill, whose rows were not yet complete in the ledger, is paid again (at most
+``batch_size`` molecules). A torn last row has no newline: it is dropped and rescored.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
+import os
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from bisect import bisect_left
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,10 +41,16 @@ import torch
 from tqdm.auto import tqdm
 
 from mara_rl.augment import mara_rewards
-from mara_rl.chem.model import SmilesRNN, load_prior
+from mara_rl.chem.checks import (
+    atomic_write_text, check_device, check_float, check_int, first_line, open_prior, parse_device, writable_folder,
+)
+from mara_rl.chem.model import SmilesRNN
 from mara_rl.chem.oracles import Oracle, check_scores, get_oracle
 
 LEDGER_FIELDS = ("call", "step", "smiles", "score")
+RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
+# settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
+SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every")
 
 
 @dataclass
@@ -66,19 +83,36 @@ class RunConfig:
     step_limit: int | None = None  # total steps; default 4 * budget / batch_size (see run)
 
     def __post_init__(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"budget must be >= 1, got {self.budget}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0 (beta = 1 / sigma), got {self.sigma}")
+        self.budget = check_int(self.budget, "--budget", 1)
+        self.batch_size = check_int(self.batch_size, "--batch-size", 2)
+        self.sigma = check_float(self.sigma, "--sigma (beta = 1 / sigma)", positive=True)
+        self.lr = check_float(self.lr, "--lr", positive=True)
         if self.mara and (self.tau is None) == (self.tau_quantile is None):
-            raise ValueError("with mara, give exactly one of tau and tau_quantile")
+            raise ValueError("--mara needs exactly one of --tau and --tau-quantile")
         if not self.mara and (self.tau is not None or self.tau_quantile is not None):
-            raise ValueError("tau / tau_quantile need mara=True")
-        self.screens = tuple(float(s) for s in self.screens)
+            raise ValueError("--tau / --tau-quantile need --mara")
+        if self.tau is not None:  # scores lie in [0, 1]: a tau outside augments all or nothing
+            self.tau = check_float(self.tau, "--tau", 0.0, 1.0)
+        if self.tau_quantile is not None:
+            self.tau_quantile = check_float(self.tau_quantile, "--tau-quantile", 0.0, 1.0)
+        self.df_bucket_size = check_int(self.df_bucket_size, "--df-bucket-size", 1)
+        self.df_min_score = check_float(self.df_min_score, "--df-min-score", 0.0, 1.0)
+        self.replay_size = check_int(self.replay_size, "--replay-size", 0)
+        self.replay_batch = check_int(self.replay_batch, "--replay-batch", 1)
+        self.screens = tuple(check_float(s, "--screens", 0.0, 1.0) for s in self.screens)
+        if not self.screens or len(set(self.screens)) != len(self.screens):
+            raise ValueError(f"--screens must be one or more distinct scores, got {list(self.screens)}")
+        if self.prior is not None:  # absolute, so a resume from another folder finds the same file
+            self.prior = str(Path(self.prior).resolve())
+        self.seed = check_int(self.seed, "--seed", 0)
+        parse_device(self.device)
+        self.threads = check_int(self.threads, "--threads", 1)
+        self.checkpoint_every = check_int(self.checkpoint_every, "--checkpoint-every", 1)
+        if self.max_steps is not None:
+            self.max_steps = check_int(self.max_steps, "--max-steps", 0)
         if self.step_limit is None:
             self.step_limit = 4 * -(-self.budget // self.batch_size)
+        self.step_limit = check_int(self.step_limit, "step_limit", 1)
 
     @property
     def beta(self) -> float:
@@ -108,20 +142,65 @@ def shaped_rewards(scores: torch.Tensor, prior_loglik: torch.Tensor, config: Run
 
 
 class Ledger:
-    """Oracle budget, cache and CSV log of every scored molecule (rebuilt from the CSV on resume)."""
+    """Oracle budget, cache and CSV log of every scored molecule (rebuilt from the CSV on resume).
+
+    Rows end with a newline, so a row torn by a kill is the file's unterminated tail: it is cut
+    off (its molecule is scored again). Any other damage is a ValueError."""
 
     def __init__(self, path: Path, oracle: Oracle, budget: int):
         self.path, self.oracle, self.budget = path, oracle, budget
         self.cache: dict[str, float] = {}
         self.order: list[str] = []  # molecules in call order
+        self.steps: list[int] = []  # the step that scored each of them
         if path.is_file():
-            with path.open(newline="") as handle:
-                for row in csv.DictReader(handle):
-                    self.cache[row["smiles"]] = float(row["score"])
-                    self.order.append(row["smiles"])
+            self._read()
         else:
-            with path.open("w", newline="") as handle:
-                csv.writer(handle).writerow(LEDGER_FIELDS)
+            atomic_write_text(path, ",".join(LEDGER_FIELDS) + "\r\n")  # csv's own line end, as in the rows
+
+    def _read(self) -> None:
+        raw = self.path.read_bytes()
+        torn = len(raw) - (raw.rfind(b"\n") + 1)
+        if torn:
+            with self.path.open("r+b") as handle:  # cut the torn row so the next batch starts a fresh line
+                handle.truncate(len(raw) - torn)
+                os.fsync(handle.fileno())
+            print(f"mara chem: {self.path}: dropped a torn last row ({torn} bytes, written when the run was killed); "
+                  "its molecule is scored again", file=sys.stderr)
+        try:
+            lines = raw[: len(raw) - torn].decode().splitlines()
+        except UnicodeDecodeError as err:
+            self._damaged(f"bytes that are not text at offset {err.start}")
+        if not lines or lines[0].split(",") != list(LEDGER_FIELDS):
+            self._damaged(f"its first line is not the header {','.join(LEDGER_FIELDS)}")
+        for number, row in enumerate(csv.reader(lines[1:]), start=2):
+            problem = self._add_row(row)
+            if problem:
+                self._damaged(f"line {number} {problem}")
+
+    def _add_row(self, row: list[str]) -> str | None:
+        """Append one stored row to the cache; a description of what is wrong with it, if anything."""
+        if len(row) != len(LEDGER_FIELDS):
+            return f"has {len(row)} fields instead of {len(LEDGER_FIELDS)}"
+        call, step, smiles, score = row
+        try:
+            call_n, step_n, value = int(call), int(step), float(score)
+        except ValueError:
+            return "holds a call, step or score that is not a number"
+        if call_n != len(self.order) + 1:
+            return f"is call {call_n} where call {len(self.order) + 1} was expected"
+        if step_n < (self.steps[-1] if self.steps else 0):
+            return f"has step {step_n}, before the previous row's"
+        if not smiles or smiles in self.cache:
+            return f"repeats or lacks its molecule {smiles!r}"
+        if not 0.0 <= value <= 1.0:
+            return f"has score {score}, outside [0, 1]"
+        self.cache[smiles] = value
+        self.order.append(smiles)
+        self.steps.append(step_n)
+        return None
+
+    def _damaged(self, problem: str) -> None:
+        raise ValueError(f"ledger {self.path} is damaged: {problem}; restore it from a copy, or start a new run in another --out")
 
     @property
     def calls(self) -> int:
@@ -132,10 +211,19 @@ class Ledger:
     def exhausted(self) -> bool:
         return self.calls + self.oracle.cost > self.budget
 
+    @property
+    def last_step(self) -> int:
+        """Step of the last scored molecule (-1 before the first)."""
+        return self.steps[-1] if self.steps else -1
+
+    def rows_before(self, step: int) -> int:
+        """How many molecules were scored before ``step``."""
+        return bisect_left(self.steps, step)
+
     def score(self, molecules: Sequence[str | None], step: int) -> np.ndarray:
         """Scores for canonical SMILES (``None`` = invalid -> 0, no call). New molecules are
         scored in order while the budget allows; the rest get NaN (unscored, left out of the
-        update). Each new molecule is appended to the CSV as soon as its batch is scored."""
+        update). The batch's new rows are appended, flushed and fsync'd before this returns."""
         new: list[str] = []
         for m in molecules:
             if m is not None and m not in self.cache and m not in new:
@@ -144,13 +232,21 @@ class Ledger:
         new = new[:affordable]
         if new:
             scores = check_scores(self.oracle(new), len(new), self.oracle.name)
-            with self.path.open("a", newline="") as handle:
-                writer = csv.writer(handle)
-                for m, s in zip(new, scores):
-                    self.cache[m] = float(s)
-                    self.order.append(m)
-                    writer.writerow((len(self.order), step, m, repr(float(s))))
+            text = io.StringIO()
+            writer = csv.writer(text)
+            for m, s in zip(new, scores):
+                self.cache[m] = float(s)
+                self.order.append(m)
+                self.steps.append(step)
+                writer.writerow((len(self.order), step, m, repr(float(s))))
+            self._append(text.getvalue())
         return np.array([0.0 if m is None else self.cache.get(m, np.nan) for m in molecules])
+
+    def _append(self, text: str) -> None:
+        with self.path.open("a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def scores_in_order(self) -> np.ndarray:
         return np.array([self.cache[m] for m in self.order])
@@ -191,51 +287,116 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def read_config(out: str | Path) -> RunConfig:
+    """The configuration stored in ``out/config.json``."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{out} holds no run to resume (no config.json); start it without --resume")
+    try:
+        stored = json.loads(path.read_text())
+        return RunConfig(**{**stored, "out": str(out)})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); it is written atomically, so something else "
+                         "changed it: restore it, or start a new run in another --out") from None
+
+
+def config_conflict(stored: RunConfig, config: RunConfig) -> str | None:
+    """Why ``config`` cannot continue the run stored as ``stored`` (None when it can): a setting
+    outside ``SESSION_FIELDS`` that differs."""
+    for f in fields(RunConfig):
+        old, new = getattr(stored, f.name), getattr(config, f.name)
+        if f.name not in SESSION_FIELDS and old != new:
+            flag = "--" + f.name.replace("_", "-")
+            return (f"{flag} {new} differs from {old}, the setting stored in {stored.out}/config.json; resume without "
+                    f"{flag} to continue that run, or start a new run in another --out")
+    return None
+
+
+def resume_config(out: str | Path, **given: Any) -> RunConfig:
+    """The stored configuration of the run in ``out``. Settings in ``given`` (those the user
+    named) replace it where they only concern this session (``SESSION_FIELDS``); any other must
+    equal the stored value."""
+    stored = read_config(out)
+    merged = RunConfig(**{**asdict(stored), **given, "out": str(out)})
+    conflict = config_conflict(stored, merged)
+    if conflict:
+        raise ValueError(conflict)
+    return merged
+
+
 def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -> dict[str, Any]:
-    """Run (or resume) REINVENT / MARA-REINVENT until the oracle budget is spent; returns metrics."""
+    """Run (or resume) REINVENT / MARA-REINVENT until the oracle budget is spent; returns metrics.
+
+    Everything is checked before a model is loaded or the oracle called. With ``resume`` the
+    run's stored settings must equal ``config``'s outside ``SESSION_FIELDS``."""
     from mara_rl.metrics.molecules import canonical_smiles
 
     out = Path(config.out)
-    checkpoint_path = out / "checkpoint.pt"
-    if resume and not checkpoint_path.is_file():
-        raise ValueError(f"--resume given but {checkpoint_path} does not exist")
-    if not resume and (out / "molecules.csv").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    checkpoint_path, ledger_path = out / "checkpoint.pt", out / "molecules.csv"
+    if resume:
+        conflict = config_conflict(read_config(out), config)
+        if conflict:
+            raise ValueError(conflict)
+    elif any((out / name).exists() for name in RUN_FILES):
+        if (out / "metrics.json").is_file():
+            raise ValueError(f"{out} already holds a finished run; choose another --out")
+        raise ValueError(f"{out} holds an unfinished run; continue it with `mara chem run --out {out} --resume` or choose another --out")
+    check_device(config.device)
+    writable_folder(out)
     oracle = oracle or get_oracle(config.objective)
-    ledger = Ledger(out / "molecules.csv", oracle, config.budget)
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    prior = load_prior(config.prior, config.device).eval()
-    agent = load_prior(config.prior, config.device).train()
+    prior = open_prior(config.prior, config.device).eval()
+    agent = copy.deepcopy(prior).train()
     for p in prior.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr)
     generator = torch.Generator(device=agent.device).manual_seed(config.seed)
     state = RunState()
-    if resume:
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        agent.load_state_dict(saved["agent"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        state = RunState(**saved["state"])
-    diversity = ScaffoldFilter(config.df_bucket_size, config.df_min_score) if config.diversity_filter else None
-    if diversity is not None:  # refill the buckets from the ledger, in call order
-        diversity(ledger.order, ledger.scores_in_order())
+    ledger_rows = 0  # molecules the ledger held when the checkpoint was saved
+    if resume and checkpoint_path.is_file():
+        state, ledger_rows = _load_checkpoint(checkpoint_path, agent, optimizer, generator)
 
     def save_checkpoint() -> None:
-        payload = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "state": asdict(state)}
-        torch.save(payload, checkpoint_path.with_suffix(".tmp"))
-        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+        payload = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                   "state": asdict(state), "ledger_rows": len(ledger.order) if ledger is not None else 0}
+        tmp = checkpoint_path.with_name(checkpoint_path.name + ".tmp")
+        torch.save(payload, tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(checkpoint_path)
+
+    # On disk before the first oracle call, in this order: settings, restart point, ledger.
+    ledger: Ledger | None = None
+    if not resume:
+        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+    if not checkpoint_path.is_file():  # without one, a resume replays the run from step 0
+        save_checkpoint()
+    if ledger_rows and not ledger_path.is_file():
+        raise ValueError(f"{ledger_path} is missing but {checkpoint_path} was saved after {ledger_rows} scored molecules; "
+                         "restore the ledger, or start a new run in another --out")
+    ledger = Ledger(ledger_path, oracle, config.budget)
+    if len(ledger.order) < ledger_rows:
+        raise ValueError(f"{ledger_path} holds {len(ledger.order)} scored molecules but {checkpoint_path} was saved after "
+                         f"{ledger_rows}: the ledger lost paid molecules. Restore it, or delete {checkpoint_path} and rerun "
+                         "with --resume to replay the run from its start (the lost molecules are paid again)")
+    diversity = ScaffoldFilter(config.df_bucket_size, config.df_min_score) if config.diversity_filter else None
+    if diversity is not None:  # refill the buckets as they were at the checkpoint, in call order
+        known = ledger.rows_before(state.step)
+        diversity(ledger.order[:known], ledger.scores_in_order()[:known])
 
     t0 = time.perf_counter()
     progress = tqdm(total=config.budget, initial=ledger.calls, desc=f"chem run ({'MARA' if config.mara else 'REINVENT'})", unit="call")
-    steps_this_session = 0
-    # A collapsed agent resamples cached molecules that cost no call; the step limit ends such a
-    # run (recorded in its metrics) instead of spinning on free repeats.
-    while not ledger.exhausted and state.step < config.step_limit and (config.max_steps is None or steps_this_session < config.max_steps):
+    steps_this_session, saved_at = 0, state.step
+
+    def finished() -> bool:
+        # A resumed run replays the steps whose molecules the ledger already holds (for free).
+        # A collapsed agent resamples cached molecules that cost no call; the step limit ends
+        # such a run (recorded in its metrics) instead of spinning on free repeats.
+        return (ledger.exhausted and state.step > ledger.last_step) or state.step >= config.step_limit
+
+    while not finished() and (config.max_steps is None or steps_this_session < config.max_steps):
         ids, _ = agent.sample(config.batch_size, generator=generator)
         molecules = [canonical_smiles(s) for s in agent.decode(ids)]
         calls_before = ledger.calls
@@ -269,20 +430,37 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         state.step += 1
         steps_this_session += 1
         progress.update(ledger.calls - calls_before)
-        done = ledger.exhausted or state.step >= config.step_limit
+        done = finished()
         if state.step % 5 == 0 or done:
             state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
         if state.step % config.checkpoint_every == 0 or done:
             save_checkpoint()
+            saved_at = state.step
     progress.close()
-    save_checkpoint()
-    if not ledger.exhausted and state.step < config.step_limit:
+    if saved_at != state.step:
+        save_checkpoint()
+    if not finished():
         return {"finished": False, "oracle_calls": ledger.calls, "step": state.step}
     metrics = summarise(ledger, state, config, wall_minutes_this_session=(time.perf_counter() - t0) / 60)
-    (out / "history.json").write_text(json.dumps(state.history))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "history.json", json.dumps(state.history))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     _write_report(out, metrics, state)
     return metrics
+
+
+def _load_checkpoint(path: Path, agent: SmilesRNN, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[RunState, int]:
+    """Restore a run's checkpoint into agent, optimiser and generator; returns its counters and
+    the ledger length it recorded."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        agent.load_state_dict(saved["agent"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        return RunState(**saved["state"]), int(saved["ledger_rows"])
+    except Exception as err:  # torch.load and load_state_dict fail in many ways on a damaged file
+        raise ValueError(f"checkpoint {path} is damaged or from another prior ({type(err).__name__}: {first_line(err)}); "
+                         f"delete it and rerun with --resume to replay the run from its start "
+                         "(molecules already in molecules.csv are not paid again)") from None
 
 
 def _stack(agent: SmilesRNN, ids: torch.Tensor, smiles: list[str]) -> torch.Tensor:
@@ -295,8 +473,9 @@ def _stack(agent: SmilesRNN, ids: torch.Tensor, smiles: list[str]) -> torch.Tens
 
 
 def _snapshot(ledger: Ledger, state: RunState, config: RunConfig, loss: float, frac_augmented: float, mean_score: float) -> dict[str, float]:
-    scores = ledger.scores_in_order()
-    row = {"step": state.step, "oracle_calls": ledger.calls, "loss": loss, "mean_score": mean_score, "fraction_augmented": frac_augmented,
+    known = ledger.rows_before(state.step)  # a replayed step sees the ledger as its first pass did
+    scores = ledger.scores_in_order()[:known]
+    row = {"step": state.step, "oracle_calls": known * ledger.oracle.cost, "loss": loss, "mean_score": mean_score, "fraction_augmented": frac_augmented,
            "invalid_fraction": state.invalid / max(state.sampled, 1)}
     for screen in config.screens:
         row[f"yield@{screen}"] = int((scores >= screen).sum())
