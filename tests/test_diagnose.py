@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 
@@ -17,7 +19,7 @@ from mara_rl.diagnose.classes import answer_classes
 from mara_rl.diagnose.diagnosis import diagnose
 from mara_rl.diagnose.reading import read_rollouts
 from mara_rl.diagnose.report import format_table, to_dict
-from mara_rl.targets import crossover_beta, describe_target, kl_target, mara_target
+from mara_rl.targets import crossover_beta, describe_target, forward_kl_target, kl_target, mara_target
 
 
 def known_rollouts() -> pd.DataFrame:
@@ -294,11 +296,217 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     assert out_png.stat().st_size > 0
 
 
-def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
-    path = tmp_path / "rollouts.jsonl"
-    known_rollouts().to_json(path, orient="records", lines=True)
-    assert main(["diagnose", str(path), "--beta", "0"]) == 2
-    assert "beta must be a finite number > 0" in capsys.readouterr().err
+def _jsonl(tmp_path, name="rollouts.jsonl", frame=None) -> str:
+    path = tmp_path / name
+    (known_rollouts() if frame is None else frame).to_json(path, orient="records", lines=True)
+    return str(path)
+
+
+def _bytes(name: str, data: bytes):
+    def make(tmp_path) -> str:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return str(path)
+
+    return make
+
+
+def _gz_jsonl_bytes() -> bytes:
+    return gzip.compress(known_rollouts().to_json(orient="records", lines=True).encode() * 50)
+
+
+def _csv_bytes() -> bytes:
+    return known_rollouts().to_csv(index=False).encode()
+
+
+def _parquet_bytes() -> bytes:
+    buffer = io.BytesIO()
+    known_rollouts().to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _flip_byte(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] ^= 0xFF
+    return bytes(out)
+
+
+def _jsonl_lines(*lines: str) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+GOOD_LINE = '{"prompt": "p", "completion": "a", "reward": 1.0, "ref_logprob": -1.0}'
+
+
+def _good_file(tmp_path) -> str:
+    return _jsonl(tmp_path)
+
+
+def _file_under_a_file(name: str):
+    def make(tmp_path) -> str:
+        (tmp_path / "plain").write_text("x")
+        return str(tmp_path / "plain" / name)
+
+    return make
+
+
+# (case, rollouts file maker, extra flags (callables get tmp_path), expected substring of the error)
+BAD_INPUTS = [
+    ("missing file", lambda t: str(t / "absent.jsonl"), [], "does not exist"),
+    ("directory", lambda t: str(t), [], "is a directory"),
+    ("unknown extension", _bytes("rollouts.txt", b"x"), [], "unknown format '.txt'"),
+    ("no extension", _bytes("rollouts", b"x"), [], "unknown format '(no extension)'"),
+    ("gz of unknown format", _bytes("rollouts.txt.gz", gzip.compress(b"x")), [], "unknown format"),
+    ("empty jsonl", _bytes("e.jsonl", b""), [], "is empty"),
+    ("blank jsonl", _bytes("e.jsonl", b"\n \n\n"), [], "is empty"),
+    ("empty csv", _bytes("e.csv", b""), [], "is empty"),
+    ("empty parquet", _bytes("e.parquet", b""), [], "is empty"),
+    ("empty gzip member", _bytes("e.jsonl.gz", gzip.compress(b"")), [], "is empty"),
+    ("zero-byte gz", _bytes("e.jsonl.gz", b""), [], "is empty"),
+    ("truncated jsonl.gz", _bytes("t.jsonl.gz", _gz_jsonl_bytes()[:-20]), [], "truncated gzip stream"),
+    ("truncated csv.gz", _bytes("t.csv.gz", gzip.compress(_csv_bytes())[:-9]), [], "truncated gzip stream"),
+    ("fake jsonl.gz", _bytes("f.jsonl.gz", _jsonl_lines(GOOD_LINE)), [], "not a valid gzip file"),
+    ("corrupt gzip crc", _bytes("c.jsonl.gz", _flip_byte(_gz_jsonl_bytes(), -6)), [], "not a valid gzip file"),
+    ("broken json line", _bytes("b.jsonl", _jsonl_lines(GOOD_LINE, GOOD_LINE, '{"prompt": "p",', GOOD_LINE)), [], "line 3 is not valid JSON"),
+    ("jsonl cut mid-line", _bytes("b.jsonl", _jsonl_lines(GOOD_LINE, GOOD_LINE)[:-30]), [], "line 2 is not valid JSON"),
+    ("json array line", _bytes("b.jsonl", _jsonl_lines(GOOD_LINE, "[1, 2]")), [], "line 2 is not a JSON object"),
+    ("json array file", _bytes("b.json", b"[" + GOOD_LINE.encode() + b"]"), [], "line 1 is not a JSON object"),
+    ("invalid utf-8", _bytes("b.jsonl", _jsonl_lines(GOOD_LINE).replace(b'"a"', b'"\xff"')), [], "line 1 is not valid JSON"),
+    ("truncated parquet", _bytes("t.parquet", _parquet_bytes()[:200]), [], "not a valid Parquet file"),
+    ("text as parquet", _bytes("t.parquet", _csv_bytes()), [], "not a valid Parquet file"),
+    ("csv short row", _bytes("s.csv", _csv_bytes() + b"p,answer: 1\n"), [], "Row #12: Expected 4 columns, got 2"),
+    ("csv long row", _bytes("s.csv", _csv_bytes() + b"p,a,1,-1,9\n"), [], "Expected 4 columns, got 5"),
+    ("csv header only", _bytes("h.csv", b"prompt,completion,reward,ref_logprob\n"), [], "has no rows"),
+    ("missing column", lambda t: _jsonl(t, frame=known_rollouts().drop(columns="ref_logprob")), [], "missing column(s) ref_logprob"),
+    ("text reward", _bytes("r.jsonl", _jsonl_lines(GOOD_LINE, GOOD_LINE.replace('"reward": 1.0', '"reward": "high"'))), [], "'reward' must hold numbers; row 1"),
+    ("null prompt", _bytes("r.jsonl", _jsonl_lines(GOOD_LINE, GOOD_LINE.replace('"p"', "null"))), [], "'prompt' is missing a value"),
+    ("no usable prompt", _bytes("r.jsonl", _jsonl_lines(GOOD_LINE)), [], "no prompt has two or more usable completions"),
+    ("beta zero", _good_file, ["--beta", "0"], "argument --beta: must be > 0"),
+    ("beta negative", _good_file, ["--beta", "1", "-1"], "argument --beta: must be > 0"),
+    ("beta nan", _good_file, ["--beta", "nan"], "argument --beta: must be a finite number"),
+    ("beta inf", _good_file, ["--beta", "inf"], "argument --beta: must be a finite number"),
+    ("beta text", _good_file, ["--beta", "small"], "argument --beta: expected a number"),
+    ("beta missing", _good_file, None, "the following arguments are required: --beta"),
+    ("tau nan", _good_file, ["--tau", "nan"], "argument --tau: must be a finite number"),
+    ("tau -inf", _good_file, ["--tau=-inf"], "argument --tau: must be a finite number"),
+    ("tau-quantile above 1", _good_file, ["--tau-quantile", "1.5"], "argument --tau-quantile: must lie in [0, 1]"),
+    ("tau-quantile below 0", _good_file, ["--tau-quantile=-0.1"], "argument --tau-quantile: must lie in [0, 1]"),
+    ("tau-quantile nan", _good_file, ["--tau-quantile", "nan"], "argument --tau-quantile: must be a finite number"),
+    ("tau and tau-quantile", _good_file, ["--tau", "1", "--tau-quantile", "0.5"], "not allowed with argument"),
+    ("kl unknown", _good_file, ["--kl", "sideways"], "argument --kl: invalid choice"),
+    ("answer-key invalid", _good_file, ["--answer-key", "answer: (\\d"], "is not a valid regular expression"),
+    ("answer-key no group", _good_file, ["--answer-key", "answer"], "must contain a capturing group"),
+    ("json is a directory", _good_file, [lambda t: "--json", lambda t: str(t)], "--json: "),
+    ("json under a file", _good_file, [lambda t: "--json", _file_under_a_file("d.json")], "is not a directory"),
+    ("plot under a file", _good_file, [lambda t: "--plot", _file_under_a_file("d.png")], "is not a directory"),
+    ("plot-prompts negative", _good_file, ["--plot-prompts", "-1"], "argument --plot-prompts: must be >= 0"),
+    ("plot-prompts zero with plot", _good_file, [lambda t: "--plot", lambda t: str(t / "d.png"), "--plot-prompts", "0"], "nothing to draw"),
+    ("max-rows negative", _good_file, ["--max-rows", "-2"], "argument --max-rows: must be >= 0"),
+    ("max-warnings text", _good_file, ["--max-warnings", "some"], "argument --max-warnings: expected an integer"),
+]
+
+
+@pytest.mark.parametrize("make_file, flags, message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_cli_bad_input_is_one_error_line(tmp_path, capsys, make_file, flags, message):
+    path = make_file(tmp_path)
+    argv = ["diagnose", path]
+    if flags is not None:
+        argv += [f(tmp_path) if callable(f) else f for f in flags]
+        argv += [] if "--beta" in flags else ["--beta", "0.1"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("mara diagnose: error:"), lines[0]
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_flags_are_checked_before_the_file_is_read(tmp_path, capsys):
+    broken = tmp_path / "t.jsonl.gz"
+    broken.write_bytes(_gz_jsonl_bytes()[:-20])
+    for flags, message in (
+        (["--answer-key", "("], "regular expression"),
+        (["--json", str(tmp_path)], "--json"),
+        (["--plot", str(tmp_path)], "--plot"),
+    ):
+        assert main(["diagnose", str(broken), "--beta", "0.1", *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "gzip" not in err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".csv.gz", ".json"])
+def test_compressed_and_json_files_read_whole(tmp_path, suffix):
+    frame = pd.concat([known_rollouts()] * 300, ignore_index=True)
+    path = tmp_path / f"rollouts{suffix}"
+    if suffix.startswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    read = read_rollouts(path)
+    assert len(read) == len(frame)
+    assert list(read["completion"]) == list(frame["completion"])
+    np.testing.assert_array_equal(read["ref_logprob"], frame["ref_logprob"])
+
+
+def test_json_columns_of_mixed_types_are_judged_per_value(tmp_path):
+    """Numbers written as text and integer prompts are read like pandas reads them."""
+    lines = [GOOD_LINE, GOOD_LINE.replace('"reward": 1.0', '"reward": "0.5"'), GOOD_LINE.replace('"p"', "7"), GOOD_LINE.replace('"p"', "7")]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(_jsonl_lines(*lines))
+    read = read_rollouts(path)
+    assert list(read["reward"]) == [1.0, 0.5, 1.0, 1.0]
+    assert list(read["prompt"]) == ["p", "p", "7", "7"]
+
+
+def test_repeated_completions_with_different_logprobs_warn(tmp_path, capsys):
+    rollouts = known_rollouts()
+    rollouts.loc[1, "ref_logprob"] = -1.25  # a copy of row 0 ("answer: 1", -1.0)
+    rollouts.loc[5, "ref_logprob"] = -3.0 * (1 + 1e-7)  # within tolerance of row 4
+    rollouts = pd.concat([rollouts, rollouts.iloc[[7]].assign(ref_logprob=-0.2 - 0.5)], ignore_index=True)
+    warnings = answer_classes(rollouts).warnings
+    assert len(warnings) == 1
+    assert warnings[0].startswith("2 repeated completion(s) have ref_logprob values that differ by more than 1e-06")
+    assert "the largest difference is 0.5 nats" in warnings[0] and "'answer: 7'" in warnings[0]
+    # The class mass uses the mean of the copies.
+    p = answer_classes(rollouts).classes.set_index(["prompt", "answer"])
+    assert p.loc[("p", "answer: 1"), "ref_logmass"] == pytest.approx(np.mean([-1.0, -1.25, -1.0]), rel=1e-12)
+    assert answer_classes(known_rollouts()).warnings == []
+
+    path = _jsonl(tmp_path, frame=rollouts)
+    assert main(["diagnose", path, "--beta", "0.1"]) == 0
+    assert "2 repeated completion(s) have ref_logprob values" in capsys.readouterr().err
+
+
+def test_policy_logprob_copies_are_checked_too():
+    rollouts = known_rollouts().assign(policy_logprob=-1.0)
+    rollouts.loc[3, "policy_logprob"] = -2.0
+    (warning,) = answer_classes(rollouts).warnings
+    assert warning.startswith("1 repeated completion(s) have policy_logprob values") and "1 nats" in warning
+
+
+@pytest.mark.parametrize("beta", [1e-3, 0.05, 1.0])
+def test_forward_kl_with_log_prob_gaps_beyond_exp_range(beta):
+    """Gaps of 775-5000 nats between answers (long completions) give the core's exact target."""
+    rollouts = pd.DataFrame(
+        [
+            ("long", "a", 1.0, -10.0),
+            ("long", "b", 1.0, -785.0),
+            ("long", "c", 0.0, -2.0),
+            ("longer", "x", 1.0, -5000.0),
+            ("longer", "y", 0.0, -3.0),
+            ("longer", "z", 0.5, -900.0),
+        ],
+        columns=["prompt", "completion", "reward", "ref_logprob"],
+    )
+    result = diagnose(rollouts, beta, kl="forward", tau=1.0)
+    for prompt, frame in rollouts.groupby("prompt"):
+        got = result.classes[result.classes["prompt"] == prompt].set_index("answer").loc[frame["completion"]]
+        expected = forward_kl_target(frame["reward"].to_numpy(), frame["ref_logprob"].to_numpy(), beta)
+        np.testing.assert_allclose(got["vanilla"], expected, rtol=1e-9, atol=1e-300)
+        assert got["vanilla"].sum() == pytest.approx(1.0, rel=1e-12)
+        assert np.isfinite(got["mara"]).all() and got["mara"].sum() == pytest.approx(1.0, rel=1e-12)
+    assert result.prompts["vanilla_effective_good"].notna().all()
 
 
 def test_classes_are_reused_across_betas_with_their_own_answer_key():

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mara_rl._groups import group_codes
 from mara_rl.diagnose.reading import check_rollouts
 from mara_rl.targets import grouped_logsumexp
+
+# Copies of one completion should carry one log-prob; beyond this (relative or absolute) they warn.
+DUPLICATE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,13 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _drop_unusable(rows: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
-    """Skip rows with a non-finite number and prompts left with a single row; say so per prompt."""
+def _drop_unusable(rows: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Skip rows with a non-finite number and prompts left with a single row; say so per prompt.
+
+    Returns the kept rows, their prompt codes (dense, in order of first appearance) and the prompts.
+    """
+    # Prompt texts are hashed once; the kept codes are compacted with the core's factorisation.
+    prompt_code, prompt_labels = pd.factorize(rows["prompt"], sort=False)
     numeric = [c for c in ("reward", "ref_logprob", "policy_logprob") if c in rows.columns]
     bad = np.zeros(len(rows), dtype=bool)
     for name in numeric:
@@ -59,15 +68,28 @@ def _drop_unusable(rows: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
             for prompt, count in rows.loc[column_bad, "prompt"].value_counts(sort=False).items():
                 warnings.append(f"prompt {_short(prompt)!r}: skipped {count} row(s) with non-finite {name}")
         bad |= column_bad
-    rows = rows.loc[~bad]
-    sizes = rows.groupby("prompt", sort=False)["prompt"].transform("size").to_numpy()
-    lonely = sizes < 2
+    sizes = np.bincount(prompt_code[~bad], minlength=len(prompt_labels))
+    lonely = ~bad & (sizes[prompt_code] < 2)
     for prompt in rows.loc[lonely, "prompt"]:
         warnings.append(f"prompt {_short(prompt)!r}: skipped, only one usable completion (nothing to compare)")
-    rows = rows.loc[~lonely].reset_index(drop=True)
-    if len(rows) == 0:
+    keep = ~(bad | lonely)
+    if not keep.any():
         raise ValueError("no prompt has two or more usable completions; see the warnings: " + "; ".join(warnings[:5]))
-    return rows
+    prompt_id, used = group_codes(prompt_code[keep].astype(np.int64), int(keep.sum()))
+    return rows.loc[keep].reset_index(drop=True), prompt_id, np.asarray(prompt_labels, dtype=object)[used]
+
+
+def compile_answer_key(answer_key: str | None) -> re.Pattern | None:
+    """The compiled ``answer_key``; ``ValueError`` unless it is a valid regex with a capturing group."""
+    if answer_key is None:
+        return None
+    try:
+        pattern = re.compile(answer_key)
+    except re.error as err:
+        raise ValueError(f"answer_key {answer_key!r} is not a valid regular expression: {err}") from None
+    if pattern.groups < 1:
+        raise ValueError(f"answer_key must contain a capturing group, e.g. 'answer: (\\d+)'; got {answer_key!r}")
+    return pattern
 
 
 def answer_keys(completions: pd.Series, answer_key: str | None) -> pd.Series:
@@ -75,43 +97,74 @@ def answer_keys(completions: pd.Series, answer_key: str | None) -> pd.Series:
 
     Completions the pattern does not match keep their exact text as key.
     """
-    if answer_key is None:
+    pattern = compile_answer_key(answer_key)
+    if pattern is None:
         return completions
-    try:
-        pattern = re.compile(answer_key)
-    except re.error as err:
-        raise ValueError(f"answer_key is not a valid regular expression: {err}") from None
-    if pattern.groups < 1:
-        raise ValueError(f"answer_key must contain a capturing group, e.g. 'answer: (\\d+)'; got {answer_key!r}")
     extracted = completions.str.extract(pattern, expand=True)[0]
     return extracted.where(extracted.notna(), completions).astype(str)
+
+
+def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Dense codes of the pairs ``(first[i], second[i])`` of non-negative integer codes."""
+    return group_codes(first * (int(second.max()) + 1) + second, first.size)[0]
+
+
+def _first_index(codes: np.ndarray, size: int) -> np.ndarray:
+    first = np.full(size, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))
+    return first
+
+
+def _duplicate_disagreements(
+    rows: pd.DataFrame, column: str, distinct_id: np.ndarray, first_row: np.ndarray, warnings: list[str]
+) -> None:
+    """Warn when copies of one completion carry log-probs that differ by more than ``DUPLICATE_TOLERANCE``."""
+    values = rows[column].to_numpy()
+    lo = np.full(first_row.size, np.inf)
+    hi = np.full(first_row.size, -np.inf)
+    np.minimum.at(lo, distinct_id, values)
+    np.maximum.at(hi, distinct_id, values)
+    gap = hi - lo
+    bad = gap > DUPLICATE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    if not bad.any():
+        return
+    worst = int(np.argmax(np.where(bad, gap, -1.0)))
+    row = rows.iloc[int(first_row[worst])]
+    warnings.append(
+        f"{int(bad.sum())} repeated completion(s) have {column} values that differ by more than "
+        f"{DUPLICATE_TOLERANCE:g} (relative or absolute); the largest difference is {gap[worst]:.3g} nats "
+        f"(prompt {_short(row['prompt'])!r}, completion {_short(row['completion'], 20)!r}); using their mean"
+    )
 
 
 def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> AnswerClasses:
     """Group each prompt's completions into answer classes (see the module docstring).
 
     Identical completions of a prompt count once in the class's reference mass, with the mean of
-    their (equal up to rounding) log-probs. A class whose rows carry different rewards gets the mean
-    reward, and a warning.
+    their log-probs; copies whose log-probs differ by more than ``DUPLICATE_TOLERANCE`` (relative or
+    absolute) get a warning with their number and the largest difference. A class whose rows carry
+    different rewards gets the mean reward, and a warning.
     """
+    compile_answer_key(answer_key)
     warnings: list[str] = []
-    rows = _drop_unusable(check_rollouts(rollouts), warnings)
-    n = len(rows)
-    prompt_id, prompt_labels = pd.factorize(rows["prompt"], sort=False)
+    rows, prompt_id, prompt_labels = _drop_unusable(check_rollouts(rollouts), warnings)
+    # Texts are hashed once into integer codes; pairs of codes are grouped with the core's factorisation.
     keys = answer_keys(rows["completion"], answer_key)
-
-    # Distinct completions per prompt, then classes per prompt, as dense integer codes.
     completion_code = pd.factorize(rows["completion"], sort=False)[0].astype(np.int64)
-    distinct_id = pd.factorize(prompt_id.astype(np.int64) * (int(completion_code.max()) + 1) + completion_code)[0]
-    key_code = pd.factorize(keys, sort=False)[0].astype(np.int64)
-    raw_class = pd.factorize(prompt_id.astype(np.int64) * (int(key_code.max()) + 1) + key_code)[0]
+    distinct_id = _pair_codes(prompt_id, completion_code)
+    if answer_key is None:
+        raw_class = distinct_id
+    else:
+        raw_class = _pair_codes(prompt_id, pd.factorize(keys, sort=False)[0].astype(np.int64))
     num_distinct = int(distinct_id.max()) + 1
     num_classes = int(raw_class.max()) + 1
 
     distinct_rows = np.bincount(distinct_id, minlength=num_distinct)
-    first_row = np.full(num_distinct, n, dtype=np.int64)
-    np.minimum.at(first_row, distinct_id, np.arange(n))
-    distinct_class = raw_class[first_row]
+    distinct_first = _first_index(distinct_id, num_distinct)
+    distinct_class = raw_class[distinct_first]
+    log_columns = [c for c in ("ref_logprob", "policy_logprob") if c in rows.columns]
+    for column in log_columns:
+        _duplicate_disagreements(rows, column, distinct_id, distinct_first, warnings)
 
     def distinct_logmass(column: str) -> np.ndarray:
         mean_lp = np.bincount(distinct_id, weights=rows[column].to_numpy(), minlength=num_distinct) / distinct_rows
@@ -119,8 +172,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
 
     reward = rows["reward"].to_numpy()
     class_rows = np.bincount(raw_class, minlength=num_classes)
-    class_first = np.full(num_classes, n, dtype=np.int64)
-    np.minimum.at(class_first, raw_class, np.arange(n))
+    class_first = _first_index(raw_class, num_classes)
     reward_min = np.full(num_classes, np.inf)
     reward_max = np.full(num_classes, -np.inf)
     np.minimum.at(reward_min, raw_class, reward)
@@ -130,7 +182,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
     table = {
         "prompt_id": class_prompt,
         "prompt": prompt_labels[class_prompt],
-        "answer": keys.to_numpy()[class_first],
+        "answer": keys.take(class_first).to_numpy(dtype=object),
         "reward": np.bincount(raw_class, weights=reward, minlength=num_classes) / class_rows,
         "reward_min": reward_min,
         "reward_max": reward_max,
@@ -142,7 +194,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
     if "policy_logprob" in rows.columns:
         table["policy_logmass"] = distinct_logmass("policy_logprob")
     classes = pd.DataFrame(table)
-    order = np.lexsort((-classes["ref_logmass"].to_numpy(), classes["prompt_id"].to_numpy()))
+    order = np.lexsort((-classes["ref_logmass"].to_numpy(), class_prompt))
     classes = classes.iloc[order].reset_index(drop=True)
     rank = np.empty(num_classes, dtype=np.int64)
     rank[order] = np.arange(num_classes)
@@ -157,7 +209,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
         {
             "prompt": prompt_labels,
             "num_rows": prompt_rows,
-            "num_classes": np.bincount(classes["prompt_id"].to_numpy(), minlength=len(prompt_labels)),
+            "num_classes": np.bincount(class_prompt, minlength=len(prompt_labels)),
         }
     )
     return AnswerClasses(rows=rows, classes=classes, prompts=prompts, answer_key=answer_key, warnings=warnings)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mara_rl.cli_args import check_output_file, finite_float, int_at_least, positive_float
+
 EXAMPLE = """examples:
   mara diagnose rollouts.jsonl --beta 0.001 0.01 0.1 --plot classes.png --json diagnosis.json
   mara diagnose math.parquet --beta 0.01 --answer-key '\\\\boxed\\{([^}]*)\\}' --tau 1
@@ -16,6 +18,14 @@ Columns of the table: ref/van/MARA 2/1 = probability of the second-best good cla
 best one (reference, vanilla target, MARA target); top = probability of the best good class;
 eff = effective number of good classes; beta_1/2 = the beta at which the second-best good class
 reaches half of the best one (reverse-KL log-ratio); '-' = fewer than two good classes."""
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1] (a quantile)."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -30,30 +40,39 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("rollouts", metavar="ROLLOUTS", help="JSONL, Parquet or CSV file, one row per completion")
-    parser.add_argument("--beta", type=float, nargs="+", required=True, help="one or more KL coefficients")
+    parser.add_argument("--beta", type=positive_float, nargs="+", required=True, help="one or more KL coefficients (> 0)")
     parser.add_argument("--kl", choices=("reverse", "forward"), default="reverse", help="KL direction (default: reverse)")
     threshold = parser.add_mutually_exclusive_group()
-    threshold.add_argument("--tau", type=float, help="reward threshold of a good answer")
+    threshold.add_argument("--tau", type=finite_float, help="reward threshold of a good answer")
     threshold.add_argument(
         "--tau-quantile",
-        type=float,
+        type=unit_interval,
         help="per-prompt quantile of the sampled rewards as threshold (default: 1, the best observed reward)",
     )
     parser.add_argument("--answer-key", metavar="REGEX", help="classes by the regex's first group (default: exact text)")
     parser.add_argument("--json", metavar="PATH", help="write every prompt's classes and diagnostics as JSON")
     parser.add_argument("--plot", metavar="PNG", help="bar charts of the class masses for the first prompts")
-    parser.add_argument("--plot-prompts", type=int, default=4, help="prompts in the figure (default: 4)")
-    parser.add_argument("--max-rows", type=int, default=20, help="prompts printed per beta (default: 20)")
-    parser.add_argument("--max-warnings", type=int, default=10, help="warnings printed (default: 10)")
+    parser.add_argument("--plot-prompts", type=int_at_least(0), default=4, help="prompts in the figure (default: 4)")
+    parser.add_argument("--max-rows", type=int_at_least(0), default=20, help="prompts printed per beta (default: 20)")
+    parser.add_argument("--max-warnings", type=int_at_least(0), default=10, help="warnings printed (default: 10)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mara_rl.diagnose.classes import answer_classes
+    from mara_rl.diagnose.classes import answer_classes, compile_answer_key
     from mara_rl.diagnose.diagnosis import diagnose
-    from mara_rl.diagnose.reading import read_rollouts
+    from mara_rl.diagnose.reading import check_rollouts_path, read_rollouts
     from mara_rl.diagnose.report import format_table, plot_classes, write_json
 
+    # Every flag is checked before the (possibly large) file is read.
+    check_rollouts_path(args.rollouts)
+    compile_answer_key(args.answer_key)
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+        if args.plot_prompts == 0:
+            raise ValueError("--plot-prompts 0 leaves nothing to draw; give at least 1 or leave out --plot")
     groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)
     results = [
         diagnose(groups, beta, kl=args.kl, tau=args.tau, tau_quantile=args.tau_quantile)

@@ -7,7 +7,7 @@ rewards ``R(c)`` and reference masses ``pi_ref(c|x)`` normalised over the observ
   ``beta pi_ref(c) / (Lambda - R(c))`` (forward KL), :func:`mara_rl.targets.kl_target`;
 - the MARA target, :func:`mara_rl.targets.mara_target` (uniform over the good classes, ``R >= tau``);
 - for each: the probability of the top good class, the entropy, the effective number of good
-  classes and the mass above tau (:func:`mara_rl.targets.describe_target`);
+  classes and the mass above tau (:func:`mara_rl.targets.summarize_targets`, all prompts in one call);
 - the beta at which the second-best good class reaches half of the top one,
   :func:`mara_rl.targets.crossover_beta` with ``target_log_ratio = -log 2`` (Remark 4.4; from the
   reverse-KL log-ratio, Prop. 4.1).
@@ -27,7 +27,7 @@ import pandas as pd
 from mara_rl._checks import check_beta
 from mara_rl.augment import mara_rewards
 from mara_rl.diagnose.classes import AnswerClasses, answer_classes
-from mara_rl.targets import crossover_beta, describe_target, grouped_logsumexp, kl_target, mara_target
+from mara_rl.targets import crossover_beta, grouped_logsumexp, kl_target, mara_target, summarize_targets
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ PROMPT_COLUMNS = {
     "vanilla_effective_good": "exp(entropy) of the vanilla target restricted to the good classes",
     "vanilla_entropy": "entropy of the vanilla target over all observed classes (nats)",
     "vanilla_mass_above_tau": "vanilla target mass on the good classes",
-    "vanilla_multimodal": "describe_target's verdict for the vanilla target",
+    "vanilla_multimodal": "vanilla target multimodal: effective number of good classes >= 1.5 (summarize_targets)",
     "mara_top_good": "MARA target probability of its most likely good class",
     "mara_second_to_top": "G(second) / G(top) under the MARA target (same two classes)",
     "mara_effective_good": "exp(entropy) of the MARA target restricted to the good classes",
     "mara_entropy": "entropy of the MARA target over all observed classes (nats)",
     "mara_mass_above_tau": "MARA target mass on the good classes",
-    "mara_multimodal": "describe_target's verdict for the MARA target",
+    "mara_multimodal": "MARA target multimodal: effective number of good classes >= 1.5 (summarize_targets)",
     "beta_half": "beta at which the second-best good class reaches half of the top one (inf: none)",
     "policy_tv_vanilla": "with policy_logprob: total variation between the policy and the vanilla target",
     "policy_tv_mara": "with policy_logprob: total variation between the policy and the MARA target",
@@ -188,21 +188,17 @@ def diagnose(
 
 def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: np.ndarray) -> pd.DataFrame:
     num_prompts = len(prompt_table)
-    starts = np.flatnonzero(np.r_[True, np.diff(classes["prompt_id"].to_numpy()) != 0])
-    stops = np.r_[starts[1:], len(classes)]
+    prompt_id = classes["prompt_id"].to_numpy()
     reward = classes["reward"].to_numpy()
     out: dict[str, np.ndarray] = {}
     for name in ("vanilla", "mara"):
-        probs = classes[name].to_numpy()
-        summaries = [
-            describe_target(probs[a:b], reward[a:b], tau) for a, b, tau in zip(starts, stops, prompt_tau)
-        ]
-        out[f"{name}_top_good"] = np.array([s.top_good_share * s.mass_above_tau for s in summaries])
-        out[f"{name}_effective_good"] = np.array([s.effective_good for s in summaries])
-        out[f"{name}_entropy"] = np.array([s.entropy for s in summaries])
-        out[f"{name}_mass_above_tau"] = np.array([s.mass_above_tau for s in summaries])
-        out[f"{name}_multimodal"] = np.array([s.multimodal for s in summaries])
-    num_good = np.array([s.num_good for s in summaries], dtype=np.int64)
+        summaries = summarize_targets(classes[name].to_numpy(), reward, prompt_tau, group_ids=prompt_id)
+        out[f"{name}_top_good"] = summaries.top_good_share * summaries.mass_above_tau
+        out[f"{name}_effective_good"] = summaries.effective_good
+        out[f"{name}_entropy"] = summaries.entropy
+        out[f"{name}_mass_above_tau"] = summaries.mass_above_tau
+        out[f"{name}_multimodal"] = summaries.multimodal
+    num_good = summaries.num_good.astype(np.int64)
 
     top, second = _top_two_good(classes, num_prompts)
     pair = second >= 0
@@ -246,7 +242,8 @@ def summarize(prompts: pd.DataFrame, config: dict) -> dict:
     """Counts, means and the verdict over the prompts with at least two good classes.
 
     "Unimodal by construction": the exact target over the observed classes is not multimodal in
-    :func:`mara_rl.targets.describe_target`'s sense, so even a perfect optimiser would collapse.
+    :func:`mara_rl.targets.summarize_targets`' sense (effective number of good classes below 1.5), so
+    even a perfect optimiser would collapse.
     """
     multi = prompts["num_good"].to_numpy() >= 2
     n_multi = int(multi.sum())

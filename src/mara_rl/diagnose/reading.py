@@ -118,6 +118,16 @@ def _read_parquet(data: bytes, where: str) -> pd.DataFrame:
 _READERS = {"JSON Lines": _read_json_lines, "CSV": _read_csv, "Parquet": _read_parquet}
 
 
+def check_rollouts_path(path: str | Path) -> tuple[str, bool]:
+    """``ValueError`` unless ``path`` is an existing file with a known suffix; returns :func:`rollouts_format`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"rollouts file {str(path)!r} is a directory; give a .jsonl, .json, .parquet or .csv file")
+    if not path.exists():
+        raise ValueError(f"rollouts file {str(path)!r} does not exist")
+    return rollouts_format(path)
+
+
 def read_rollouts(path: str | Path) -> pd.DataFrame:
     """Read and check a rollout file (see :func:`check_rollouts`); the format follows the suffix.
 
@@ -126,11 +136,7 @@ def read_rollouts(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     where = f"rollouts file {str(path)!r}"
-    if path.is_dir():
-        raise ValueError(f"{where} is a directory; give a .jsonl, .json, .parquet or .csv file")
-    if not path.exists():
-        raise ValueError(f"{where} does not exist")
-    kind, compressed = rollouts_format(path)
+    kind, compressed = check_rollouts_path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
