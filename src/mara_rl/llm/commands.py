@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
+
+# A Hugging Face model id: "name" or "owner/name".
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mara_rl.cli_args import int_at_least, positive_float
+
     llm = subparsers.add_parser("llm", help="LLM post-training with MARA on TRL (extra [llm])")
     llm_sub = llm.add_subparsers(dest="llm_command", metavar="JOB", required=True)
     p = llm_sub.add_parser(
@@ -15,29 +22,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a per-run table, curves and a summary. Resumes: finished runs in OUT/runs are reused.",
     )
     p.add_argument("--quick", action="store_true", help="one beta (0.03), one seed, 100 steps: four runs")
-    p.add_argument("--model", default=None, help="model id or local path (default: the tiny local reference)")
+    p.add_argument("--model", default=None,
+                   help="local model folder or Hugging Face model id (default: the tiny local reference)")
     p.add_argument("--out", default="runs/one-or-two", help="output folder (default: runs/one-or-two)")
-    p.add_argument("--betas", type=float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
+    p.add_argument("--betas", type=positive_float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0)")
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default 150)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, help="seeds (default 0)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 150)")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
     p.add_argument("--cache-dir", default=None, help="cache of the tiny reference (default $MARA_RL_CACHE or ~/.cache/mara-rl)")
     p.set_defaults(func=_one_or_two)
 
 
-def _one_or_two(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def check_model(model: str) -> None:
+    """Raise ``ValueError`` unless ``model`` is a transformers model folder or a loadable Hub id.
 
+    A Hub id's config is resolved here (local cache, or one small download), so a wrong name fails
+    before the sweep writes anything rather than at its first model load.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"--model: {model} is a file; give a model folder (with config.json) or a Hugging Face model id")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model: {model} has no config.json, so it is not a transformers model folder")
+        return
+    if not HUB_ID.fullmatch(model) or ".." in model or "--" in model:
+        raise ValueError(f"--model: {model} does not exist and is not a Hugging Face model id")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"--model: {model} is not a local folder and could not be loaded as a Hugging Face model id "
+                         f"({reason})") from None
+
+
+def _check_cache_dir(cache_dir: str | None) -> None:
+    """The tiny reference is built into the cache when missing: the cache must then be writable."""
+    from mara_rl.cli_args import check_output_dir
+    from mara_rl.llm.tiny import MODEL_DIRNAME, cache_root
+
+    root = cache_root(cache_dir)
+    if not (root / MODEL_DIRNAME).is_dir():
+        check_output_dir(root, "--cache-dir" if cache_dir is not None else "the model cache ($MARA_RL_CACHE)")
+
+
+def _one_or_two(args: argparse.Namespace) -> int:
+    from mara_rl.cli_args import check_output_dir
     from mara_rl.llm.one_or_two import QUICK, SweepConfig, run_sweep
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    out = check_output_dir(args.out, "--out")
+    if args.model is not None:
+        check_model(args.model)
+    else:
+        _check_cache_dir(args.cache_dir)
     settings = dict(QUICK) if args.quick else {}
     for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("seeds", args.seeds)):
         if value is not None:
@@ -45,7 +86,10 @@ def _one_or_two(args: argparse.Namespace) -> int:
     if args.steps is not None:
         settings["steps"] = args.steps
     cfg = SweepConfig(model=args.model, cache_dir=args.cache_dir, **settings)
-    out = Path(args.out)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     metrics = run_sweep(cfg, out)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/ (pareto.png, curves.png, runs.csv, metrics.json, summary.md); "
