@@ -88,13 +88,12 @@ def test_two_processes_give_one_anchor_per_group_and_the_single_process_rewards(
     input_ids = torch.cat([torch.tensor([prompt] * len(ids)), completion], dim=1)
     attention = torch.cat([torch.ones(len(ids), len(prompt), dtype=torch.long),
                            torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in ids])], dim=1)
-    single._mara_scoring_logps = []
     single.model.train()
-    with torch.no_grad():
-        ref_tokens = single._get_per_token_logps_and_entropies(single.ref_model, input_ids, attention, width)[0]
     inputs = [dict(single.train_dataset[0]) for _ in ids]
     completions = single.processing_class.batch_decode(completion, skip_special_tokens=True)
-    expected = single._calculate_rewards(inputs, [x["prompt"] for x in inputs], completions, ids)[:, 0]
+    with torch.no_grad(), single._mara_capture("scoring"):  # as inside _generate_and_score_completions
+        ref_tokens = single._get_per_token_logps_and_entropies(single.ref_model, input_ids, attention, width)[0]
+        expected = single._calculate_rewards(inputs, [x["prompt"] for x in inputs], completions, ids)[:, 0]
     assert torch.allclose(augmented, expected, atol=1e-5)
 
     # One anchor per group, including the group that spans both ranks (samples 4-7).

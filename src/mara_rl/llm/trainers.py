@@ -7,22 +7,38 @@
   quantile (default: the 0.9 quantile, the paper's choice for rewards of unknown scale);
 - ``kl_direction``: ``"reverse"`` (TRL's own KL term, unchanged) or ``"forward"``.
 
-Where MARA hooks in. TRL scores a generation batch in ``_generate_and_score_completions``: it
-computes the reference per-token log-probs (the last no-grad ``_get_per_token_logps_and_entropies``
-call of the batch), then ``_calculate_rewards`` returns the rewards gathered from every process,
-and only then turns them into advantages. The subclasses remember the per-token log-probs of those
-no-grad calls (a reference to tensors the trainer computed anyway: no extra forward pass) and
-override ``_calculate_rewards``: they sum the reference log-probs over each completion's tokens
-(``log pi_ref(y|x)``), gather them like the rewards, and call :func:`mara_rl.augment.mara_rewards`
-with one group per prompt (``group_ids = global index // num_generations``; a group may span
-processes). Every process sees the same gathered batch, so all compute the same anchors.
+Tested against TRL 1.16 (``TESTED_TRL``); ``tests/test_trl_contract.py`` asserts every TRL
+behaviour listed here, and the trainers warn when another TRL version is installed.
+
+Where MARA hooks in. TRL scores a generation batch in ``_generate_and_score_completions``: its
+no-grad log-prob passes (``_get_per_token_logps_and_entropies``: the policy when it needs old
+log-probs, then the reference, last) all run before ``_calculate_rewards`` returns the rewards
+gathered from every process, and only then are rewards turned into advantages. The subclasses
+record the passes made while that method runs (references to tensors TRL computed anyway: no extra
+forward pass), each with the completion mask TRL passed to it, and override ``_calculate_rewards``:
+they sum the reference log-probs over that mask (``log pi_ref(y|x)``), gather them like the rewards
+and call :func:`mara_rl.augment.mara_rewards` with one group per prompt (``group_ids = global index
+// num_generations``; a group may span processes). Every process sees the same gathered batch, so
+all compute the same anchors. The change is folded back into the reward columns, so TRL's weighted
+sum is the augmented reward: MARA is the last reward transform before TRL's advantages.
+
+- Masked completions (``mask_truncated_completions=True``: TRL zeroes the mask of completions cut
+  at ``max_completion_length``) are outside the loss; MARA leaves them as they are: never anchors,
+  never augmented, not counted in a tau quantile.
+- Unscorable completions (every reward function returned ``None``) are likewise left to TRL.
+- RLOO's ``reward_clip_range`` clips the task reward before MARA (TRL's own clip, which would run
+  after, is switched off for that batch).
+- GRPO's reward scaling divides reward gaps by a reward std while its KL term keeps ``beta``; the
+  MARA config therefore defaults to ``scale_rewards="none"`` and warns on ``"group"`` / ``"batch"``.
 
 The reference log-probs come from TRL's reference pass, which divides the logits by the sampling
 ``temperature`` (as TRL's KL term does): MARA's anchor and the regulariser thus use the same
 tempered reference ``pi_ref^T``; use ``temperature=1`` to anchor on the reference model itself.
+With a PEFT model and no ``ref_model``, TRL's reference pass runs the model with its adapter
+disabled: the anchor is the base model's.
 
-Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` over whole completions (TRL has none). With the
-sequence log-ratio ``log rho = log pi_ref(y|x) - log pi(y|x)`` of a sample ``y ~ pi``:
+Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` over whole completions (TRL has none), computed in one
+place, :func:`forward_kl_estimate`. With ``log rho = log pi_ref(y|x) - log pi(y|x)`` for ``y ~ pi``:
 
 - value: ``rho log rho - rho + 1`` (unbiased for the forward KL, non-negative);
 - gradient: ``-rho * grad log pi(y|x)``, unbiased for ``grad KL(pi_ref || pi) = -E_{pi_ref}[grad log pi]``.
@@ -38,16 +54,22 @@ With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
 (mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` (the task reward before MARA;
-TRL's ``reward`` then shows the augmented reward).
+TRL's ``reward`` then shows the augmented reward), ``mara/frac_masked`` (scored samples TRL masks
+from the loss, which MARA leaves alone).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import trl
 from accelerate.utils import gather
+from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from mara_rl.augment import mara_rewards
@@ -55,6 +77,12 @@ from mara_rl.augment import mara_rewards
 MAX_LOG_RATIO = 20.0
 KL_DIRECTIONS = ("reverse", "forward")
 DEFAULT_TAU_QUANTILE = 0.9
+TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
+
+
+def trl_is_tested(version: str = trl.__version__) -> bool:
+    """Whether ``version`` is a TRL release the subclasses were tested against (``TESTED_TRL``)."""
+    return Version(version).release[:2] in TESTED_TRL
 
 
 def validate_mara_config(config: Any) -> None:
@@ -82,11 +110,24 @@ def validate_mara_config(config: Any) -> None:
         config.mara_tau_quantile = DEFAULT_TAU_QUANTILE
 
 
+def reward_scaling_message(scale_rewards: str) -> str:
+    """What MARA's target becomes when GRPO divides rewards by a std (``"group"`` or ``"batch"``)."""
+    where = "each prompt group's" if scale_rewards == "group" else "the batch's"
+    return (
+        f"mara=True with scale_rewards={scale_rewards!r}: GRPO divides reward gaps by {where} reward std s "
+        "while its KL term keeps beta, so the target is that of beta * s, not beta. MARA's target is then no "
+        "longer uniform over good samples: with reverse KL it is proportional to pi_ref(y|x)^(1 - 1/s) "
+        "(favouring reference-unlikely answers when s < 1). Use scale_rewards='none' (the default with mara=True)."
+    )
+
+
 _MARA_HELP = {
     "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed.",
     "mara_tau": "MARA's quality threshold: samples with reward >= mara_tau are 'good'.",
     "mara_tau_quantile": "Instead of mara_tau, the per-group reward quantile (default 0.9 when neither is set).",
     "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi) over whole completions).",
+    "scale_rewards": "GRPO's reward scaling: 'group', 'batch' or 'none'. Default: 'none' with mara=True (MARA's "
+    "target is uniform only unscaled; 'group' or 'batch' then warn), else TRL's 'group'.",
 }
 
 
@@ -102,134 +143,243 @@ class _MaraFields:
 
 @dataclass
 class MaraGRPOConfig(_MaraFields, GRPOConfig):
-    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``."""
+    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``.
+
+    ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
+    explicit ``"group"`` or ``"batch"`` with MARA warns (:func:`reward_scaling_message`).
+    """
+
+    scale_rewards: str | None = field(default=None, metadata={"help": _MARA_HELP["scale_rewards"]})
 
     def __post_init__(self) -> None:
+        if self.scale_rewards is None:
+            self.scale_rewards = "none" if self.mara else "group"
         super().__post_init__()
         validate_mara_config(self)
+        if self.mara and self.scale_rewards != "none":
+            warnings.warn(reward_scaling_message(self.scale_rewards), UserWarning, stacklevel=3)
 
 
 @dataclass
 class MaraRLOOConfig(_MaraFields, RLOOConfig):
-    """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``."""
+    """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``.
+
+    RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
+    the reward side that only rescales the step, so MARA's target is unchanged.
+    """
 
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_mara_config(self)
 
 
-def sequence_logprobs(per_token_logps: torch.Tensor, completion_ids_list: list) -> torch.Tensor:
-    """``[B]`` sums of ``per_token_logps [B, T]`` over each completion's own tokens (lengths from the ids)."""
-    lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=per_token_logps.device)
-    positions = torch.arange(per_token_logps.size(1), device=per_token_logps.device)
-    mask = positions[None, :] < lengths[:, None]
+def sequence_logprobs(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` sums of ``per_token_logps [B, T]`` over the tokens ``mask [B, T]`` keeps (TRL's completion mask)."""
     return (per_token_logps * mask).sum(dim=1)
 
 
-def forward_kl_surrogate(logps: torch.Tensor, ref_logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence forward-KL surrogate and its value, for samples ``y ~ pi``.
+class ForwardKL(NamedTuple):
+    """Per-sequence forward-KL terms of :func:`forward_kl_estimate`, each ``[B]``."""
 
-    With ``log rho = min(log pi_ref(y) - log pi(y), MAX_LOG_RATIO)`` (``rho`` held constant):
-    value ``k = rho log rho - rho + 1`` estimates ``KL(pi_ref || pi)`` without bias; the surrogate
-    ``k + rho * (stop_grad(log pi) - log pi)`` has that value and gradient ``-rho * grad log pi``,
+    surrogate: torch.Tensor  # value + rho * (stop_grad(log pi) - log pi): gradient -rho * grad log pi
+    value: torch.Tensor  # rho log rho - rho + 1, unbiased for KL(pi_ref || pi)
+    weight: torch.Tensor  # rho (no grad): RLOO's reward-side penalty is +beta * rho
+
+
+def forward_kl_estimate(per_token_logps: torch.Tensor, mask: torch.Tensor, ref_logprobs: torch.Tensor) -> ForwardKL:
+    """Forward-KL estimate ``KL(pi_ref(.|x) || pi(.|x))`` per sampled completion ``y ~ pi``.
+
+    With ``log rho = min(log pi_ref(y|x) - log pi(y|x), MAX_LOG_RATIO)`` (``rho`` held constant):
+    value ``rho log rho - rho + 1`` estimates the forward KL without bias; the surrogate
+    ``value + rho * (stop_grad(log pi) - log pi)`` has that value and gradient ``-rho * grad log pi``,
     whose expectation is ``grad KL(pi_ref || pi)``.
 
     Args:
-        logps: ``[B]`` policy sequence log-probs ``log pi(y|x)`` (with grad).
-        ref_logps: ``[B]`` reference sequence log-probs (MARA's forward variant: the anchor's on good samples).
-
-    Returns:
-        ``(surrogate [B], value [B])``.
+        per_token_logps: ``[B, T]`` policy log-probs of the completion tokens (with grad for a loss).
+        mask: ``[B, T]`` TRL's completion mask; ``log pi(y|x)`` is the masked sum.
+        ref_logprobs: ``[B]`` sequence ``log pi_ref(y|x)`` over the same mask (MARA's forward
+            variant: the anchor's on good samples).
     """
-    log_rho = (ref_logps - logps.detach()).clamp(max=MAX_LOG_RATIO)
+    logps = sequence_logprobs(per_token_logps, mask)
+    log_rho = (ref_logprobs - logps.detach()).clamp(max=MAX_LOG_RATIO)
     rho = log_rho.exp()
     value = rho * log_rho - rho + 1.0
-    return value + rho * (logps.detach() - logps), value
+    return ForwardKL(value + rho * (logps.detach() - logps), value, rho)
+
+
+def forward_kl_surrogate(logps: torch.Tensor, ref_logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(surrogate [B], value [B])`` of :func:`forward_kl_estimate` from sequence log-probs ``logps [B]``."""
+    estimate = forward_kl_estimate(logps[:, None], torch.ones_like(logps[:, None]), ref_logps)
+    return estimate.surrogate, estimate.value
+
+
+def fold_into_columns(
+    rewards_per_func: torch.Tensor, weights: torch.Tensor, old: torch.Tensor, new: torch.Tensor
+) -> torch.Tensor:
+    """``rewards_per_func`` changed so that its weighted ``nansum`` over functions goes from ``old`` to ``new``.
+
+    Each row's change goes into its first column with a non-zero weight and a reward (else the
+    first column with a non-zero weight), so rows whose functions returned ``None`` keep their NaNs.
+    """
+    delta = torch.nan_to_num(new - old, nan=0.0)
+    rows = torch.nonzero(delta != 0).flatten()
+    if rows.numel() == 0:
+        return rewards_per_func
+    weighted = weights != 0
+    usable = weighted[None, :] & ~torch.isnan(rewards_per_func)
+    first_weighted = int(torch.nonzero(weighted).flatten()[0])
+    columns = torch.where(usable.any(dim=1), usable.int().argmax(dim=1), first_weighted)[rows]
+    adjusted = rewards_per_func.clone()
+    adjusted[rows, columns] = torch.nan_to_num(adjusted[rows, columns], nan=0.0) + delta[rows] / weights[columns]
+    return adjusted
+
+
+class _LogprobPass(NamedTuple):
+    """One ``_get_per_token_logps_and_entropies`` call made while TRL scored a batch."""
+
+    model: Any
+    per_token_logps: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T]: the completion part of the attention mask TRL passed
+
+
+def _contract_error(assumption: str) -> RuntimeError:
+    return RuntimeError(
+        f"TRL {trl.__version__} broke an assumption of mara_rl's trainers (tested with TRL "
+        f"{', '.join('.'.join(map(str, v)) for v in TESTED_TRL)}): {assumption}"
+    )
 
 
 class _MaraMixin:
     """MARA on the gathered rewards of TRL's GRPO / RLOO trainers (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._mara_scoring_logps: list[torch.Tensor] = []  # per-token log-probs of this batch's no-grad passes
+        self._mara_window: str | None = None  # "scoring" inside _generate_and_score_completions, "loss" in the loss
+        self._mara_passes: list[_LogprobPass] = []
+        self._mara_loss_logps: torch.Tensor | None = None
         self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
+        self._mara_clip_range: tuple[float, float] | None = None
+        if not trl_is_tested():
+            warnings.warn(
+                f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
+                "run tests/test_trl_contract.py before trusting MARA with this version",
+                UserWarning,
+                stacklevel=2,
+            )
         super().__init__(*args, **kwargs)
 
     def _mara_setting(self, name: str, default: Any) -> Any:
         return getattr(self.args, name, default)
 
+    def _mara_forward(self) -> bool:
+        return self._mara_setting("kl_direction", "reverse") == "forward" and self.beta != 0.0
+
+    def _mara_rewrites_rewards(self) -> bool:
+        return bool(self._mara_setting("mara", False)) or self._mara_forward()
+
+    @contextmanager
+    def _mara_capture(self, window: str) -> Iterator[None]:
+        previous, self._mara_window = self._mara_window, window
+        try:
+            yield
+        finally:
+            self._mara_window = previous
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
         )
-        # No-grad calls while scoring a batch are (old policy, then) reference passes; grad calls are the loss.
-        if torch.is_grad_enabled():
-            self._mara_policy_logps = out[0]
-        else:
-            self._mara_scoring_logps.append(out[0])
+        if self._mara_window == "scoring":
+            self._mara_passes.append(_LogprobPass(model, out[0], attention_mask[:, -logits_to_keep:]))
+        elif self._mara_window == "loss":
+            self._mara_loss_logps = out[0]
         return out
 
     def _generate_and_score_completions(self, inputs):
-        self._mara_scoring_logps = []
-        self._mara_kl_ref_logps = None
-        output = super()._generate_and_score_completions(inputs)
+        self._mara_passes, self._mara_kl_ref_logps = [], None
+        clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
+        if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
+            self._mara_clip_range, self.reward_clip_range = clip, None
+        try:
+            with self._mara_capture("scoring"):
+                output = super()._generate_and_score_completions(inputs)
+        finally:
+            if clip:
+                self.reward_clip_range, self._mara_clip_range = clip, None
+            self._mara_passes = []
         if self._mara_kl_ref_logps is not None:
             local = output["advantages"].size(0)
             start = self.accelerator.process_index * local
             output["mara_ref_logps"] = self._mara_kl_ref_logps[start : start + local]
-        self._mara_scoring_logps = []
+        self._mara_kl_ref_logps = None
         return output
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor, completion_ids_list: list) -> torch.Tensor | None:
+    def _mara_reference_pass(self) -> _LogprobPass:
+        """The batch's reference pass: the last log-prob pass before ``_calculate_rewards``."""
+        if not self._mara_passes:
+            raise _contract_error("a reference log-prob pass runs before _calculate_rewards when beta > 0")
+        last = self._mara_passes[-1]
+        reference = self.ref_model if self.ref_model is not None else self.model
+        if last.model is not reference:
+            raise _contract_error("the last log-prob pass before _calculate_rewards is the reference model's")
+        return last
+
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor | None:
         """Additive reward term for the KL on the reward side (RLOO forward); None when KL lives in the loss."""
         return None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        mara = self._mara_setting("mara", False)
-        forward = self._mara_setting("kl_direction", "reverse") == "forward" and self.beta != 0.0
-        if not (mara or forward):
+        if not self._mara_rewrites_rewards():
             return rewards_per_func
         if getattr(self, "tools", None):
             raise ValueError("mara / kl_direction='forward' do not support tool-calling rollouts")
-        if not self._mara_scoring_logps:
-            raise RuntimeError("the reference pass of this batch was not seen; MARA needs beta > 0")
-        ref_logps = gather(sequence_logprobs(self._mara_scoring_logps[-1], completion_ids_list))
-
         weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)
+        if not (weights != 0).any():
+            raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
+        ref_pass = self._mara_reference_pass()
+        local = torch.stack(
+            [sequence_logprobs(ref_pass.per_token_logps, ref_pass.mask).float(), ref_pass.mask.any(dim=1).float()],
+            dim=1,
+        )
+        ref_logps, in_loss = gather(local).unbind(dim=1)
+
+        raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
         scorable = ~torch.isnan(rewards_per_func).all(dim=1)
+        rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
         new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
-        mode = "train" if self.model.training else "eval"
-        if mara:
-            num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-            group_ids = torch.arange(rewards.size(0), device=rewards.device) // num_generations
-            result = mara_rewards(
-                rewards[scorable],
-                ref_logps[scorable],
-                beta=self.beta,
-                tau=self.args.mara_tau,
-                tau_quantile=self.args.mara_tau_quantile,
-                group_ids=group_ids[scorable],
-                kl=self.args.kl_direction,
-            )
-            new_rewards[scorable] = result.rewards
-            kl_ref_logps[scorable] = result.ref_logprobs
-            self._log_mara_metrics(mode, rewards[scorable], result)
-        if forward:
+        if self._mara_setting("mara", False):
+            self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
+        if self._mara_forward():
             self._mara_kl_ref_logps = kl_ref_logps
-            shift = self._kl_reward_shift(kl_ref_logps, completion_ids_list)
+            shift = self._kl_reward_shift(kl_ref_logps)
             if shift is not None:
                 new_rewards = new_rewards + shift
-        # Put the change into the first weighted reward column, so TRL's weighted sum gives new_rewards.
-        column = int(torch.nonzero(weights).flatten()[0])
-        delta = new_rewards - rewards
-        changed = scorable & (delta != 0)
-        adjusted = rewards_per_func.clone()
-        adjusted[:, column] = torch.where(
-            changed, torch.nan_to_num(adjusted[:, column], nan=0.0) + delta / weights[column], adjusted[:, column]
+        return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
+                                 torch.where(scorable, new_rewards, 0.0))
+
+    def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> None:
+        """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two."""
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        group_ids = torch.arange(rewards.size(0), device=rewards.device) // num_generations
+        eligible = scorable & in_loss
+        if self.mask_truncated_completions:
+            masked = (scorable & ~in_loss).sum() / scorable.sum().clamp(min=1)
+            self._metrics[mode]["mara/frac_masked"].append(float(masked))
+        if not eligible.any():
+            return
+        result = mara_rewards(
+            rewards[eligible],
+            ref_logps[eligible],
+            beta=self.beta,
+            tau=self.args.mara_tau,
+            tau_quantile=self.args.mara_tau_quantile,
+            group_ids=group_ids[eligible],
+            kl=self.args.kl_direction,
         )
-        return adjusted
+        new_rewards[eligible] = result.rewards.to(new_rewards.dtype)
+        kl_ref_logps[eligible] = result.ref_logprobs.to(kl_ref_logps.dtype)
+        self._log_mara_metrics(mode, rewards[eligible], result)
 
     def _log_mara_metrics(self, mode: str, raw_rewards: torch.Tensor, result: Any) -> None:
         metrics = self._metrics[mode]
@@ -246,39 +396,48 @@ class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
     """``GRPOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
 
     ``kl_direction="reverse"`` keeps TRL's per-token KL term; ``"forward"`` replaces it by
-    ``beta`` times :func:`forward_kl_surrogate`, averaged over the sequences of the micro-batch.
+    ``beta`` times the :func:`forward_kl_estimate` surrogate, averaged over the micro-batch's
+    sequences, on the policy log-probs of this very loss call (training and ``evaluate()`` alike).
     """
 
     def _compute_loss(self, model, inputs):
-        if self._mara_setting("kl_direction", "reverse") != "forward" or self.beta == 0.0:
+        if not self._mara_forward():
             return super()._compute_loss(model, inputs)
         beta, self.beta = self.beta, 0.0  # the stock loss without its reverse-KL term
+        self._mara_loss_logps = None
         try:
-            loss = super()._compute_loss(model, inputs)
+            with self._mara_capture("loss"):
+                loss = super()._compute_loss(model, inputs)
         finally:
             self.beta = beta
-        mask = inputs["completion_mask"]
-        logps = (self._mara_policy_logps * mask).sum(dim=1)
-        surrogate, value = forward_kl_surrogate(logps, inputs["mara_ref_logps"])
+        per_token_logps, self._mara_loss_logps = self._mara_loss_logps, None
+        if per_token_logps is None:
+            raise _contract_error("_compute_loss computes the policy log-probs with _get_per_token_logps_and_entropies")
+        estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
         mode = "train" if self.model.training else "eval"
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        self._metrics[mode]["kl"].append(self.accelerator.gather(value.mean()).mean().item())
-        return loss + beta * surrogate.mean() / normalizer
+        self._metrics[mode]["kl"].append(self.accelerator.gather(estimate.value.mean()).mean().item())
+        return loss + beta * estimate.surrogate.mean() / normalizer
 
 
 class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
     """``RLOOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
 
     ``kl_direction="reverse"`` keeps TRL's reward penalty ``-beta * (log pi_old - log pi_ref)``;
-    ``"forward"`` replaces it by the reward ``+beta * rho`` (see :func:`forward_kl_surrogate`).
+    ``"forward"`` replaces it by the reward ``+beta * rho`` (see :func:`forward_kl_estimate`).
     """
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor, completion_ids_list: list) -> torch.Tensor:
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor:
         # Scoring passes are [old policy, reference]; TRL will subtract beta * (old - ref) after this.
-        old_logps = gather(sequence_logprobs(self._mara_scoring_logps[0], completion_ids_list))
-        ref_logps = gather(sequence_logprobs(self._mara_scoring_logps[-1], completion_ids_list))
-        rho = (kl_ref_logps - old_logps).clamp(max=MAX_LOG_RATIO).exp()
+        passes = self._mara_passes
+        if len(passes) != 2 or passes[0].model is not self.model:
+            raise _contract_error("RLOO scores a batch with two log-prob passes: the policy's, then the reference's")
+        old, ref = passes
+        local = old.per_token_logps.size(0)
+        start = self.accelerator.process_index * local
+        estimate = forward_kl_estimate(old.per_token_logps, old.mask, kl_ref_logps[start : start + local])
+        trl_kl = sequence_logprobs(old.per_token_logps, old.mask) - sequence_logprobs(ref.per_token_logps, ref.mask)
+        value, weight, trl_kl = gather(torch.stack([estimate.value, estimate.weight, trl_kl], dim=1)).unbind(1)
         mode = "train" if self.model.training else "eval"
-        log_rho = (kl_ref_logps - old_logps).clamp(max=MAX_LOG_RATIO)
-        self._metrics[mode]["mara/kl_forward"].append(float((rho * log_rho - rho + 1.0).mean()))
-        return self.beta * (old_logps - ref_logps) + self.beta * rho
+        self._metrics[mode]["mara/kl_forward"].append(float(value.mean()))
+        return self.beta * trl_kl + self.beta * weight
