@@ -150,6 +150,25 @@ def test_bad_input_raises_value_error_naming_the_argument(build, match):
         build()
 
 
+def test_beta_sweep_crossover_is_the_peak_tie_under_both_kls():
+    from mara_rl.targets import crossover_beta
+    from mara_rl.toy.experiments import bump_peaks, peak_tie_beta
+    from mara_rl.toy.problems import two_bumps_problem
+
+    bandit = two_bumps_problem()
+    low, high = bump_peaks(bandit)
+    assert bandit.rewards[high] > bandit.rewards[low] and bandit.ref_logprobs[low] > bandit.ref_logprobs[high]
+    targets = {"reverse": reverse_kl_target, "forward": forward_kl_target}
+    ties = {kl: peak_tie_beta(lambda b, f=f: f(bandit.rewards, bandit.ref_logprobs, b), high, low, 0.005, 2.0) for kl, f in targets.items()}
+    closed_form = crossover_beta(bandit.rewards[high], bandit.rewards[low], bandit.ref_logprobs[high], bandit.ref_logprobs[low])
+    assert ties["reverse"] == pytest.approx(closed_form, rel=1e-9)
+    assert ties["forward"] == pytest.approx(0.688, abs=5e-4)
+    for kl, f in targets.items():
+        below, at, above = (f(bandit.rewards, bandit.ref_logprobs, ties[kl] * m) for m in (0.99, 1.0, 1.01))
+        assert below[high] > below[low] and above[high] < above[low]
+        assert at[high] == pytest.approx(at[low], rel=1e-8)
+
+
 def test_train_rejects_a_policy_of_the_wrong_shape():
     runs = [RunSpec(three_action_examples()[0], 0.1)]
     with pytest.raises(ValueError, match="shape"):

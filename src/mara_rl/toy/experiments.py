@@ -11,6 +11,7 @@ on the starting point, so a uniform start reaches it in the fewest steps.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -164,6 +165,38 @@ def _bandit_config(bandit: Bandit) -> dict:
             "rewards": bandit.rewards.round(6).tolist(), "ref_probs": np.exp(bandit.ref_logprobs).round(8).tolist()}
 
 
+def bump_peaks(bandit: Bandit) -> tuple[int, int]:
+    """Outcome of the highest reward in each of a two-bump bandit's regions, ordered as its regions."""
+    return tuple(int(lo + np.argmax(bandit.rewards[lo:hi])) for lo, hi in bandit.regions.values())
+
+
+def peak_tie_beta(target: Callable[[float], np.ndarray], first: int, second: int, lo: float, hi: float) -> float:
+    """Smallest beta in ``[lo, hi]`` at which ``target(beta)`` gives outcomes ``first`` and ``second`` equal probability.
+
+    The sign change of ``log p[first] - log p[second]`` is located on a 64-point log grid, then
+    bisected in ``log beta`` to a relative width of 1e-12. ``inf`` if the two never tie in the range.
+    """
+
+    def gap(beta: float) -> float:
+        probs = target(beta)
+        return float(np.log(probs[first]) - np.log(probs[second]))
+
+    grid = np.geomspace(lo, hi, 64)
+    signs = np.sign([gap(b) for b in grid])
+    change = np.flatnonzero(signs[:-1] * signs[1:] <= 0)
+    if change.size == 0:
+        return float("inf")
+    a, b = math.log(grid[change[0]]), math.log(grid[change[0] + 1])
+    sign_a = signs[change[0]]
+    while b - a > 1e-12:
+        mid = 0.5 * (a + b)
+        if np.sign(gap(math.exp(mid))) == sign_a:
+            a = mid
+        else:
+            b = mid
+    return math.exp(0.5 * (a + b))
+
+
 def beta_sweep(
     out_dir: Path | str,
     config: TrainConfig = TrainConfig(steps=2000),
@@ -171,10 +204,12 @@ def beta_sweep(
 ) -> ExperimentResult:
     """Paper Fig. 2: two bumps (R = 0.75 where the reference has support, R = 1 where it has little).
 
-    Small beta prefers the higher reward, large beta the better-supported bump; the reverse-KL
-    crossover is :func:`mara_rl.targets.crossover_beta` of the two peaks, the forward-KL one is read
-    off the closed-form forward targets on a fine beta grid (the forward target has no closed-form
-    crossover: its multiplier Lambda depends on beta).
+    Small beta prefers the higher reward, large beta the better-supported bump. The crossover is the
+    same quantity under both KLs: the beta at which the two peaks' target probabilities tie. Under
+    reverse KL it is :func:`mara_rl.targets.crossover_beta` of the peaks (Remark 4.4, closed form);
+    under forward KL, whose multiplier Lambda depends on beta, it is :func:`peak_tie_beta` of the
+    closed-form forward target. The figure shows the high peak's share of the two peaks' probability,
+    which is 1/2 exactly at the crossover.
     """
     out_dir = _prepare_dir(out_dir)
     bandit = two_bumps_problem()
@@ -184,13 +219,11 @@ def beta_sweep(
     converged = bool((tv_history[-1] < TV_THRESHOLD).all())
 
     low_name, high_name = bandit.regions  # regions are ordered (low bump, high bump)
-    low, high = (slice(*bandit.regions[k]) for k in (low_name, high_name))
-    peaks = [int(np.argmax(np.where(np.arange(bandit.num_outcomes) < high.start, bandit.rewards, -1))),
-             int(np.argmax(np.where(np.arange(bandit.num_outcomes) >= high.start, bandit.rewards, -1)))]
+    low, high = bump_peaks(bandit)
 
     def high_share(probs: np.ndarray) -> np.ndarray:
         probs = np.atleast_2d(probs)
-        return probs[:, high].sum(1) / (probs[:, high].sum(1) + probs[:, low].sum(1))
+        return probs[:, high] / (probs[:, high] + probs[:, low])
 
     beta_grid = np.geomspace(min(betas) / 2, max(betas) * 2, 200)
     target_share = {
@@ -198,8 +231,9 @@ def beta_sweep(
         "forward": high_share(np.stack([forward_kl_target(bandit.rewards, bandit.ref_logprobs, b) for b in beta_grid])),
     }
     trained_share = {kl: high_share(result.probs[[r for r, run in enumerate(runs) if run.kl == kl]]) for kl in ("reverse", "forward")}
-    reverse_cross = crossover_beta(bandit.rewards[peaks[1]], bandit.rewards[peaks[0]], bandit.ref_logprobs[peaks[1]], bandit.ref_logprobs[peaks[0]])
-    crossovers = {"reverse": (reverse_cross, "crossover_beta of the peaks"), "forward": (_grid_crossing(beta_grid, target_share["forward"]), "closed-form share = 1/2")}
+    reverse_cross = crossover_beta(bandit.rewards[high], bandit.rewards[low], bandit.ref_logprobs[high], bandit.ref_logprobs[low])
+    forward_cross = peak_tie_beta(lambda b: forward_kl_target(bandit.rewards, bandit.ref_logprobs, b), high, low, beta_grid[0], beta_grid[-1])
+    crossovers = {"reverse": (reverse_cross, "peaks tie, crossover_beta"), "forward": (forward_cross, "peaks tie")}
 
     outcomes = np.arange(bandit.num_outcomes)
     grid = {}
@@ -209,34 +243,28 @@ def beta_sweep(
         plotting.plot_policy_grid(
             out_dir / "fig2_beta_sweep.png", outcomes, ["reverse KL", "forward KL"], [f"beta={b:g}" for b in betas], grid,
             bandit.rewards, np.exp(bandit.ref_logprobs), bandit.tau,
-            f"Two reward bumps (R={bandit.rewards[peaks[0]]:.2f} at y={peaks[0]}, R={bandit.rewards[peaks[1]]:.2f} at y={peaks[1]}): the optimum moves with beta",
+            f"Two reward bumps (R={bandit.rewards[low]:.2f} at y={low}, R={bandit.rewards[high]:.2f} at y={high}): the optimum moves with beta",
         ),
-        plotting.plot_mode_flip(out_dir / "fig2_mode_flip.png", beta_grid, target_share, np.asarray(betas), trained_share, crossovers, high_name),
+        plotting.plot_mode_flip(out_dir / "fig2_mode_flip.png", beta_grid, target_share, np.asarray(betas), trained_share, crossovers,
+                                f"y={high}", f"y={low}"),
         plotting.plot_convergence(out_dir / "convergence.png", result.history_steps, {run.label(): tv_history[:, r] for r, run in enumerate(runs)}, TV_THRESHOLD),
     ]
     findings = [
-        f"Low bump {low_name} sits where the reference has {np.exp(bandit.ref_logprobs[peaks[0]] - bandit.ref_logprobs[peaks[1]]):.1f}x more "
-        f"probability than at the high bump {high_name}.",
+        f"The low bump ({low_name}) sits where the reference has {np.exp(bandit.ref_logprobs[low] - bandit.ref_logprobs[high]):.1f}x more "
+        f"probability than at the high bump ({high_name}).",
+        f"Crossover (both KLs): the beta at which the peaks y={low} and y={high} have equal target probability.",
         f"- reverse KL: the preferred bump flips at beta = {reverse_cross:.4g} (`crossover_beta` of the peaks; Remark 4.4).",
-        f"- forward KL: the closed-form share crosses 1/2 at beta = {crossovers['forward'][0]:.4g}.",
-        *(f"- {run.label()}: share of bump mass on the high bump, trained {trained_share[run.kl][i % len(betas)]:.3f}" for i, run in enumerate(runs)),
+        f"- forward KL: the preferred bump flips at beta = {forward_cross:.4g} (tie of the closed-form forward target's peaks).",
+        *(f"- {run.label()}: high peak's share of the two peaks' probability, trained {trained_share[run.kl][i % len(betas)]:.3f}, "
+          f"target {high_share(run.target())[0]:.3f}" for i, run in enumerate(runs)),
     ]
-    metrics = {"experiment": "beta_sweep", "tv_threshold": TV_THRESHOLD, "converged": converged, "crossover_beta": {k: v[0] for k, v in crossovers.items()},
-               "high_bump_share": {"betas": list(betas), "trained": {k: v.tolist() for k, v in trained_share.items()}},
+    metrics = {"experiment": "beta_sweep", "tv_threshold": TV_THRESHOLD, "converged": converged,
+               "crossover": "beta at which the two peaks' target probabilities tie", "peaks": [low, high],
+               "crossover_beta": {k: v[0] for k, v in crossovers.items()},
+               "high_peak_share": {"betas": list(betas), "trained": {k: v.tolist() for k, v in trained_share.items()}},
                "steps_per_second": result.steps_per_second, "runs": rows}
     config_out = {"train": asdict(config), "betas": list(betas), "problem": _bandit_config(bandit)}
     return _finish("Beta sweep on two reward bumps (paper Fig. 2)", out_dir, config_out, metrics, figures, findings, converged)
-
-
-def _grid_crossing(grid: np.ndarray, values: np.ndarray, level: float = 0.5) -> float:
-    """First ``x`` where ``values`` crosses ``level`` (log-linear interpolation), ``inf`` if it never does."""
-    sign = np.sign(values - level)
-    idx = np.flatnonzero(sign[:-1] * sign[1:] < 0)
-    if idx.size == 0:
-        return float("inf")
-    i = idx[0]
-    frac = (level - values[i]) / (values[i + 1] - values[i])
-    return float(np.exp(np.log(grid[i]) + frac * (np.log(grid[i + 1]) - np.log(grid[i]))))
 
 
 def three_action(out_dir: Path | str, config: TrainConfig = TrainConfig(steps=2000), betas: tuple[float, ...] = (0.01, 0.1, 1.0)) -> ExperimentResult:

@@ -128,8 +128,12 @@ def plot_mode_flip(
     trained_share: dict,
     crossovers: dict,
     high_label: str,
+    low_label: str,
 ) -> Path:
-    """Share of the two bumps' mass on the higher bump vs beta: closed form (lines), trained (dots), crossovers."""
+    """Share of the two peaks' probability on the high peak vs beta: closed form (lines), trained (dots).
+
+    ``crossovers[kl] = (beta, how)``: where the two peaks tie, so where the closed-form line crosses 1/2.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for kl, share in target_share.items():
@@ -145,8 +149,8 @@ def plot_mode_flip(
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("KL coefficient beta")
-    ax.set_ylabel(f"share of bump mass on {high_label}")
-    ax.set_title("The preferred mode flips with beta")
+    ax.set_ylabel(f"p({high_label}) / (p({high_label}) + p({low_label}))")
+    ax.set_title("The preferred mode flips with beta (crossover: the peaks tie)")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return _save(fig, path)
