@@ -86,8 +86,11 @@ def _register_eval_prior(sub: argparse._SubParsersAction) -> None:
 def _eval_prior(args: argparse.Namespace) -> int:
     import json
 
+    from mara_rl.chem.checks import writable_file
     from mara_rl.chem.evaluate import evaluate_prior
 
+    if args.out:  # checked before minutes of sampling, not after
+        writable_file(args.out)
     metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
     text = json.dumps(metrics, indent=2)
     print(text)

@@ -34,6 +34,16 @@ def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data file {path} does not exist")
+    try:
+        out = _read_rows(path, limit)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"data file {path} is not a SMILES file ({type(err).__name__}: {err})") from None
+    if not out:
+        raise ValueError(f"no SMILES read from {path}")
+    return out
+
+
+def _read_rows(path: Path, limit: int | None) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
         first = handle.readline().strip()
@@ -49,6 +59,4 @@ def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
                 out.append(smiles)
                 if limit is not None and len(out) >= limit:
                     break
-    if not out:
-        raise ValueError(f"no SMILES read from {path}")
     return out

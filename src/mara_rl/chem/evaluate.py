@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mara_rl.chem.checks import check_int, open_prior
 from mara_rl.chem.data import moses_path, read_smiles
-from mara_rl.chem.model import SmilesRNN, load_prior
+from mara_rl.chem.model import SmilesRNN
 
 
 def sample_smiles(model: SmilesRNN, num_samples: int, batch_size: int = 500, seed: int = 0) -> list[str]:
@@ -37,8 +38,11 @@ def evaluate_prior(
     of ``num_samples`` samples from ``prior`` (default: the shipped prior)."""
     from mara_rl.metrics.molecules import canonical_smiles, novelty, uniqueness, validity
 
-    torch.set_num_threads(threads)  # small RNN steps: extra threads mostly wait on each other
-    model = load_prior(prior)
+    num_samples = check_int(num_samples, "--samples", 1)
+    batch_size = check_int(batch_size, "--batch-size", 1)
+    seed = check_int(seed, "--seed", 0)
+    torch.set_num_threads(check_int(threads, "--threads", 1))  # small RNN steps: extra threads mostly wait on each other
+    model = open_prior(prior)
     model.eval()
     samples = sample_smiles(model, num_samples, batch_size, seed)
     train_path = Path(training_smiles) if training_smiles else moses_path("train")

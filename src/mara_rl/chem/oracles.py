@@ -127,9 +127,14 @@ OBJECTIVES: dict[str, Callable[[], Oracle]] = {
 
 
 def get_oracle(name: str) -> Oracle:
-    """A built-in objective by name, or ``module:factory`` for a user oracle."""
+    """A built-in objective by name, a docking objective (``dock:<TARGET>``,
+    ``dock_qed_hbd_sa:<TARGET>``; :mod:`mara_rl.chem.docking`), or ``module:factory`` for a user oracle."""
     if name in OBJECTIVES:
         return OBJECTIVES[name]()
+    if name.partition(":")[0] in ("dock", "dock_qed_hbd_sa"):  # AutoDock Vina, extra [dock]
+        from mara_rl.chem.docking import make_docking_oracle
+
+        return make_docking_oracle(name)
     if ":" in name:
         module, attr = name.split(":", 1)
         try:
@@ -139,7 +144,7 @@ def get_oracle(name: str) -> Oracle:
         if not isinstance(oracle, Oracle):
             raise ValueError(f"objective {name!r} must return an Oracle (name, cost, __call__)")
         return oracle
-    raise ValueError(f"objective must be one of {sorted(OBJECTIVES)} or module:factory, got {name!r}")
+    raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, dock:<TARGET>, dock_qed_hbd_sa:<TARGET> or module:factory, got {name!r}")
 
 
 def check_scores(scores: np.ndarray, n: int, name: str) -> np.ndarray:

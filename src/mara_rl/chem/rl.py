@@ -317,7 +317,8 @@ def resume_config(out: str | Path, **given: Any) -> RunConfig:
     named) replace it where they only concern this session (``SESSION_FIELDS``); any other must
     equal the stored value."""
     stored = read_config(out)
-    merged = RunConfig(**{**asdict(stored), **given, "out": str(out)})
+    # --max-steps bounds one session: the stored one ended the session that set it
+    merged = RunConfig(**{**asdict(stored), "max_steps": None, **given, "out": str(out)})
     conflict = config_conflict(stored, merged)
     if conflict:
         raise ValueError(conflict)

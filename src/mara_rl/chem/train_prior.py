@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from mara_rl.chem.checks import atomic_write_text, check_device, check_float, check_int, first_line, parse_device, writable_folder
 from mara_rl.chem.data import moses_path, read_smiles
 from mara_rl.chem.model import PriorConfig, SmilesRNN
 from mara_rl.chem.tokenizer import Vocabulary
@@ -44,16 +45,19 @@ class TrainPriorConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        self.batch_size = check_int(self.batch_size, "--batch-size", 1)
+        self.epochs = check_int(self.epochs, "--epochs", 1)
+        self.lr = check_float(self.lr, "--lr", positive=True)
+        self.lr_decay = check_float(self.lr_decay, "--lr-decay", positive=True)
+        self.grad_clip = check_float(self.grad_clip, "grad_clip", positive=True)
+        if self.max_minutes is not None:
+            self.max_minutes = check_float(self.max_minutes, "--max-minutes", positive=True)
+        if self.limit is not None:
+            self.limit = check_int(self.limit, "--limit", 1)
+        self.checkpoint_every = check_int(self.checkpoint_every, "--checkpoint-every", 1)
+        self.log_every = check_int(self.log_every, "--log-every", 1)
+        self.seed = check_int(self.seed, "--seed", 0)
+        parse_device(self.device)
 
 
 def encode_dataset(smiles: list[str], vocab: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,14 +79,15 @@ def nll_loss(model: SmilesRNN, batch: torch.Tensor) -> torch.Tensor:
 def train_prior(config: TrainPriorConfig, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a prior; returns the metrics written to ``metrics.json``."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
     if resume and not checkpoint_path.is_file():
         raise ValueError(f"--resume given but {checkpoint_path} does not exist")
+    check_device(config.device)
+    writable_folder(out)
+    state = _load_checkpoint(checkpoint_path) if resume else None
     data_path = Path(config.data) if config.data else moses_path("train")
     smiles = read_smiles(data_path, config.limit)
 
-    state: dict[str, Any] | None = torch.load(checkpoint_path, map_location="cpu", weights_only=False) if resume else None
     if state is not None:
         vocab = Vocabulary.from_list(state["model"]["vocabulary"])
         if state["config"]["model"] != asdict(config.model):
@@ -101,7 +106,7 @@ def train_prior(config: TrainPriorConfig, resume: bool = False) -> dict[str, Any
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, batch_start, elapsed = state["step"], state["epoch"], state["batch"], state["elapsed"]
         history = state["history"]
-    (out / "config.json").write_text(json.dumps({**asdict(config), "data": str(data_path), "num_smiles": len(smiles)}, indent=2))
+    atomic_write_text(out / "config.json", json.dumps({**asdict(config), "data": str(data_path), "num_smiles": len(smiles)}, indent=2))
 
     def save_checkpoint() -> None:
         payload = {
@@ -172,6 +177,22 @@ def train_prior(config: TrainPriorConfig, resume: bool = False) -> dict[str, Any
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_report(out, metrics)
     return metrics
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, or a ValueError that says what is wrong with the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        Vocabulary.from_list(state["model"]["vocabulary"])
+        missing = [k for k in ("optimizer", "config", "step", "epoch", "batch", "elapsed", "history") if k not in state]
+    except Exception as err:  # torch.load fails in many ways on a damaged file
+        missing, problem = [], f"{type(err).__name__}: {first_line(err)}"
+    else:
+        problem = f"it lacks {missing}" if missing else ""
+    if problem:
+        raise ValueError(f"checkpoint {path} is damaged ({problem}); checkpoints are replaced atomically, so something "
+                         "else changed it: delete it and train without --resume") from None
+    return state
 
 
 def _write_report(out: Path, metrics: dict[str, Any]) -> None:

@@ -1,0 +1,244 @@
+"""``mara chem run`` survives a SIGKILL at any moment: real runs in a subprocess are killed while
+sampling, scoring, writing the ledger or checkpointing (and at random points), resumed with
+``--resume`` alone, and must end with the uninterrupted run's exact ledger and metrics, every
+score the oracle's own, and at most one batch paid twice per kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("rdkit")
+
+from rdkit import Chem  # noqa: E402
+from rdkit.Chem import QED  # noqa: E402
+
+from mara_rl.cli import main  # noqa: E402
+
+TESTS = Path(__file__).parent
+BUDGET, BATCH = 40, 8
+RUN_FLAGS = ["--objective", "chem_counting_oracle:make", "--budget", str(BUDGET), "--batch-size", str(BATCH), "--sigma", "20",
+             "--mara", "--tau", "0.7", "--diversity-filter", "--df-bucket-size", "2", "--replay-size", "8", "--replay-batch", "4",
+             "--checkpoint-every", "2", "--threads", "1"]
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["chem", "run", *argv])
+    return code, capsys.readouterr().err
+
+
+def _ledger(folder: Path) -> list[tuple[str, str]]:
+    with (folder / "molecules.csv").open(newline="") as handle:
+        return [(row["smiles"], row["score"]) for row in csv.DictReader(handle)]
+
+
+def _metrics(folder: Path) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.pop("wall_minutes_last_session")
+    return metrics
+
+
+def _oracle_calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.is_file() else []
+
+
+@pytest.fixture(autouse=True)
+def _oracle_log(tmp_path, monkeypatch):
+    log = tmp_path / "oracle.log"
+    monkeypatch.setenv("CHEM_ORACLE_LOG", str(log))
+    monkeypatch.delenv("CHEM_KILL", raising=False)
+    monkeypatch.syspath_prepend(str(TESTS))
+    return log
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The run never killed: its ledger and metrics, and the oracle calls it made."""
+    folder = tmp_path_factory.mktemp("reference")
+    log = folder / "oracle.log"
+    env = {"CHEM_ORACLE_LOG": str(log)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sys.path.insert(0, str(TESTS))
+    try:
+        assert main(["chem", "run", *RUN_FLAGS, "--out", str(folder / "run")]) == 0
+    finally:
+        sys.path.remove(str(TESTS))
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    ledger = _ledger(folder / "run")
+    assert len(ledger) == BUDGET and _oracle_calls(log) == [m for m, _ in ledger]
+    return {"ledger": ledger, "metrics": _metrics(folder / "run")}
+
+
+def _start(folder: Path, log: Path, kill: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "CHEM_ORACLE_LOG": str(log), "PYTHONPATH": str(TESTS)}
+    env.pop("CHEM_KILL", None)
+    if kill:
+        env["CHEM_KILL"] = kill
+    return subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "run", *RUN_FLAGS, "--out", str(folder)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=(folder.parent / "stderr.txt").open("w"))
+
+
+def _check_resumed(folder: Path, log: Path, reference: dict, kills: int) -> None:
+    ledger = _ledger(folder)
+    assert len(ledger) == BUDGET == len({m for m, _ in ledger})
+    for smiles, score in ledger:  # the oracle's own score, recomputed here, never a merged row
+        assert float(score) == QED.qed(Chem.MolFromSmiles(smiles)), smiles
+    assert ledger == reference["ledger"]  # the resumed run continued exactly where it was killed
+    assert _metrics(folder) == reference["metrics"]
+    calls = _oracle_calls(log)
+    assert set(calls) == {m for m, _ in ledger}
+    paid_twice = sum(n - 1 for n in Counter(calls).values())
+    assert len(calls) <= BUDGET + kills * BATCH and paid_twice <= kills * BATCH
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [
+    "checkpoint:1",  # writing the first checkpoint, before any oracle call
+    "score:1",  # inside the first oracle batch, long before the first periodic checkpoint
+    "write:3",  # half-way through the third batch of ledger rows: a torn last row
+    "checkpoint:3",  # half-way through the checkpoint of step 4
+    "sample:4",  # while sampling step 3, a step after the last checkpoint
+])
+def test_sigkill_at_each_phase_then_resume(tmp_path, capsys, reference, _oracle_log, kill):
+    folder = tmp_path / "run"
+    proc = _start(folder, _oracle_log, kill)
+    assert proc.wait(timeout=300) == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    if kill.startswith("write"):
+        assert not (folder / "molecules.csv").read_bytes().endswith(b"\n")  # the kill left a torn row
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 0, err
+    if kill.startswith("write"):
+        assert "dropped a torn last row" in err
+    _check_resumed(folder, _oracle_log, reference, kills=1)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume(tmp_path, capsys, reference, _oracle_log):
+    folder = tmp_path / "run"
+    rng = random.Random(7)
+    for kills in (1, 2):  # the second kill hits the resumed process, later in the run
+        proc = subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "run", "--out", str(folder), "--resume"],
+                                env={**os.environ, "PYTHONPATH": str(TESTS)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
+            if kills > 1 else _start(folder, _oracle_log)
+        target = rng.randint(1, 2 * BATCH) + (kills - 1) * 2 * BATCH  # the second kill is well before the end
+        while len(_oracle_calls(_oracle_log)) < target and proc.poll() is None:
+            time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 0, err
+    _check_resumed(folder, _oracle_log, reference, kills=2)
+
+
+def test_resume_alone_continues_with_the_stored_settings(tmp_path, capsys, reference, _oracle_log):
+    folder = tmp_path / "run"
+    assert _cli(capsys, *RUN_FLAGS, "--out", str(folder), "--max-steps", "2")[0] == 0
+    stored = (folder / "config.json").read_bytes()
+    code, err = _cli(capsys, "--out", str(folder), "--resume", "--threads", "2", "--max-steps", "1")  # session settings may change
+    assert code == 0, err
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 0, err
+    assert (folder / "config.json").read_bytes() == stored
+    assert _ledger(folder) == reference["ledger"] and _metrics(folder) == reference["metrics"]
+    assert len(_oracle_calls(_oracle_log)) == BUDGET
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--sigma", "30"], "--sigma"),
+    (["--budget", "50"], "--budget"),
+    (["--objective", "qed"], "--objective"),
+    (["--tau", "0.8"], "--tau"),
+    (["--screens", "0.9"], "--screens"),
+    (["--seed", "1"], "--seed"),
+])
+def test_resume_refuses_a_flag_that_changes_the_run(tmp_path, capsys, flags, named):
+    folder = tmp_path / "run"
+    assert _cli(capsys, *RUN_FLAGS, "--out", str(folder), "--max-steps", "0")[0] == 0
+    stored = (folder / "config.json").read_bytes()
+    code, err = _cli(capsys, "--out", str(folder), "--resume", *flags)
+    assert code == 2 and err.startswith("mara chem") and f"error: {named} " in err and err.count("\n") == 1, err
+    assert (folder / "config.json").read_bytes() == stored
+
+
+def test_partial_and_finished_folders_are_not_overwritten(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert _cli(capsys, *RUN_FLAGS, "--out", str(folder), "--max-steps", "0")[0] == 0
+    assert not _oracle_calls(Path(os.environ["CHEM_ORACLE_LOG"]))  # set up, nothing paid yet
+    assert {p.name for p in folder.iterdir()} == {"config.json", "checkpoint.pt", "molecules.csv"}
+    code, err = _cli(capsys, *RUN_FLAGS, "--out", str(folder))
+    assert code == 2 and "unfinished run" in err and "--resume" in err
+    code, err = _cli(capsys, "--out", str(tmp_path / "empty"), "--resume")
+    assert code == 2 and "holds no run" in err
+
+
+def _partial_run(capsys, folder: Path, steps: int = 3) -> int:
+    """Run ``steps`` steps in ``folder``; returns how many molecules they scored."""
+    assert _cli(capsys, *RUN_FLAGS, "--out", str(folder), "--max-steps", str(steps))[0] == 0
+    return len(_ledger(folder))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_checkpoint_is_a_clear_error_and_deleting_it_replays_for_free(tmp_path, capsys, reference, _oracle_log, damage):
+    folder = tmp_path / "run"
+    scored = _partial_run(capsys, folder)
+    checkpoint = folder / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes({"empty": b"", "truncated": data[: len(data) // 3], "garbage": b"not a checkpoint\n" * 10}[damage])
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 2 and err.startswith("mara chem") and "error: checkpoint " in err and err.count("\n") == 1, err
+    assert "delete it" in err and "Traceback" not in err
+    paid = len(_oracle_calls(_oracle_log))
+    checkpoint.unlink()
+    assert _cli(capsys, "--out", str(folder), "--resume")[0] == 0
+    assert _ledger(folder) == reference["ledger"]
+    assert len(_oracle_calls(_oracle_log)) == BUDGET and paid == scored  # the replay paid nothing twice
+
+
+def test_ledger_shorter_than_its_checkpoint_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "run"
+    scored = _partial_run(capsys, folder)
+    lines = (folder / "molecules.csv").read_bytes().splitlines(keepends=True)
+    (folder / "molecules.csv").write_bytes(b"".join(lines[:10]))
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 2 and "holds 9 scored molecules" in err and f"saved after {scored}" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("line, problem", [
+    (b"3,0,CCO,abc\r\n", "not a number"),
+    (b"9,0,CCO,0.5\r\n", "is call 9"),
+    (b"3,0,CCO,1.5\r\n", "outside [0, 1]"),
+    (b"3,0,CCO\r\n", "fields"),
+])
+def test_damaged_ledger_row_is_a_clear_error(tmp_path, capsys, line, problem):
+    folder = tmp_path / "run"
+    _partial_run(capsys, folder)
+    lines = (folder / "molecules.csv").read_bytes().splitlines(keepends=True)
+    lines[3] = line
+    (folder / "molecules.csv").write_bytes(b"".join(lines))
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 2 and "line 4" in err and problem in err and err.count("\n") == 1, err
+
+
+def test_torn_row_is_cut_before_new_rows_are_appended(tmp_path, capsys, reference, _oracle_log):
+    folder = tmp_path / "run"
+    _partial_run(capsys, folder, steps=2)
+    ledger = folder / "molecules.csv"
+    smiles, score = reference["ledger"][BATCH * 2]  # the first molecule of step 2, half written
+    ledger.write_bytes(ledger.read_bytes() + f"{2 * BATCH + 1},2,{smiles},{score[:4]}".encode())
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 0 and "dropped a torn last row" in err
+    assert _ledger(folder) == reference["ledger"]
