@@ -69,7 +69,11 @@ def run(outcomes: int, baseline_outcomes: int) -> None:
         argv = ["targets", "--rewards", *map(str, rewards), "--ref-logprobs", *map(str, ref_logprobs),
                 "--tau", "0.9", "--beta", *map(str, BETAS), "--plot", str(Path(tmp) / "cli.png")]
         with contextlib.redirect_stdout(io.StringIO()):
-            total = seconds(lambda: main(argv))
+            start = time.perf_counter()
+            code = main(argv)
+            total = time.perf_counter() - start
+        if code != 0:
+            raise SystemExit(f"mara targets exited with {code}")
         scaled = old * outcomes / baseline_outcomes
         print(f"mara targets --plot at {outcomes} outcomes: {total:.2f} s end to end; the bar-per-outcome figure, "
               f"scaled linearly from {baseline_outcomes} outcomes, would take ~{scaled:.0f} s for the figure alone "

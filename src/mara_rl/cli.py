@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from typing import NoReturn, Sequence
 
@@ -35,10 +36,21 @@ PATH_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectory
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, the same shape as the errors raised by the commands."""
+    """argparse with one-line errors, the same shape as the errors raised by the commands, and values
+    such as ``-1e-3`` and ``-inf`` read as numbers (argparse's own test takes them for flags)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf(inity)?$", re.IGNORECASE)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # reported by the subcommand that was given them, not by `mara`
+            command_parser(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -75,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """``prog`` of the innermost subcommand that ``args`` selected, e.g. ``mara llm one-or-two``."""
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand parser that ``args`` selected; its ``prog`` is e.g. ``mara llm one-or-two``."""
     while True:
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
         chosen = getattr(args, sub.dest, None) if sub is not None else None
         if chosen is None or chosen not in sub.choices:
-            return parser.prog
+            return parser
         parser = sub.choices[chosen]
 
 
@@ -108,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    name = command_name(parser, args)
+    name = command_parser(parser, args).prog
     debug = args.debug or os.environ.get("MARA_DEBUG", "") not in ("", "0")
     try:
         result = args.func(args)
