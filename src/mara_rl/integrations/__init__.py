@@ -1,0 +1,1 @@
+"""Adapters to other RL engines, each loaded only through its own extra (``mara_rl.integrations.verl``: ``[verl]``)."""

@@ -1,0 +1,80 @@
+"""Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` in verl's actor loss (the ``set_loss_fn`` hook).
+
+verl's KL types (k1, abs, k2, k3 and their ``+`` variants) all estimate the reverse direction from
+sampled-token log-probs, and the reference worker returns only those (``ref_log_prob``, ``[B, T]``).
+The estimator therefore has to work from sequence log-probs: it is
+:func:`mara_rl.llm.forward_kl.sequence_forward_kl`, with ``y ~ pi_old`` (verl's ``old_log_probs``),
+``rho = pi_ref(y|x) / pi_old(y|x)`` and gradient ``-rho grad log pi(y|x)``. (The token-level
+full-vocabulary estimator in the same module needs the reference's logits at every position, which
+verl's reference pass does not produce.)
+
+:func:`forward_kl_ppo_loss` is verl's own ``ppo_loss`` run with ``use_kl_loss`` off, plus
+``beta`` times the surrogate averaged over the mini-batch's sequences (verl's
+``seq-mean-token-sum`` aggregation with the global batch info ``ppo_loss`` records, so data and
+micro-batch splits do not change it). MARA's Algorithm 2 enters through the reference log-probs
+the trainer mode writes as :data:`MARA_KL_REF_FIELD`: the anchor's ``log pi_ref(z|x)`` on good samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.utils.metric import Metric
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+from mara_rl.integrations.verl.rewards import last_token_onehot
+from mara_rl.llm.forward_kl import sequence_forward_kl
+
+MARA_KL_REF_FIELD = "mara_kl_ref_log_prob"
+
+
+def forward_kl_ppo_loss(
+    config: Any, model_output: dict, data: TensorDict, dp_group: Any = None, *, beta: float
+) -> tuple[torch.Tensor, dict]:
+    """verl's ``ppo_loss`` plus ``beta`` times the sequence-level forward-KL surrogate.
+
+    Args:
+        config: verl's ``ActorConfig`` with ``use_kl_loss=False`` (this term replaces verl's KL loss).
+        model_output: the actor engine's output; ``log_probs`` of the sampled tokens (with grad).
+        data: the micro-batch: ``response_mask``, ``old_log_probs``, :data:`MARA_KL_REF_FIELD` and
+            what ``ppo_loss`` reads.
+        dp_group: passed through to ``ppo_loss``.
+        beta: the forward-KL coefficient (``actor_rollout_ref.actor.kl_loss_coef``).
+
+    Returns:
+        ``(loss, metrics)`` as ``ppo_loss``; ``kl_loss`` is the forward-KL estimate
+        ``rho log(pi_ref/pi) - rho + pi/pi_old`` averaged over sequences, ``kl_coef`` is ``beta``.
+    """
+    if config.use_kl_loss:
+        raise ValueError("forward_kl_ppo_loss needs an actor config with use_kl_loss=False: it replaces that term")
+    loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    log_prob = no_padding_2_padding(model_output["log_probs"], data)
+    fields = data.select("response_mask", "old_log_probs", MARA_KL_REF_FIELD).to_padded_tensor()
+    mask = fields["response_mask"].to(bool)
+
+    def sequence(per_token: torch.Tensor) -> torch.Tensor:
+        return (per_token.float() * mask).sum(dim=-1)
+
+    surrogate, value = sequence_forward_kl(
+        sequence(log_prob), sequence(fields[MARA_KL_REF_FIELD]), sequence(fields["old_log_probs"])
+    )
+    last = last_token_onehot(mask).float()
+
+    def per_sequence_mean(values: torch.Tensor) -> torch.Tensor:
+        return agg_loss(
+            loss_mat=values[:, None] * last,
+            loss_mask=mask,
+            loss_agg_mode="seq-mean-token-sum",
+            dp_size=config.global_batch_info["dp_size"],
+            global_batch_size=config.global_batch_info["global_batch_size"],
+        )
+
+    kl_loss = per_sequence_mean(surrogate)
+    aggregation = metrics["actor/pg_loss"].aggregation
+    metrics["kl_loss"] = Metric(value=per_sequence_mean(value.detach()), aggregation=aggregation)
+    metrics["kl_coef"] = beta
+    return loss + beta * kl_loss, metrics

@@ -1,0 +1,149 @@
+"""MARA on a verl batch: the per-token ``rm_scores`` rewritten so each sample's sequence reward is MARA's.
+
+Pure torch + numpy on padded ``[B, T]`` response tensors; the trainer mode reads them from and writes
+them back to TransferQueue. Which rows are MARA's samples mirrors what verl's advantage code reads:
+
+- padding rows (``is_padding`` tag, added to divide the batch evenly) and rows with an empty
+  response mask are left alone: they are in no loss and carry no reward;
+- GRPO (``compute_advantage_for_multi_trajectories``) reads only the final output of each
+  ``{uid}_{session}`` (keys ``{uid}_{session}_{index}``, highest index) and broadcasts its advantage
+  to the session's other outputs, so only those final rows are samples; other estimators read every row;
+- groups are verl's ``uid`` field (one prompt), as in verl's group-relative estimators.
+
+A sample's reward is ``R = sum_t rm_scores`` over its response mask and ``log pi_ref(y|x) = sum_t
+ref_log_prob`` over the same mask; :func:`mara_rl.augment.mara_rewards` gives ``r``, and ``r - R`` is
+added to ``rm_scores`` at the last response token (where verl's reward managers put the score).
+Forward KL (Alg. 2) also yields per-token regulariser log-probs whose masked sum is the anchor's
+``log pi_ref(z|x)`` on good samples (the same last-token placement), for the actor loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mara_rl.augment import mara_rewards
+from mara_rl.integrations.verl.settings import MaraSettings
+
+
+@dataclass(frozen=True)
+class MaraRewrite:
+    """Result of :func:`mara_rewrite`.
+
+    Attributes:
+        rm_scores: ``[B, T]`` per-token scores whose masked row sums are MARA's rewards (input dtype).
+        kl_ref_log_prob: ``[B, T]`` regulariser reference log-probs for the forward-KL loss, or None
+            for reverse KL.
+        metrics: ``mara/...`` scalars for verl's metrics dict.
+    """
+
+    rm_scores: torch.Tensor
+    kl_ref_log_prob: torch.Tensor | None
+    metrics: dict[str, float]
+
+
+def session_final_rows(keys: Sequence[str]) -> np.ndarray:
+    """``[B]`` bool: the row with the highest output index in each ``{uid}_{session}`` (verl's GRPO rows)."""
+    best: dict[str, tuple[int, int]] = {}
+    for row, key in enumerate(keys):
+        parts = key.rsplit("_", 2)
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(f"verl batch key {key!r} is not of the form '{{uid}}_{{session}}_{{index}}'")
+        session, index = f"{parts[0]}_{parts[1]}", int(parts[2])
+        if session not in best or best[session][0] < index:
+            best[session] = (index, row)
+    final = np.zeros(len(keys), dtype=bool)
+    final[[row for _, row in best.values()]] = True
+    return final
+
+
+def last_token_onehot(response_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` one-hot of each row's last response token (all zeros for an empty mask)."""
+    mask = response_mask.bool()
+    width = mask.shape[1]
+    last = width - 1 - mask.flip(1).int().argmax(dim=1)
+    onehot = torch.zeros_like(mask)
+    onehot[torch.arange(mask.shape[0], device=mask.device), last] = True
+    return onehot & mask.any(dim=1, keepdim=True)
+
+
+def mara_rewrite(
+    rm_scores: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    uids: Sequence[str],
+    keys: Sequence[str],
+    is_padding: Sequence[bool],
+    *,
+    beta: float,
+    settings: MaraSettings,
+    final_output_only: bool,
+) -> MaraRewrite:
+    """Apply MARA per ``uid`` group to a padded verl batch (see the module docstring).
+
+    Args:
+        rm_scores, ref_log_prob, response_mask: ``[B, T]`` padded response tensors.
+        uids: ``[B]`` prompt uid of each row (verl's ``uid`` field).
+        keys: ``[B]`` TransferQueue keys ``{uid}_{session}_{index}``.
+        is_padding: ``[B]`` verl's padding tags.
+        beta: the KL coefficient verl applies this step.
+        settings: the ``algorithm.mara`` settings.
+        final_output_only: True for GRPO (only each session's final output is a sample).
+
+    Returns:
+        :class:`MaraRewrite`.
+    """
+    batch = rm_scores.shape[0]
+    if not (len(uids) == len(keys) == len(is_padding) == batch):
+        raise ValueError(
+            f"uids, keys and is_padding need one entry per row ({batch}), got {len(uids)}, {len(keys)}, {len(is_padding)}"
+        )
+    mask = response_mask.bool()
+    last = last_token_onehot(mask)
+    selected = ~np.asarray(is_padding, dtype=bool) & mask.any(dim=1).cpu().numpy()
+    if final_output_only:
+        selected &= session_final_rows(keys)
+    rows = torch.from_numpy(np.flatnonzero(selected)).to(rm_scores.device)
+    maskf = mask.double()
+    raw = (rm_scores.double() * maskf).sum(dim=1)
+    ref_seq = (ref_log_prob.double() * maskf).sum(dim=1)
+    forward = settings.kl == "forward"
+    new_rm, kl_ref = rm_scores, (ref_log_prob.clone() if forward else None)
+    metrics: dict[str, float] = {"mara/beta": float(beta)}
+    if not settings.enable or rows.numel() == 0:
+        return MaraRewrite(new_rm, kl_ref, metrics)
+
+    result = mara_rewards(
+        raw[rows],
+        ref_seq[rows],
+        beta=beta,
+        tau=settings.tau,
+        tau_quantile=settings.tau_quantile,
+        group_ids=np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str),
+        kl=settings.kl,
+    )
+    reward_shift = torch.zeros(batch, dtype=torch.float64, device=rm_scores.device)
+    reward_shift[rows] = result.rewards - raw[rows]
+    new_rm = rm_scores + (reward_shift[:, None] * last).to(rm_scores.dtype)
+    if forward:
+        ref_shift = torch.zeros(batch, dtype=torch.float64, device=ref_log_prob.device)
+        ref_shift[rows] = result.ref_logprobs - ref_seq[rows]
+        kl_ref = ref_log_prob + (ref_shift[:, None] * last).to(ref_log_prob.dtype)
+
+    augmented = result.augmented
+    anchors = result.anchor_index[result.anchor_index >= 0]
+    metrics.update(
+        {
+            "mara/frac_groups_augmented": result.fraction_groups_augmented,
+            "mara/frac_samples_augmented": float(augmented.double().mean()),
+            "mara/mean_augmentation": float(reward_shift[rows][augmented].mean()) if augmented.any() else 0.0,
+            "mara/reward_raw": float(raw[rows].mean()),
+            "mara/reward_augmented": float(result.rewards.mean()),
+        }
+    )
+    if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
+        metrics["mara/anchor_ref_logprob"] = float(result.ref_logprobs[anchors].mean())
+    return MaraRewrite(new_rm, kl_ref, metrics)

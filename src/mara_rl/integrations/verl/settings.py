@@ -1,0 +1,118 @@
+"""``algorithm.mara`` settings of the ``mara_sync`` trainer mode, checked against the rest of verl's config.
+
+Keys (all optional; ``+algorithm.mara.<key>=...`` on verl's Hydra command line, since verl's schema
+has no ``mara`` section):
+
+- ``enable`` (default true): apply MARA per prompt group; false keeps only the forward-KL option;
+- ``tau``: reward threshold of a good sample; or ``tau_quantile``: per-group reward quantile
+  (default 0.9 when neither is given, the paper's choice for rewards of unknown scale);
+- ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss).
+
+MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s current value with
+``algorithm.use_kl_in_reward``, else ``actor_rollout_ref.actor.kl_loss_coef`` with ``use_kl_loss``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+KL_DIRECTIONS = ("reverse", "forward")
+DEFAULT_TAU_QUANTILE = 0.9
+KL_IN_REWARD = "reward"
+KL_IN_LOSS = "loss"
+
+
+def _get(node: Any, path: str, default: Any = None) -> Any:
+    for name in path.split("."):
+        if node is None:
+            return default
+        node = node.get(name, None) if isinstance(node, Mapping) or hasattr(node, "get") else getattr(node, name, None)
+    return default if node is None else node
+
+
+@dataclass(frozen=True)
+class MaraSettings:
+    """The validated ``algorithm.mara`` section plus where verl's KL term lives (``kl_source``)."""
+
+    enable: bool = True
+    tau: float | None = None
+    tau_quantile: float | None = None
+    kl: str = "reverse"
+    kl_source: str = KL_IN_REWARD
+
+    @classmethod
+    def from_config(cls, config: Any) -> MaraSettings:
+        """Read and check ``config.algorithm.mara`` against verl's KL, estimator and distillation settings.
+
+        Raises:
+            ValueError: an unknown key, a bad ``kl`` or quantile, both taus, no KL term on (MARA is
+                inert without one), KL both in the reward and in the loss (two coefficients, no single
+                beta), forward KL without ``use_kl_loss`` or with in-reward KL or distillation.
+        """
+        section = _get(config, "algorithm.mara", {})
+        raw = dict(section.items()) if hasattr(section, "items") else {}
+        known = {f.name for f in fields(cls)} - {"kl_source"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"algorithm.mara: unknown key(s) {unknown}; known: {sorted(known)}")
+        enable = bool(raw.get("enable", True))
+        kl = raw.get("kl", "reverse")
+        if kl not in KL_DIRECTIONS:
+            raise ValueError(f"algorithm.mara.kl must be one of {KL_DIRECTIONS}, got {kl!r}")
+        tau, tau_quantile = raw.get("tau"), raw.get("tau_quantile")
+        if tau is not None and tau_quantile is not None:
+            raise ValueError("algorithm.mara: give at most one of tau (a reward value) and tau_quantile (a group quantile)")
+        if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
+            raise ValueError(f"algorithm.mara.tau_quantile must lie in [0, 1], got {tau_quantile!r}")
+        if tau is None and tau_quantile is None:
+            tau_quantile = DEFAULT_TAU_QUANTILE
+
+        in_reward = bool(_get(config, "algorithm.use_kl_in_reward", False))
+        in_loss = bool(_get(config, "actor_rollout_ref.actor.use_kl_loss", False))
+        if in_reward and in_loss:
+            raise ValueError(
+                "mara_sync needs one KL coefficient as MARA's beta: turn off either algorithm.use_kl_in_reward "
+                "or actor_rollout_ref.actor.use_kl_loss"
+            )
+        if kl == "forward":
+            if not in_loss:
+                raise ValueError(
+                    "algorithm.mara.kl=forward puts KL(pi_ref || pi) in the actor loss: set "
+                    "actor_rollout_ref.actor.use_kl_loss=True (its kl_loss_coef is beta) and "
+                    "algorithm.use_kl_in_reward=False"
+                )
+            if bool(_get(config, "distillation.enabled", False)):
+                raise ValueError("algorithm.mara.kl=forward replaces the actor loss and cannot run with distillation")
+        elif enable and not (in_reward or in_loss):
+            raise ValueError(
+                "mara_sync needs a KL term: MARA reshapes the KL-regularised target and is inert without one. "
+                "Set algorithm.use_kl_in_reward=True (beta = algorithm.kl_ctrl.kl_coef) or "
+                "actor_rollout_ref.actor.use_kl_loss=True (beta = actor_rollout_ref.actor.kl_loss_coef)"
+            )
+        source = KL_IN_LOSS if in_loss else KL_IN_REWARD
+        if source == KL_IN_LOSS and not float(_get(config, "actor_rollout_ref.actor.kl_loss_coef", 0.0)) > 0.0:
+            raise ValueError("mara_sync needs actor_rollout_ref.actor.kl_loss_coef > 0 (MARA's beta)")
+        if enable and source == KL_IN_REWARD and not float(_get(config, "algorithm.kl_ctrl.kl_coef", 0.0)) > 0.0:
+            raise ValueError("mara_sync needs algorithm.kl_ctrl.kl_coef > 0 (MARA's beta)")
+        if (
+            enable
+            and str(_get(config, "algorithm.adv_estimator", "")) == "grpo"
+            and bool(_get(config, "algorithm.norm_adv_by_std_in_grpo", True))
+        ):
+            warnings.warn(
+                "mara_sync with GRPO's std normalisation: GRPO divides reward gaps by each group's reward std s "
+                "while the KL coefficient stays beta, so the target is that of beta * s and MARA's target is no "
+                "longer uniform over good samples. Set algorithm.norm_adv_by_std_in_grpo=False.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls(
+            enable=enable,
+            tau=None if tau is None else float(tau),
+            tau_quantile=None if tau_quantile is None else float(tau_quantile),
+            kl=kl,
+            kl_source=source,
+        )
