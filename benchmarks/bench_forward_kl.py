@@ -5,8 +5,8 @@
 
 1. Scale table. A random Llama of the tiny architecture (``mara_rl.llm.tiny.tiny_config``, 1000-token
    vocabulary, LM head scaled to ~1.7 nats of next-token entropy, nothing downloaded) is the reference; the policy is a copy (step 1, ``pi = pi_ref``) or a
-   copy with noise on its weights. Two prompts x 8 sampled completions of exactly L tokens; reward 1
-   when the first completion token is even; MARA's forward anchors from ``mara_rewards(kl="forward", tau=1)``.
+   copy with 5% relative noise on its weights. Two prompts x 8 sampled completions of exactly L tokens; reward 1
+   when the sum of the completion's token ids is even (about half the samples); MARA's forward anchors from ``mara_rewards(kl="forward", tau=1)``.
    For today's sequence estimator (``trainers.forward_kl_surrogate``) and the token-level estimator
    (``forward_kl.token_forward_kl_loss``), each with and without Alg. 2: the loss value and the
    gradient norm over the policy's parameters, and the ratio with / without Alg. 2.
@@ -49,7 +49,7 @@ def build_models(vocab: int, length: int, noise: float, seed: int):
     policy = copy.deepcopy(ref)
     with torch.no_grad():
         for param in policy.parameters():
-            param.add_(noise * torch.randn_like(param))
+            param.add_(noise * param.std() * torch.randn_like(param))
     return policy, ref
 
 
@@ -82,14 +82,14 @@ def scale_table(lengths: list[int], vocab: int, seed: int) -> None:
     print("| L | policy | estimator | loss alone | loss Alg.2 | ratio | grad alone | grad Alg.2 | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for length in lengths:
-        for state, noise in (("pi = pi_ref", 0.0), ("perturbed", 0.02)):
+        for state, noise in (("pi = pi_ref", 0.0), ("perturbed", 0.05)):
             policy, ref = build_models(vocab, length, noise, seed)
             ids = sample(policy, vocab, length, seed)
             mask = torch.ones(ids.size(0), length)
             hidden, logps = completion_states(policy, ids)
             with torch.no_grad():
                 ref_hidden, ref_logps = completion_states(ref, ids)
-            rewards = (ids[:, PROMPT_LEN] % 2 == 0).double()
+            rewards = (ids[:, PROMPT_LEN:].sum(1) % 2 == 0).double()
             groups = torch.arange(ids.size(0)) // PER_GROUP
             mara = mara_rewards(rewards, ref_logps.sum(1).double(), beta=BETA, tau=1.0, group_ids=groups, kl="forward")
             anchored = mara.ref_logprobs.float()
