@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -447,6 +448,13 @@ def test_compressed_and_json_files_read_whole(tmp_path, suffix):
     assert len(read) == len(frame)
     assert list(read["completion"]) == list(frame["completion"])
     np.testing.assert_array_equal(read["ref_logprob"], frame["ref_logprob"])
+
+
+def test_reading_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    path = _jsonl(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
+    with pytest.raises(ValueError, match=r"reading rollouts needs pyarrow; install it with: pip install"):
+        read_rollouts(path)
 
 
 def test_json_columns_of_mixed_types_are_judged_per_value(tmp_path):

@@ -75,9 +75,9 @@ def _read_json_lines(data: bytes, where: str) -> pd.DataFrame:
         try:
             record = json.loads(line)
         except ValueError as err:  # includes UnicodeDecodeError
-            raise ValueError(f"{where}: line {number} is not valid JSON ({err})") from None
+            raise ValueError(f"{where}: line {number} is not valid JSON ({err}); expected one JSON object per line") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: line {number} is not a JSON object (got a {type(record).__name__})")
+            raise ValueError(f"{where}: line {number} is not a JSON object (got a {type(record).__name__}); expected one per line")
         records.append(record)
     return pd.DataFrame.from_records(records)
 
