@@ -450,6 +450,42 @@ def test_compressed_and_json_files_read_whole(tmp_path, suffix):
     np.testing.assert_array_equal(read["ref_logprob"], frame["ref_logprob"])
 
 
+GZ_ROLLOUTS = _gz_jsonl_bytes()
+PLAIN_ROLLOUTS = known_rollouts().to_json(orient="records", lines=True).encode()
+
+
+@settings(max_examples=40, deadline=None)
+@given(cut=st.integers(0, len(GZ_ROLLOUTS) - 1))
+def test_any_cut_of_a_gzip_file_is_an_error(tmp_path_factory, cut):
+    path = tmp_path_factory.mktemp("cut") / "rollouts.jsonl.gz"
+    path.write_bytes(GZ_ROLLOUTS[:cut])
+    with pytest.raises(ValueError, match="is empty|truncated gzip stream|not a valid gzip file"):
+        read_rollouts(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cut=st.integers(1, len(PLAIN_ROLLOUTS)))
+def test_a_cut_json_lines_file_is_read_only_up_to_complete_lines(tmp_path_factory, cut):
+    """Cut inside a line: an error naming that line. Cut at a line's end: the complete lines."""
+    path = tmp_path_factory.mktemp("cut") / "rollouts.jsonl"
+    data = PLAIN_ROLLOUTS[:cut]
+    path.write_bytes(data)
+    lines = data.split(b"\n")
+    if lines[-1] == b"" or lines[-1].endswith(b"}"):
+        read = read_rollouts(path)
+        assert len(read) == sum(1 for line in lines if line)
+        pd.testing.assert_frame_equal(read, read_rollouts_from(PLAIN_ROLLOUTS, tmp_path_factory).head(len(read)))
+    else:
+        with pytest.raises(ValueError, match=f"line {len(lines)} is not valid JSON"):
+            read_rollouts(path)
+
+
+def read_rollouts_from(data: bytes, tmp_path_factory) -> pd.DataFrame:
+    path = tmp_path_factory.mktemp("whole") / "rollouts.jsonl"
+    path.write_bytes(data)
+    return read_rollouts(path)
+
+
 def test_reading_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     path = _jsonl(tmp_path)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
