@@ -52,26 +52,6 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def torch_device(text: str) -> str:
-    """A torch device string that this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (expected cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r} asked for, but MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"device type {device.type!r} is not supported (use cpu, cuda, cuda:N or mps)")
-    return text
-
-
 def _probe_directory(directory: Path, flag: str) -> None:
     """Raise ``ValueError`` unless a file can be created in the existing ``directory``."""
     try:
