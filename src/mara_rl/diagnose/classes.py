@@ -115,15 +115,20 @@ def _first_index(codes: np.ndarray, size: int) -> np.ndarray:
     return first
 
 
+def _grouped_range(codes: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-code minimum and maximum of ``values``."""
+    lo = np.full(size, np.inf)
+    hi = np.full(size, -np.inf)
+    np.minimum.at(lo, codes, values)
+    np.maximum.at(hi, codes, values)
+    return lo, hi
+
+
 def _duplicate_disagreements(
     rows: pd.DataFrame, column: str, distinct_id: np.ndarray, first_row: np.ndarray, warnings: list[str]
 ) -> None:
     """Warn when copies of one completion carry log-probs that differ by more than ``DUPLICATE_TOLERANCE``."""
-    values = rows[column].to_numpy()
-    lo = np.full(first_row.size, np.inf)
-    hi = np.full(first_row.size, -np.inf)
-    np.minimum.at(lo, distinct_id, values)
-    np.maximum.at(hi, distinct_id, values)
+    lo, hi = _grouped_range(distinct_id, rows[column].to_numpy(), first_row.size)
     gap = hi - lo
     bad = gap > DUPLICATE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
     if not bad.any():
@@ -173,10 +178,7 @@ def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> Ans
     reward = rows["reward"].to_numpy()
     class_rows = np.bincount(raw_class, minlength=num_classes)
     class_first = _first_index(raw_class, num_classes)
-    reward_min = np.full(num_classes, np.inf)
-    reward_max = np.full(num_classes, -np.inf)
-    np.minimum.at(reward_min, raw_class, reward)
-    np.maximum.at(reward_max, raw_class, reward)
+    reward_min, reward_max = _grouped_range(raw_class, reward, num_classes)
     class_prompt = prompt_id[class_first]
     prompt_rows = np.bincount(prompt_id, minlength=len(prompt_labels))
     table = {
