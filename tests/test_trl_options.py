@@ -1,0 +1,315 @@
+"""MaraGRPOTrainer / MaraRLOOTrainer across the TRL options users run (tiny untrained Llama, CPU).
+
+The options matrix trains each case for two steps and then evaluates; for every batch TRL scored
+(training and evaluation) it checks that the advantages are those of the core ``mara_rewards`` on
+rewards recomputed from the completions and reference log-probs recomputed by a plain forward pass
+of a separately loaded reference model. The design is pairwise: every option meets both trainers
+and both KL directions (``test_the_design_covers_every_option``), not the full product.
+"""
+
+import math
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from _trl_helpers import (  # noqa: E402
+    NUM_GENERATIONS,
+    is_truncated,
+    length_reward,
+    parity_reward,
+    plain_sequence_logprobs,
+    reward_values,
+    save_tiny_model,
+    sometimes_none_reward,
+)
+from datasets import Dataset  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
+
+from mara_rl.augment import mara_rewards  # noqa: E402
+from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
+from mara_rl.llm.trainers import (  # noqa: E402
+    MAX_LOG_RATIO,
+    MaraGRPOConfig,
+    MaraGRPOTrainer,
+    MaraRLOOConfig,
+    MaraRLOOTrainer,
+    forward_kl_surrogate,
+)
+
+BETA = 0.1
+TAU = 1.0
+TAU_QUANTILE = 0.75
+CLIP = (0.0, 1.0)
+REWARDS = {  # name: (functions, weights)
+    "one": ([parity_reward], None),
+    "weighted": ([sometimes_none_reward, length_reward], [1.0, 0.25]),  # some rows partly None
+    "none": ([sometimes_none_reward], None),  # some rows unscorable
+}
+
+
+class Recording:
+    """Keeps, for each scored batch, the completion ids TRL passed to the rewards and TRL's output."""
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._ids = completion_ids_list
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        kept = {k: v.detach().clone() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        self.records.append({"mode": mode, "ids": self._ids, "out": kept})
+        return out
+
+
+class RecordingGRPO(Recording, MaraGRPOTrainer):
+    pass
+
+
+class RecordingRLOO(Recording, MaraRLOOTrainer):
+    pass
+
+
+TRAINERS = {"grpo": (RecordingGRPO, MaraGRPOConfig), "rloo": (RecordingRLOO, MaraRLOOConfig)}
+
+# trainer, kl, num_iterations, gradient_accumulation_steps, steps_per_generation, rewards, loss_type,
+# conversational, mask_truncated_completions, reward_clip_range, tau
+CASES = [
+    ("grpo", "reverse", 2, 2, 4, "weighted", "grpo", True, True, False, "quantile"),
+    ("grpo", "reverse", 1, 1, 1, "none", "dr_grpo", False, False, False, "value"),
+    ("grpo", "reverse", 1, 2, 4, "weighted", "dapo", False, True, False, "value"),
+    ("grpo", "reverse", 2, 1, 1, "none", "bnpo", True, True, False, "quantile"),
+    ("grpo", "forward", 1, 2, 4, "none", "dr_grpo", False, True, False, "value"),
+    ("grpo", "forward", 2, 1, 1, "weighted", "bnpo", True, False, False, "quantile"),
+    ("grpo", "forward", 2, 2, 4, "one", "dapo", True, True, False, "quantile"),
+    ("grpo", "forward", 1, 1, 1, "weighted", "grpo", False, True, False, "value"),
+    ("rloo", "reverse", 2, 2, 4, "weighted", None, True, True, True, "quantile"),
+    ("rloo", "reverse", 1, 1, 1, "none", None, False, False, True, "value"),
+    ("rloo", "forward", 1, 2, 4, "none", None, False, True, True, "value"),
+    ("rloo", "forward", 2, 1, 1, "weighted", None, True, False, False, "quantile"),
+    ("rloo", "forward", 2, 2, 4, "one", None, True, True, True, "quantile"),
+]
+FIELDS = ("trainer", "kl", "num_iterations", "gradient_accumulation_steps", "steps_per_generation", "rewards",
+          "loss_type", "conversational", "mask_truncated_completions", "reward_clip_range", "tau")
+CASE_DICTS = [dict(zip(FIELDS, case)) for case in CASES]
+
+
+def case_id(case):
+    c = dict(zip(FIELDS, case))
+    parts = [c["trainer"], c["kl"], f"it{c['num_iterations']}", f"ga{c['gradient_accumulation_steps']}",
+             f"spg{c['steps_per_generation']}", c["rewards"], c["loss_type"] or "", "chat" if c["conversational"]
+             else "", "trunc" if c["mask_truncated_completions"] else "", "clip" if c["reward_clip_range"] else "",
+             c["tau"]]
+    return "-".join(p for p in parts if p)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-stops"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    model = LlamaForCausalLM.from_pretrained(model_dir)
+    model.eval()
+    return model
+
+
+def dataset_rows(n, conversational):
+    rows = random_choice_dataset_rows(num_prompts=n)
+    for i, row in enumerate(rows):  # distinct prompts (2 to 8 options)
+        row["prompt"] = row["prompt"].replace("2 options", f"{2 + i % 7} options")
+        if conversational:
+            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+    return rows
+
+
+def make_trainer(c, model_dir, tmp_path, **overrides):
+    trainer_cls, config_cls = TRAINERS[c["trainer"]]
+    funcs, weights = REWARDS[c["rewards"]]
+    settings = dict(
+        output_dir=str(tmp_path / "out"), num_generations=NUM_GENERATIONS, max_completion_length=3, beta=BETA,
+        learning_rate=1e-3, max_steps=2, logging_steps=1, report_to="none", use_cpu=True, seed=0,
+        save_strategy="no", disable_tqdm=True, bf16=False, mara=True, kl_direction=c["kl"],
+        num_iterations=c["num_iterations"], gradient_accumulation_steps=c["gradient_accumulation_steps"],
+        steps_per_generation=c["steps_per_generation"], reward_weights=weights,
+        per_device_train_batch_size=16 // c["steps_per_generation"] if c["steps_per_generation"] > 1 else 8,
+        per_device_eval_batch_size=4, mask_truncated_completions=c["mask_truncated_completions"],
+        mara_tau=TAU if c["tau"] == "value" else None,
+        mara_tau_quantile=TAU_QUANTILE if c["tau"] == "quantile" else None,
+    )
+    if c["loss_type"]:
+        settings["loss_type"] = c["loss_type"]
+    if c["reward_clip_range"]:
+        settings["reward_clip_range"] = CLIP
+    settings.update(overrides)
+    trainer = trainer_cls(model=model_dir, reward_funcs=funcs, args=config_cls(**settings),
+                          train_dataset=Dataset.from_list(dataset_rows(32, c["conversational"])),
+                          eval_dataset=Dataset.from_list(dataset_rows(2, c["conversational"])))
+    trainer.records = []
+    return trainer
+
+
+def expected_advantages(trainer, c, record, reference):
+    """Advantages from the core ``mara_rewards`` on independently recomputed rewards and log pi_ref."""
+    ids, out = record["ids"], record["out"]
+    group = trainer.num_generations if record["mode"] == "train" else trainer.num_generations_eval
+    funcs, weights = REWARDS[c["rewards"]]
+    per_func = reward_values(funcs, ids)
+    scorable = ~torch.isnan(per_func).all(dim=1)
+    rewards = (per_func * torch.tensor(weights or [1.0])[None, :]).nansum(dim=1)
+    if c["reward_clip_range"]:
+        rewards = rewards.clamp(*CLIP)  # the task reward is clipped before MARA
+    in_loss = torch.tensor([not (c["mask_truncated_completions"] and is_truncated(i)) for i in ids])
+    prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
+    ref = torch.where(in_loss, plain_sequence_logprobs(reference, prompts, ids, trainer.temperature), 0.0)
+    eligible = scorable & in_loss
+    core = mara_rewards(rewards[eligible], ref[eligible], beta=BETA, group_ids=(torch.arange(len(ids)) // group)[
+        eligible], kl=c["kl"], tau=TAU if c["tau"] == "value" else None,
+        tau_quantile=TAU_QUANTILE if c["tau"] == "quantile" else None)
+    augmented, kl_ref = rewards.clone(), ref.clone()
+    augmented[eligible], kl_ref[eligible] = core.rewards.float(), core.ref_logprobs.float()
+    if c["trainer"] == "rloo":
+        old = out["old_logps"]  # TRL's policy log-probs at generation time
+        if c["kl"] == "reverse":
+            augmented = augmented - BETA * (old - ref)
+        else:
+            augmented = augmented + BETA * (kl_ref - old).clamp(max=MAX_LOG_RATIO).exp()
+    grouped = torch.where(scorable, augmented, torch.nan).view(-1, group)
+    if c["trainer"] == "rloo":
+        count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
+        advantages = grouped - (torch.nansum(grouped, dim=1, keepdim=True) - grouped) / (count - 1)
+    else:
+        advantages = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    return torch.nan_to_num(advantages.flatten(), nan=0.0), kl_ref, (core.rewards != rewards[eligible]).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_options_matrix_advantages_are_core_mara_on_recomputed_reference_logprobs(case, model_dir, reference,
+                                                                                   tmp_path):
+    c = dict(zip(FIELDS, case))
+    trainer = make_trainer(c, model_dir, tmp_path)
+    torch.set_num_threads(1)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+    modes = [r["mode"] for r in trainer.records]
+    assert "train" in modes and "eval" in modes
+    changed = truncated = complete = 0
+    for record in trainer.records:
+        expected, kl_ref, any_changed = expected_advantages(trainer, c, record, reference)
+        assert torch.allclose(record["out"]["advantages"], expected, atol=1e-4), record["mode"]
+        if c["kl"] == "forward" and c["trainer"] == "grpo":
+            assert torch.allclose(record["out"]["mara_ref_logps"], kl_ref, atol=1e-4)
+        changed += bool(any_changed)
+        flags = [is_truncated(ids) for ids in record["ids"]]
+        truncated, complete = truncated + any(flags), complete + (not all(flags))
+    assert changed, "MARA augmented no sample in this case: the check would be vacuous"
+    if c["mask_truncated_completions"]:
+        assert truncated and complete, "the case needs truncated and complete completions"
+
+
+def test_the_design_covers_every_option():
+    def covered(trainer, kl, field, value):
+        return any(c["trainer"] == trainer and c["kl"] == kl and c[field] == value for c in CASE_DICTS)
+
+    options = [("num_iterations", 2), ("gradient_accumulation_steps", 2), ("steps_per_generation", 4),
+               ("conversational", True), ("mask_truncated_completions", True)]
+    options += [("rewards", r) for r in ("weighted", "none")] + [("tau", t) for t in ("value", "quantile")]
+    for trainer in TRAINERS:
+        for kl in ("reverse", "forward"):
+            own = [("loss_type", t) for t in ("grpo", "dr_grpo", "dapo", "bnpo")] if trainer == "grpo" else [
+                ("reward_clip_range", True)]
+            missing = [o for o in options + own if not covered(trainer, kl, *o)]
+            assert not missing, (trainer, kl, missing)
+
+
+def test_truncated_completions_are_never_anchors_nor_augmented(model_dir, reference, tmp_path):
+    c = dict(CASE_DICTS[4])  # GRPO, forward KL, mask_truncated_completions
+    trainer = make_trainer(c, model_dir, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer._generate_and_score_completions(batch)
+    record = trainer.records[-1]
+    truncated = torch.tensor([is_truncated(ids) for ids in record["ids"]])
+    assert 0 < truncated.sum() < len(truncated)
+    assert torch.equal(out["mara_ref_logps"][truncated], torch.zeros(int(truncated.sum())))  # TRL's masked sum
+    expected, kl_ref, _ = expected_advantages(trainer, c, record, reference)
+    assert torch.allclose(out["advantages"], expected, atol=1e-4)
+    assert torch.allclose(out["mara_ref_logps"], kl_ref, atol=1e-4)
+    assert (out["mara_ref_logps"][~truncated] < -1.0).all()  # real sequence log-probs, not a masked 0
+    trainer.model.eval()
+    loss = trainer._compute_loss(trainer.model, out)
+    assert 0.0 <= trainer._metrics["eval"]["kl"][-1] < 1.0 and abs(loss.item()) < 10.0
+
+
+@pytest.mark.parametrize("eval_batch", [4, 8])
+def test_grpo_forward_evaluate_uses_the_eval_batch_own_logprobs(eval_batch, model_dir, tmp_path):
+    c = dict(CASE_DICTS[7])  # GRPO, forward KL
+    trainer = make_trainer(c, model_dir, tmp_path, per_device_eval_batch_size=eval_batch, max_steps=1)
+    before = trainer.evaluate()  # before any training step
+    assert math.isfinite(before["eval_kl"])
+    trainer.train()
+    after = trainer.evaluate()  # the eval batch size differs from the training micro-batch
+    assert math.isfinite(after["eval_loss"]) and after["eval_kl"] >= 0.0
+    batch = next(iter(trainer.get_eval_dataloader()))
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions(batch)
+    with torch.no_grad():
+        trainer._compute_loss(trainer.model, out)
+    prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
+    ids = [row[m.bool()].tolist() for row, m in zip(out["completion_ids"], out["completion_mask"])]
+    policy = plain_sequence_logprobs(trainer.model, prompts, ids)
+    own = forward_kl_surrogate(policy, out["mara_ref_logps"])[1].mean().item()
+    assert trainer._metrics["eval"]["kl"][-1] == pytest.approx(own, rel=1e-3, abs=1e-5)
+
+
+def test_mara_defaults_grpo_to_unscaled_rewards_and_warns_once_on_scaling(tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", beta=0.1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*scale_rewards")  # no scaling warning on the defaults
+        assert MaraGRPOConfig(**base, mara=True).scale_rewards == "none"
+        assert MaraGRPOConfig(**base).scale_rewards == "group"  # TRL's default without MARA
+        assert MaraGRPOConfig(**base, mara=True, scale_rewards=False).scale_rewards == "none"
+    for scale, where in (("group", "each prompt group's"), ("batch", "the batch's")):
+        with pytest.warns(UserWarning) as caught:
+            assert MaraGRPOConfig(**base, mara=True, scale_rewards=scale).scale_rewards == scale
+        mine = [w for w in caught if "scale_rewards" in str(w.message)]
+        assert len(mine) == 1
+        assert where in str(mine[0].message) and "pi_ref(y|x)^(1 - 1/s)" in str(mine[0].message)
+
+
+def test_mara_needs_a_weighted_reward_function(model_dir, tmp_path):
+    c = dict(CASE_DICTS[1])
+    trainer = make_trainer(c, model_dir, tmp_path, reward_weights=[0.0])
+    with pytest.raises(ValueError, match="non-zero weight"):
+        trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_lora_reference_logprobs_are_the_base_model(kl, model_dir, reference, tmp_path):
+    peft = pytest.importorskip("peft")
+    c = dict(CASE_DICTS[1], kl=kl)  # GRPO, one group per batch of 8, tau = 1
+    lora = peft.LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    trainer_cls, config_cls = TRAINERS["grpo"]
+    args = config_cls(output_dir=str(tmp_path / "out"), num_generations=NUM_GENERATIONS, max_completion_length=3,
+                      beta=BETA, mara=True, mara_tau=TAU, kl_direction=kl, per_device_train_batch_size=8,
+                      report_to="none", use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False)
+    trainer = trainer_cls(model=model_dir, reward_funcs=REWARDS["none"][0], args=args, peft_config=lora,
+                          train_dataset=Dataset.from_list(dataset_rows(16, False)))
+    trainer.records = []
+    assert trainer.ref_model is None  # TRL disables the adapter for its reference pass
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    record = trainer.records[-1]
+    prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
+    adapted = plain_sequence_logprobs(trainer.model, prompts, record["ids"])
+    base = plain_sequence_logprobs(reference, prompts, record["ids"])
+    assert (adapted - base).abs().max() > 1e-2  # the adapter changes the policy: the test can tell them apart
+    expected, kl_ref, _ = expected_advantages(trainer, c, record, reference)
+    assert torch.allclose(out["advantages"], expected, atol=1e-4)
+    if kl == "forward":
+        assert torch.allclose(out["mara_ref_logps"], kl_ref, atol=1e-4)
