@@ -198,6 +198,8 @@ CLI_LEGITIMATE = [
     pytest.param(["targets", "--file", "good.yaml"], ["一", "beta = 0.001"], id="spec-unicode-labels-and-1e-3"),
     pytest.param([*TARGETS, "--tau", "-5"], ["tau = -5"], id="targets-tau-below-every-reward"),
     pytest.param(["targets", "--rewards", "0", "1", "--ref-logprobs", "-inf", "0"], ["beta = 1"], id="targets-neginf-logref"),
+    pytest.param(["targets", "--rewards", "-1e-3", "-2E+1", "--ref-logprobs", "-0.5", "-.5", "--tau", "-1e1"], ["tau = -10"],
+                 id="targets-negative-scientific-numbers"),
     pytest.param(["targets", "--rewards", "1e3", "0", "--ref-probs", "1e-300", "1", "--beta", "1e-300"], ["beta = 1e-300"], id="targets-extreme-scales"),
     pytest.param(["targets", "--file", "good.yaml", "--beta", "1", "--debug"], ["beta = 1"], id="flags-override-spec-and-trailing-debug"),
 ]

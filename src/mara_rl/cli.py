@@ -31,7 +31,8 @@ COMMAND_MODULES = (
     "mara_rl.diagnose.commands",
 )
 
-# Errors about a path the user named; an OSError with a file name (read-only file system, disk full) too.
+# Mistakes about a path the user named. Any other OSError that carries a file name (read-only file
+# system, disk full) is reported the same way: it concerns that file, not the code.
 PATH_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
