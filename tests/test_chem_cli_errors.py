@@ -1,0 +1,131 @@
+"""Every bad ``mara chem`` flag is one line on stderr and exit 2, found before any model is
+loaded or oracle called (the run folder stays empty), never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("rdkit")
+
+from mara_rl.cli import main  # noqa: E402
+
+
+@pytest.fixture
+def files(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 64)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    smiles = tmp_path / "smiles.txt"
+    smiles.write_text("CCO\nc1ccccc1\n")
+    gz = tmp_path / "bad.csv.gz"
+    gz.write_bytes(b"not gzip")
+    return {"GARBAGE": str(garbage), "UNWRITABLE": str(blocker / "sub"), "SMILES": str(smiles), "BADGZ": str(gz),
+            "MISSING": str(tmp_path / "missing.pt"), "OUT": str(tmp_path / "out")}
+
+
+RUN = [
+    (["--sigma", "inf"], "--sigma"),
+    (["--sigma", "nan"], "--sigma"),
+    (["--sigma", "0"], "--sigma"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--threads", "0"], "--threads"),
+    (["--device", "banana"], "--device"),
+    (["--device", "meta"], "--device"),
+    (["--prior", "GARBAGE"], "--prior"),
+    (["--prior", "MISSING"], "prior checkpoint"),
+    (["--out", "UNWRITABLE"], "--out"),
+    (["--screens", "nan"], "--screens"),
+    (["--screens", "1.5"], "--screens"),
+    (["--screens", "0.8", "0.8"], "--screens"),
+    (["--max-steps", "-1"], "--max-steps"),
+    (["--replay-size", "-1"], "--replay-size"),
+    (["--replay-batch", "0"], "--replay-batch"),
+    (["--budget", "0"], "--budget"),
+    (["--batch-size", "1"], "--batch-size"),
+    (["--df-bucket-size", "0"], "--df-bucket-size"),
+    (["--df-min-score", "nan"], "--df-min-score"),
+    (["--seed", "-1"], "--seed"),
+    (["--checkpoint-every", "0"], "--checkpoint-every"),
+    (["--mara"], "--tau"),
+    (["--tau", "0.8"], "--mara"),
+    (["--mara", "--tau", "inf"], "--tau"),
+    (["--mara", "--tau", "1.5"], "--tau"),
+    (["--mara", "--tau-quantile", "2"], "--tau-quantile"),
+    (["--mara", "--tau", "0.8", "--tau-quantile", "0.5"], "--tau"),
+    (["--objective", "banana"], "objective"),
+    (["--objective", "no_such_module:make"], "objective"),
+    (["--resume"], "holds no run"),
+]
+COMPARE = [
+    (["--seeds", "0"], "--seeds"),
+    (["--seeds", "0", "0"], "--seeds"),
+    (["--seeds", "-1", "2"], "--seeds"),
+    (["--jobs", "0"], "--jobs"),
+    (["--taus", "1.5"], "--taus"),
+    (["--taus", "nan"], "--taus"),
+    (["--sigma", "inf"], "--sigma"),
+    (["--threads", "0"], "--threads"),
+    (["--device", "banana"], "--device"),
+    (["--prior", "GARBAGE"], "--prior"),
+    (["--out", "UNWRITABLE"], "--out"),
+    (["--screens", "nan"], "--screens"),
+    (["--objective", "banana"], "objective"),
+]
+TRAIN_PRIOR = [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr-decay", "0"], "--lr-decay"),
+    (["--max-minutes", "0"], "--max-minutes"),
+    (["--max-minutes", "inf"], "--max-minutes"),
+    (["--limit", "0"], "--limit"),
+    (["--dropout", "1"], "dropout"),
+    (["--hidden-size", "0"], "hidden_size"),
+    (["--checkpoint-every", "0"], "--checkpoint-every"),
+    (["--log-every", "0"], "--log-every"),
+    (["--seed", "-1"], "--seed"),
+    (["--device", "banana"], "--device"),
+    (["--out", "UNWRITABLE"], "--out"),
+    (["--data", "MISSING"], "does not exist"),
+    (["--data", "BADGZ"], "not a SMILES file"),
+    (["--resume"], "does not exist"),
+]
+EVAL_PRIOR = [
+    (["--samples", "0"], "--samples"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--seed", "-1"], "--seed"),
+    (["--threads", "0"], "--threads"),
+    (["--prior", "GARBAGE"], "--prior"),
+    (["--out", "UNWRITABLE"], "--out"),
+]
+CASES = ([("run", *case) for case in RUN] + [("compare", *case) for case in COMPARE]
+         + [("train-prior", *case) for case in TRAIN_PRIOR] + [("eval-prior", *case) for case in EVAL_PRIOR])
+
+
+@pytest.mark.parametrize("command, flags, named", CASES, ids=[f"{c}{' '.join(f)}" for c, f, _ in CASES])
+def test_bad_flag_is_one_line_and_exit_2(command, flags, named, files, capsys):
+    argv = [files.get(f, f) for f in flags]
+    if "--out" not in argv and command != "eval-prior":
+        argv += ["--out", files["OUT"]]
+    if command == "train-prior" and "--data" not in argv:
+        argv += ["--data", files["SMILES"]]
+    code = main(["chem", command, *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("mara chem") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert named in err, err
+    assert not Path(files["OUT"]).exists() or not any(Path(files["OUT"]).iterdir())  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", ["run", "compare", "train-prior"])
+def test_missing_cuda_is_a_clear_error(command, files, capsys):
+    argv = ["chem", command, "--device", "cuda", "--out", files["OUT"]] + (["--data", files["SMILES"]] if command == "train-prior" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and err.count("\n") == 1
