@@ -45,8 +45,8 @@ def length_reward(completion_ids, **kwargs):
 
 
 def sometimes_none_reward(completion_ids, **kwargs):
-    """``None`` (not scored) when the first token id is a multiple of 3, else 1 for an even last id."""
-    return [None if ids[0] % 3 == 0 else float(ids[-1] % 2 == 0) for ids in completion_ids]
+    """By the first token id modulo 4: ``None`` (not scored) at 0, 0 at 3, else 1."""
+    return [None if ids[0] % 4 == 0 else float(ids[0] % 4 != 3) for ids in completion_ids]
 
 
 def reward_values(funcs, completion_ids) -> torch.Tensor:
