@@ -10,11 +10,12 @@ them back to TransferQueue. Which rows are MARA's samples mirrors what verl's ad
   to the session's other outputs, so only those final rows are samples; other estimators read every row;
 - groups are verl's ``uid`` field (one prompt), as in verl's group-relative estimators.
 
-A sample's reward is ``R = sum_t rm_scores`` over its response mask and ``log pi_ref(y|x) = sum_t
-ref_log_prob`` over the same mask; :func:`mara_rl.augment.mara_rewards` gives ``r``, and ``r - R`` is
-added to ``rm_scores`` at the last response token (where verl's reward managers put the score).
-Forward KL (Alg. 2) also yields per-token regulariser log-probs whose masked sum is the anchor's
-``log pi_ref(z|x)`` on good samples (the same last-token placement), for the actor loss.
+A sample's reward is ``R = sum_t rm_scores`` over its whole response (verl's estimators sum every
+token) and ``log pi_ref(y|x) = sum_t ref_log_prob`` over its response mask (the tokens the policy
+generated, which verl's KL terms cover); :func:`mara_rl.augment.mara_rewards` gives ``r``, and
+``r - R`` is added to ``rm_scores`` at the last response position (where verl's reward managers put
+the score). Forward KL (Alg. 2) also yields per-token regulariser log-probs whose masked sum is the
+anchor's ``log pi_ref(z|x)`` on good samples (the shift sits on the last masked token), for the actor loss.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def mara_rewrite(
     rm_scores: torch.Tensor,
     ref_log_prob: torch.Tensor,
     response_mask: torch.Tensor,
+    response_lengths: torch.Tensor,
     uids: Sequence[str],
     keys: Sequence[str],
     is_padding: Sequence[bool],
@@ -85,7 +87,8 @@ def mara_rewrite(
     """Apply MARA per ``uid`` group to a padded verl batch (see the module docstring).
 
     Args:
-        rm_scores, ref_log_prob, response_mask: ``[B, T]`` padded response tensors.
+        rm_scores, ref_log_prob, response_mask: ``[B, T]`` response tensors, right-padded with zeros.
+        response_lengths: ``[B]`` response length of each row (its nested length in TransferQueue).
         uids: ``[B]`` prompt uid of each row (verl's ``uid`` field).
         keys: ``[B]`` TransferQueue keys ``{uid}_{session}_{index}``.
         is_padding: ``[B]`` verl's padding tags.
@@ -102,14 +105,18 @@ def mara_rewrite(
             f"uids, keys and is_padding need one entry per row ({batch}), got {len(uids)}, {len(keys)}, {len(is_padding)}"
         )
     mask = response_mask.bool()
-    last = last_token_onehot(mask)
+    width = mask.shape[1]
+    lengths = response_lengths.to(mask.device)
+    if lengths.shape != (batch,) or bool(((lengths < 0) | (lengths > width)).any()):
+        raise ValueError(f"response_lengths must be [{batch}] values in [0, {width}], got {response_lengths.tolist()}")
+    positions = torch.arange(width, device=mask.device)
+    last_position = last_token_onehot(positions[None, :] < lengths[:, None])
     selected = ~np.asarray(is_padding, dtype=bool) & mask.any(dim=1).cpu().numpy()
     if final_output_only:
         selected &= session_final_rows(keys)
     rows = torch.from_numpy(np.flatnonzero(selected)).to(rm_scores.device)
-    maskf = mask.double()
-    raw = (rm_scores.double() * maskf).sum(dim=1)
-    ref_seq = (ref_log_prob.double() * maskf).sum(dim=1)
+    raw = rm_scores.double().sum(dim=1)
+    ref_seq = (ref_log_prob.double() * mask.double()).sum(dim=1)
     forward = settings.kl == "forward"
     new_rm, kl_ref = rm_scores, (ref_log_prob.clone() if forward else None)
     metrics: dict[str, float] = {"mara/beta": float(beta)}
@@ -127,11 +134,11 @@ def mara_rewrite(
     )
     reward_shift = torch.zeros(batch, dtype=torch.float64, device=rm_scores.device)
     reward_shift[rows] = result.rewards - raw[rows]
-    new_rm = rm_scores + (reward_shift[:, None] * last).to(rm_scores.dtype)
+    new_rm = rm_scores + (reward_shift[:, None] * last_position).to(rm_scores.dtype)
     if forward:
         ref_shift = torch.zeros(batch, dtype=torch.float64, device=ref_log_prob.device)
         ref_shift[rows] = result.ref_logprobs - ref_seq[rows]
-        kl_ref = ref_log_prob + (ref_shift[:, None] * last).to(ref_log_prob.dtype)
+        kl_ref = ref_log_prob + (ref_shift[:, None] * last_token_onehot(mask)).to(ref_log_prob.dtype)
 
     augmented = result.augmented
     anchors = result.anchor_index[result.anchor_index >= 0]

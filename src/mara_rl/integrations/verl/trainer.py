@@ -103,6 +103,7 @@ class MaraSyncTrainer(PPOTrainerSync):
             padded["rm_scores"],
             padded["ref_log_prob"],
             padded["response_mask"],
+            response_mask.offsets().diff(),
             uids,
             list(batch.keys),
             [bool(tag.get("is_padding", False)) for tag in batch.tags],
