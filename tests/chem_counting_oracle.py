@@ -86,5 +86,6 @@ def _install_faults() -> None:
 
 def make() -> CountingQed:
     if os.environ.get("CHEM_KILL"):
+        _events.clear()  # a forked run counts its own events, not its parent's
         _install_faults()
     return CountingQed()
