@@ -307,8 +307,8 @@ def config_conflict(stored: RunConfig, config: RunConfig) -> str | None:
         old, new = getattr(stored, f.name), getattr(config, f.name)
         if f.name not in SESSION_FIELDS and old != new:
             flag = "--" + f.name.replace("_", "-")
-            return (f"{flag} {new} differs from {old}, the setting stored in {stored.out}/config.json; resume without "
-                    f"{flag} to continue that run, or start a new run in another --out")
+            return (f"{flag} {new} differs from {old}, the setting stored in {stored.out}/config.json; continue that "
+                    f"run without {flag}, or start a new run in another --out")
     return None
 
 
