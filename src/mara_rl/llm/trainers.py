@@ -338,7 +338,7 @@ class _MaraMixin:
             raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
         ref_pass = self._mara_reference_pass()
         local = torch.stack(
-            [sequence_logprobs(ref_pass.per_token_logps, ref_pass.mask).float(), ref_pass.mask.any(dim=1).float()],
+            [sequence_logprobs(ref_pass.per_token_logps.float(), ref_pass.mask), ref_pass.mask.any(dim=1).float()],
             dim=1,
         )
         ref_logps, in_loss = gather(local).unbind(dim=1)
