@@ -97,8 +97,8 @@ class MaraSyncTrainer(PPOTrainerSync):
             select_fields=["uid", "response_mask", "rm_scores", "ref_log_prob"],
         )
         response_mask = data["response_mask"]
-        uids = [str(uid) for uid in data["uid"].tolist()]
-        padded = data.select("response_mask", "rm_scores", "ref_log_prob").to_padded_tensor()
+        padded = data.to_padded_tensor()
+        uids = [str(uid) for uid in padded.pop("uid").tolist()]
         rewrite = mara_rewrite(
             padded["rm_scores"],
             padded["ref_log_prob"],
