@@ -92,8 +92,8 @@ def test_same_molecule_and_settings_give_the_same_score(phenol_result, tmp_path)
 def test_cache_is_shared_and_read_before_docking(phenol_result):
     path, first = phenol_result
     oracle = make_docking_oracle("dock:DRD2", FAST, path)
-    (hit,) = oracle.dock([PHENOL])
-    assert hit.cached and hit.score == first.score and hit.seconds == first.seconds
+    hit, same = oracle.dock([PHENOL, "c1ccc(O)cc1"])  # the cache key is the canonical SMILES
+    assert hit.cached and hit.score == first.score and hit.seconds == first.seconds and same == hit
     np.testing.assert_allclose(oracle([PHENOL]), [normalise(first.score)])
     assert DockingCache(path).count("DRD2") == 1
     other = DockingOracle("DRD2", DockingSettings(exhaustiveness=2, n_poses=1, box_size=(12.0, 12.0, 12.0)), path)
@@ -124,7 +124,9 @@ def test_composite_is_docking_times_the_papers_property_terms(phenol_result, tmp
     assert DockingCache(path).count("DRD2") == 1
 
 
-def test_bad_docking_names_are_value_errors():
+def test_bad_docking_names_and_smiles_are_value_errors(phenol_result):
+    with pytest.raises(ValueError, match="invalid SMILES"):
+        DockingOracle("DRD2", FAST, phenol_result[0])(["C(("])
     for name in ("dock:", "dock:NOPE", "dockx:DRD2"):
         with pytest.raises(ValueError):
             make_docking_oracle(name, FAST)

@@ -221,13 +221,13 @@ def _vina(target: Target, settings: DockingSettings):
 def dock_smiles(smiles: str, target: Target, settings: DockingSettings) -> DockResult:
     """Dock one molecule (no cache). Vina reseeds every search from ``settings.seed``, so the
     result depends only on the molecule, target and settings, not on what this process docked
-    before."""
+    before. ``seconds`` counts preparation and search, not the one-off maps."""
+    engine = _vina(target, settings)
     start = time.perf_counter()
     try:
         ligand = prepare_ligand(smiles, settings.seed)
     except LigandError as err:
         return DockResult(smiles, None, str(err), time.perf_counter() - start)
-    engine = _vina(target, settings)
     try:
         engine.set_ligand_from_string(ligand)
         engine.dock(exhaustiveness=settings.exhaustiveness, n_poses=settings.n_poses)
@@ -389,19 +389,17 @@ class DockingOracle:
                                        "box_size": box_size(self.target, settings)})
 
     def evaluate(self, smiles: Sequence[str]) -> tuple[list[DockResult], np.ndarray]:
-        """Docking results and property terms (``[n]``, ones without ``terms``) in the order of
-        ``smiles``. Cached results are not docked again; a molecule whose property term is 0 is
-        not docked (its result says so and is not cached)."""
-        smiles = list(smiles)
-        terms = np.ones(len(smiles))
-        if self.terms is not None:
-            for i, s in enumerate(smiles):
-                mol = Chem.MolFromSmiles(s)
-                if mol is None:
-                    raise ValueError(f"oracle {self.name!r} got an invalid SMILES {s!r}; score invalid molecules as 0 before calling")
-                terms[i] = self.terms(mol)
-        found = self.cache.get(self.target.name, self.key, smiles)
-        for s, term in zip(smiles, terms):
+        """Docking results (under each molecule's canonical SMILES) and property terms (``[n]``,
+        ones without ``terms``) in the order of ``smiles``. Cached results are not docked again;
+        a molecule whose property term is 0 is not docked (its result says so and is not cached)."""
+        mols = [Chem.MolFromSmiles(s) for s in smiles]
+        for s, mol in zip(smiles, mols):
+            if mol is None:
+                raise ValueError(f"oracle {self.name!r} got an invalid SMILES {s!r}; score invalid molecules as 0 before calling")
+        canonical = [Chem.MolToSmiles(mol) for mol in mols]
+        terms = np.array([1.0 if self.terms is None else self.terms(mol) for mol in mols])
+        found = self.cache.get(self.target.name, self.key, canonical)
+        for s, term in zip(canonical, terms):
             if s in found:
                 continue
             if term == 0.0:
@@ -410,7 +408,7 @@ class DockingOracle:
             result = dock_smiles(s, self.target, self.settings)
             self.cache.put(self.target.name, self.key, [result])
             found[s] = result
-        return [found[s] for s in smiles], terms
+        return [found[s] for s in canonical], terms
 
     def dock(self, smiles: Sequence[str]) -> list[DockResult]:
         """The :class:`DockResult` of each molecule, as :meth:`evaluate` gives them."""
