@@ -457,7 +457,7 @@ def _load_checkpoint(path: Path, agent: SmilesRNN, optimizer: torch.optim.Optimi
         agent.load_state_dict(saved["agent"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
-        return RunState(**saved["state"]), int(saved["ledger_rows"])
+        return RunState(**saved["state"]), int(saved.get("ledger_rows", 0))  # 0: saved before the count was kept
     except Exception as err:  # torch.load and load_state_dict fail in many ways on a damaged file
         raise ValueError(f"checkpoint {path} is damaged or from another prior ({type(err).__name__}: {first_line(err)}); "
                          f"delete it and rerun with --resume to replay the run from its start "
