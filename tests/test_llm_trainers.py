@@ -11,6 +11,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
+from mara_rl.llm.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
 from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
 from mara_rl.llm.trainers import (  # noqa: E402
@@ -116,17 +117,25 @@ def test_grpo_advantages_are_those_of_core_mara_on_the_batch(kl, model_dir, tmp_
     assert metrics["mara/reward_raw"][-1] == pytest.approx(rewards.mean().item())
 
 
-def test_forward_kl_loss_adds_beta_times_the_estimator(model_dir, tmp_path):
-    beta = 0.1
-    # float32 (TRL's CPU default is bf16 autocast), so the plain forward below matches TRL's log-probs
-    trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, kl_direction="forward",
-                           beta=beta, loss_type="grpo", bf16=False)
+def perturbed_forward_trainer(trainer_cls, config_cls, model_dir, tmp_path, beta, **overrides):
+    """A forward-KL trainer, one scored batch, and the policy then moved off the reference (so KL is not ~0)."""
+    # float32 (TRL's CPU default is bf16 autocast), so plain forward passes match TRL's log-probs
+    trainer = make_trainer(trainer_cls, config_cls, model_dir, tmp_path, kl_direction="forward", beta=beta,
+                           bf16=False, **overrides)
     out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    with torch.no_grad():  # move the policy away from the reference, so the KL is not ~0
+    with torch.no_grad():
         torch.manual_seed(1)
         for p in trainer.model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     trainer.model.eval()  # eval mode: no gradient-accumulation scaling
+    return trainer, out
+
+
+def test_sequence_forward_kl_loss_adds_beta_times_the_estimator(model_dir, tmp_path):
+    beta = 0.1
+    trainer, out = perturbed_forward_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, beta,
+                                             loss_type="grpo", forward_kl_estimator="sequence")
+    assert "mara_ref_hidden" not in out
     loss = trainer._compute_loss(trainer.model, out)
     kl_logged = trainer._metrics["eval"]["kl"][-1]
     trainer.args.kl_direction = "reverse"
@@ -137,6 +146,52 @@ def test_forward_kl_loss_adds_beta_times_the_estimator(model_dir, tmp_path):
     seq_logps = plain_sequence_logprobs(trainer.model, trainer, out)
     value = forward_kl_surrogate(seq_logps, out["mara_ref_logps"])[1]
     assert kl_logged == pytest.approx(value.mean().item(), rel=1e-4)
+
+
+def completion_logits(model, trainer, out):
+    """``[B, T, V]`` tempered logits predicting each completion token, by a plain forward pass of ``model``."""
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    t = out["completion_ids"].size(1)
+    return model(input_ids=ids, attention_mask=mask).logits[:, -t - 1 : -1].float() / trainer.temperature
+
+
+@pytest.mark.parametrize("trainer_cls,config_cls", [(MaraGRPOTrainer, MaraGRPOConfig),
+                                                    (MaraRLOOTrainer, MaraRLOOConfig)], ids=["grpo", "rloo"])
+def test_token_forward_kl_loss_is_the_full_vocabulary_kl_of_the_two_models(trainer_cls, config_cls, model_dir,
+                                                                          tmp_path):
+    beta = 0.1
+    extra = dict(loss_type="grpo") if trainer_cls is MaraGRPOTrainer else {}
+    trainer, out = perturbed_forward_trainer(trainer_cls, config_cls, model_dir, tmp_path, beta, **extra)
+    metric = "kl" if trainer_cls is MaraGRPOTrainer else "mara/kl_forward"
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    loss = trainer._compute_loss(trainer.model, out)
+    grads = torch.autograd.grad(loss, params)
+    kl_logged = trainer._metrics["eval"][metric][-1]
+    trainer.args.kl_direction, beta_kept = "reverse", trainer.beta
+    trainer.beta = 0.0
+    no_kl = trainer._compute_loss(trainer.model, out)
+    no_kl_grads = torch.autograd.grad(no_kl, params)
+    # The same KL from full logits of plain forward passes of the policy and the reference model
+    mask = out["completion_mask"]
+    with torch.no_grad():
+        ref_logits = completion_logits(trainer.ref_model, trainer, out)
+    policy_logits = completion_logits(trainer.model, trainer, out)
+    weights = mask.float()
+    if trainer_cls is MaraRLOOTrainer:  # RLOO keeps the sampler's log-probs: the policy moved since, so W != 1
+        logps = torch.log_softmax(policy_logits, -1).gather(2, out["completion_ids"][..., None])[..., 0]
+        weights = weights * prefix_importance_weights(logps, out["mara_old_token_logps"], mask)
+        assert (weights[mask.bool()] != 1).any()
+    else:
+        assert "old_per_token_logps" not in out  # on-policy GRPO: TRL keeps no old log-probs, W = 1
+    exact_sum, exact_kl = token_forward_kl(policy_logits, ref_logits, mask, weights=weights)
+    exact = exact_sum / mask.size(0)
+    exact_grads = torch.autograd.grad(exact, params)
+    assert kl_logged > 1e-3
+    assert kl_logged == pytest.approx(exact_kl.sum(dim=1).mean().item(), rel=1e-4)
+    assert loss.item() == pytest.approx(no_kl.item() + beta_kept * exact.item(), rel=1e-4, abs=1e-6)
+    for g, g0, ge in zip(grads, no_kl_grads, exact_grads):
+        assert torch.allclose(g, g0 + beta_kept * ge, atol=1e-5, rtol=1e-4)
 
 
 def test_forward_kl_surrogate_is_unbiased_in_value_and_gradient():
@@ -188,11 +243,11 @@ def test_config_validation(config_cls, tmp_path):
     assert config_cls(**base, beta=0.0).mara is False
 
 
-@pytest.mark.parametrize("kl", ["reverse", "forward"])
-def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, model_dir, tmp_path):
+@pytest.mark.parametrize("kl,estimator", [("reverse", "token"), ("forward", "token"), ("forward", "sequence")])
+def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, estimator, model_dir, tmp_path):
     beta = 0.1
     trainer = make_trainer(MaraRLOOTrainer, MaraRLOOConfig, model_dir, tmp_path, mara=True, mara_tau=1.0,
-                           kl_direction=kl, beta=beta)
+                           kl_direction=kl, beta=beta, forward_kl_estimator=estimator)
     out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
     rewards = torch.tensor(parity_reward([ids[m.bool()].tolist() for ids, m in
                                           zip(out["completion_ids"], out["completion_mask"])]))
@@ -202,8 +257,10 @@ def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, model_dir, tmp_
     expected = mara_rewards(rewards.double(), ref.double(), beta=beta, tau=1.0, group_ids=groups, kl=kl)
     if kl == "reverse":  # TRL's penalty -beta * (log pi_old - log pi_ref)
         shaped = expected.rewards.float() - beta * (old - ref)
-    else:  # the forward penalty +beta * rho, rho with the anchor's log pi_ref on good samples
+    elif estimator == "sequence":  # the forward penalty +beta * rho, rho with the anchor's log pi_ref on good samples
         shaped = expected.rewards.float() + beta * torch.exp(expected.ref_logprobs.float() - old)
+    else:  # the token estimator is a loss term: no KL on the reward side
+        shaped = expected.rewards.float()
     grouped = shaped.view(-1, NUM_GENERATIONS)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (NUM_GENERATIONS - 1)
     assert torch.allclose(out["advantages"], (grouped - baseline).flatten(), atol=1e-4)

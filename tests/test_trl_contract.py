@@ -26,7 +26,7 @@ from packaging.version import Version  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.llm.trainers import TESTED_TRL, trl_is_tested  # noqa: E402
+from mara_rl.llm.trainers import TESTED_TRL, capture_completion_hidden, causal_lm, trl_is_tested  # noqa: E402
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -59,6 +59,7 @@ class Recorder:
         self.events = []
         output = super()._generate_and_score_completions(inputs)
         output["probe"] = torch.arange(output["advantages"].size(0), dtype=torch.float32)
+        output["probe_3d"] = torch.randn(output["advantages"].size(0), 3, 2)
         self.generations.append({"events": self.events, "output": output})
         return output
 
@@ -157,6 +158,9 @@ def test_scoring_passes_run_before_the_rewards_and_the_last_is_the_reference(kin
                "each pass gets attention_mask = [prompt_mask, completion_mask] with TRL's completion mask")
     if kind == "grpo":
         expect(torch.equal(out["ref_per_token_logps"], passes[-1]["logps"]), "GRPO's KL term uses that last pass")
+        expect(("old_per_token_logps" in out) == old_pass
+               and (not old_pass or torch.equal(out["old_per_token_logps"], passes[0]["logps"])),
+               "GRPO's output has old_per_token_logps (the policy's scoring pass) exactly when it made that pass")
     else:
         expect(torch.allclose(out["old_logps"], (passes[0]["logps"] * out["completion_mask"]).sum(1)),
                "RLOO's old_logps are the first pass summed over the completion mask")
@@ -242,6 +246,8 @@ def test_batch_keys_survive_shuffling_and_splitting_row_aligned(kind, model_dir,
         expect(torch.equal(inputs["completion_ids"], generated["completion_ids"][rows])
                and torch.equal(inputs["advantages"], generated["advantages"][rows]),
                "an added [B] key is shuffled and split together with the batch's rows")
+        expect(torch.equal(inputs["probe_3d"], generated["probe_3d"][rows]),
+               "an added [B, T, H] key (the reference hidden states) is shuffled and split with the rows")
         seen.append(rows)
     expect(torch.equal(torch.cat(seen).sort().values, torch.arange(16)),
            "the micro-batches of one pass over the buffer cover the generation batch once")
@@ -286,3 +292,68 @@ def test_peft_reference_pass_is_the_model_with_its_adapter_disabled(model_dir, t
     score_one_batch(trainer)
     passes = trainer.generations[-1]["events"][:-1]
     expect(passes[-1]["model"] is trainer.model, "the PEFT reference pass runs on self.model (adapter disabled)")
+
+
+class HiddenRecorder(Recorder):
+    """Also records each pass's backbone hidden states at the completion positions, and the LM head."""
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        sink = []
+        with capture_completion_hidden(model, logits_to_keep, sink):
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                             *args, **kwargs)
+        self.events[-1]["hidden"] = torch.cat(sink) if sink else None
+        self.events[-1]["head"] = causal_lm(model).get_output_embeddings()
+        return out
+
+
+class HiddenGRPO(HiddenRecorder, GRPOTrainer):
+    pass
+
+
+class HiddenRLOO(HiddenRecorder, RLOOTrainer):
+    pass
+
+
+def logps_from_hidden(event, completion_ids, temperature):
+    logits = event["hidden"].float() @ event["head"].weight.float().t() / temperature
+    logps = torch.log_softmax(logits, dim=-1).gather(2, completion_ids[..., None])[..., 0]
+    return logps * event["mask"]
+
+
+@pytest.mark.parametrize("kind,peft_lora", [("grpo", False), ("rloo", False), ("grpo", True)],
+                         ids=["grpo", "rloo", "grpo-peft"])
+def test_base_model_hidden_states_and_output_embeddings_give_the_passes_logprobs(kind, peft_lora, model_dir, tmp_path,
+                                                                                   monkeypatch):
+    hidden_cls = {"grpo": HiddenGRPO, "rloo": HiddenRLOO}[kind]
+    monkeypatch.setitem(TRAINERS, kind, (hidden_cls, TRAINERS[kind][1]))
+    temperature = 0.7
+    if peft_lora:
+        peft = pytest.importorskip("peft")
+        trainer_cls, config_cls = TRAINERS[kind]
+        args = config_cls(output_dir=str(tmp_path / "peft"), per_device_train_batch_size=8,
+                          num_generations=NUM_GENERATIONS, max_completion_length=3, beta=0.1, report_to="none",
+                          use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False, max_steps=1,
+                          temperature=temperature)
+        lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        trainer = trainer_cls(model=model_dir, reward_funcs=parity_reward, args=args, peft_config=lora,
+                              train_dataset=Dataset.from_list(random_choice_dataset_rows(num_prompts=16)))
+        trainer.generations, trainer.loss_calls, trainer.events = [], [], []
+    else:
+        trainer = make(kind, model_dir, tmp_path, temperature=temperature)
+    out = score_one_batch(trainer)
+    passes = trainer.generations[-1]["events"][:-1]
+    trainer.model.eval()  # no gradient-accumulation bookkeeping needed for one loss call
+    trainer._compute_loss(trainer.model, out)
+    passes += [e for e in trainer.loss_calls[-1]["events"] if e["event"] == "pass"]
+    expect(len(passes) >= 2 and all(p["hidden"] is not None for p in passes),
+           "every log-prob pass (scoring and loss) runs the model's base_model once per chunk of rows, "
+           "whose output has last_hidden_state")
+    for p in passes:
+        expect(torch.allclose(logps_from_hidden(p, out["completion_ids"], temperature), p["logps"], atol=1e-5),
+               "a pass's log-probs are log_softmax(base_model last_hidden_state[:, -T-1:-1] @ "
+               "get_output_embeddings().weight.T / temperature) at the completion tokens")
+    if peft_lora:  # the reference pass (adapter disabled) gives other hidden states than the loss pass
+        ref, loss = passes[-2], passes[-1]
+        expect((ref["hidden"] - loss["hidden"]).abs().max() > 1e-3,
+               "with PEFT, the reference pass's base_model runs with the adapter disabled")

@@ -291,6 +291,7 @@ def token_forward_kl_loss(
     group_ids: torch.Tensor | None = None,
     old_logps: torch.Tensor | None = None,
     max_importance_weight: float | None = DEFAULT_MAX_IMPORTANCE_WEIGHT,
+    prefix_correction: bool = True,
     policy_head: torch.Tensor | None = None,
     ref_head: torch.Tensor | None = None,
     temperature: float = 1.0,
@@ -317,6 +318,8 @@ def token_forward_kl_loss(
         group_ids: ``[B]`` prompt-group ids for Alg. 2 (``None``: one group).
         old_logps: ``[B, T]`` per-token log-probs of the policy that sampled; ``None``: on-policy.
         max_importance_weight: truncation of the prefix weights (``None``: exact).
+        prefix_correction: ``False`` keeps ``W = 1`` off-policy (as TRL's ``use_bias_correction_kl=False``
+            leaves its own KL term uncorrected); Alg. 2's coefficients still use ``old_logps``, the sampler.
 
     Returns:
         :class:`ForwardKLOutput`.
@@ -329,7 +332,9 @@ def token_forward_kl_loss(
         sample_seq = (logps.detach().float() * mask_f).sum(dim=1)
     else:
         _check_shape(old_logps, (batch, length), "old_logps")
-        importance = prefix_importance_weights(logps, old_logps, mask_f, max_weight=max_importance_weight) * mask_f
+        importance = mask_f.clone()
+        if prefix_correction:
+            importance *= prefix_importance_weights(logps, old_logps, mask_f, max_weight=max_importance_weight)
         sample_seq = (old_logps.detach().float() * mask_f).sum(dim=1)
     kl_sum, kl = token_forward_kl(
         policy, ref, mask, weights=importance / batch, policy_head=policy_head, ref_head=ref_head,

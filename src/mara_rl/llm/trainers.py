@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -73,9 +73,11 @@ from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from mara_rl.augment import mara_rewards
+from mara_rl.llm.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
 
 MAX_LOG_RATIO = 20.0
 KL_DIRECTIONS = ("reverse", "forward")
+FORWARD_KL_ESTIMATORS = ("token", "sequence")
 DEFAULT_TAU_QUANTILE = 0.9
 TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
 
@@ -94,6 +96,10 @@ def validate_mara_config(config: Any) -> None:
     """
     if config.kl_direction not in KL_DIRECTIONS:
         raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {config.kl_direction!r}")
+    if config.forward_kl_estimator not in FORWARD_KL_ESTIMATORS:
+        raise ValueError(
+            f"forward_kl_estimator must be one of {FORWARD_KL_ESTIMATORS}, got {config.forward_kl_estimator!r}"
+        )
     if config.mara_tau is not None and config.mara_tau_quantile is not None:
         raise ValueError("give at most one of mara_tau (a reward threshold) and mara_tau_quantile (a group quantile)")
     if config.mara_tau_quantile is not None and not 0.0 <= config.mara_tau_quantile <= 1.0:
@@ -125,7 +131,10 @@ _MARA_HELP = {
     "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed.",
     "mara_tau": "MARA's quality threshold: samples with reward >= mara_tau are 'good'.",
     "mara_tau_quantile": "Instead of mara_tau, the per-group reward quantile (default 0.9 when neither is set).",
-    "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi) over whole completions).",
+    "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi)).",
+    "forward_kl_estimator": "With kl_direction='forward': 'token' (exact full-vocabulary forward KL at each sampled "
+    "prefix, in the loss; bounded weights at any length) or 'sequence' (score-function estimator over whole "
+    "completions, weight pi_ref(y|x)/pi(y|x)).",
     "scale_rewards": "GRPO's reward scaling: 'group', 'batch' or 'none'. Default: 'none' with mara=True (MARA's "
     "target is uniform only unscaled; 'group' or 'batch' then warn), else TRL's 'group'.",
 }
@@ -133,17 +142,18 @@ _MARA_HELP = {
 
 @dataclass
 class _MaraFields:
-    """The four fields both configs add; listed after the base config's own fields."""
+    """The five fields both configs add; listed after the base config's own fields."""
 
     mara: bool = field(default=False, metadata={"help": _MARA_HELP["mara"]})
     mara_tau: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau"]})
     mara_tau_quantile: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau_quantile"]})
     kl_direction: str = field(default="reverse", metadata={"help": _MARA_HELP["kl_direction"]})
+    forward_kl_estimator: str = field(default="token", metadata={"help": _MARA_HELP["forward_kl_estimator"]})
 
 
 @dataclass
 class MaraGRPOConfig(_MaraFields, GRPOConfig):
-    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``.
+    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
     explicit ``"group"`` or ``"batch"`` with MARA warns (:func:`reward_scaling_message`).
@@ -162,7 +172,7 @@ class MaraGRPOConfig(_MaraFields, GRPOConfig):
 
 @dataclass
 class MaraRLOOConfig(_MaraFields, RLOOConfig):
-    """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile`` and ``kl_direction``.
+    """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
     the reward side that only rescales the step, so MARA's target is unchanged.
@@ -240,6 +250,7 @@ class _LogprobPass(NamedTuple):
     model: Any
     per_token_logps: torch.Tensor  # [B, T]
     mask: torch.Tensor  # [B, T]: the completion part of the attention mask TRL passed
+    hidden: torch.Tensor | None  # [B, T, H] last hidden states predicting the completion tokens (token estimator)
 
 
 def _contract_error(assumption: str) -> RuntimeError:
@@ -249,14 +260,62 @@ def _contract_error(assumption: str) -> RuntimeError:
     )
 
 
+def causal_lm(model: Any) -> Any:
+    """The transformers model inside an accelerate / DDP / PEFT wrapper: the one TRL gives its fused LM head."""
+    while hasattr(model, "module"):  # DDP and similar wrappers
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def capture_completion_hidden(model: Any, logits_to_keep: int, sink: list[torch.Tensor]) -> Iterator[None]:
+    """Append to ``sink`` the backbone's last hidden states at the positions that predict the completion tokens.
+
+    TRL's fused LM head projects ``backbone(...).last_hidden_state[:, :-1]`` (the backbone is the model's
+    ``base_model``): the last ``logits_to_keep`` of those rows score the completion. One entry per forward
+    call (TRL may split a pass into chunks of rows).
+    """
+
+    def keep(_module, _args, output):
+        sink.append(output.last_hidden_state[:, -logits_to_keep - 1 : -1])
+
+    handle = causal_lm(model).base_model.register_forward_hook(keep)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_token_estimator_model(model: Any) -> None:
+    """Raise ``ValueError`` unless the LM head is ``logits = hidden @ W.T`` (what the token estimator projects).
+
+    A bias, a logit scale or final-logit soft-capping would make its KL that of other logits than TRL's.
+    """
+    lm = causal_lm(model)
+    config = lm.config.get_text_config()
+    scaled = [k for k in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+              if getattr(config, k, None) not in (None, 1, 1.0)]
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        scaled.append("final_logit_softcapping")
+    if getattr(lm.get_output_embeddings(), "bias", None) is not None:
+        scaled.append("an LM-head bias")
+    if scaled:
+        raise ValueError(f"forward_kl_estimator='token' needs an unscaled, bias-free LM head; this model has "
+                         f"{', '.join(scaled)}: use forward_kl_estimator='sequence'")
+
+
 class _MaraMixin:
     """MARA on the gathered rewards of TRL's GRPO / RLOO trainers (see the module docstring)."""
 
+    _forward_kl_metric = "kl"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mara_window: str | None = None  # "scoring" inside _generate_and_score_completions, "loss" in the loss
+        self._mara_want_hidden = False  # capture the completion hidden states in that window (token estimator)
         self._mara_passes: list[_LogprobPass] = []
-        self._mara_loss_logps: torch.Tensor | None = None
+        self._mara_loss_pass: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
+        self._mara_token_inputs: dict[str, torch.Tensor] = {}  # row-aligned keys the token estimator reads
         self._mara_clip_range: tuple[float, float] | None = None
         if not trl_is_tested():
             warnings.warn(
@@ -266,6 +325,8 @@ class _MaraMixin:
                 stacklevel=2,
             )
         super().__init__(*args, **kwargs)
+        if self._mara_token_forward():
+            check_token_estimator_model(self.model)
 
     def _mara_setting(self, name: str, default: Any) -> Any:
         return getattr(self.args, name, default)
@@ -273,29 +334,42 @@ class _MaraMixin:
     def _mara_forward(self) -> bool:
         return self._mara_setting("kl_direction", "reverse") == "forward" and self.beta != 0.0
 
+    def _mara_token_forward(self) -> bool:
+        return self._mara_forward() and self._mara_setting("forward_kl_estimator", "token") == "token"
+
+    def _mara_forward_in_loss(self) -> bool:
+        """Whether the forward-KL term is added to the loss (GRPO: always; RLOO: the token estimator)."""
+        return self._mara_token_forward()
+
     def _mara_rewrites_rewards(self) -> bool:
         return bool(self._mara_setting("mara", False)) or self._mara_forward()
 
     @contextmanager
     def _mara_capture(self, window: str) -> Iterator[None]:
-        previous, self._mara_window = self._mara_window, window
+        # Decided here: GRPO's loss runs with beta set to 0, which _mara_token_forward reads.
+        previous = self._mara_window, self._mara_want_hidden
+        self._mara_window, self._mara_want_hidden = window, self._mara_token_forward()
         try:
             yield
         finally:
-            self._mara_window = previous
+            self._mara_window, self._mara_want_hidden = previous
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-        )
+        hidden: list[torch.Tensor] = []
+        capture = self._mara_window is not None and self._mara_want_hidden
+        with capture_completion_hidden(model, logits_to_keep, hidden) if capture else nullcontext():
+            out = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        states = torch.cat(hidden) if hidden else None
         if self._mara_window == "scoring":
-            self._mara_passes.append(_LogprobPass(model, out[0], attention_mask[:, -logits_to_keep:]))
+            self._mara_passes.append(_LogprobPass(model, out[0], attention_mask[:, -logits_to_keep:], states))
         elif self._mara_window == "loss":
-            self._mara_loss_logps = out[0]
+            self._mara_loss_pass = (out[0], states)
         return out
 
     def _generate_and_score_completions(self, inputs):
-        self._mara_passes, self._mara_kl_ref_logps = [], None
+        self._mara_passes, self._mara_kl_ref_logps, self._mara_token_inputs = [], None, {}
         clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
         if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
             self._mara_clip_range, self.reward_clip_range = clip, None
@@ -307,11 +381,15 @@ class _MaraMixin:
                 self.reward_clip_range, self._mara_clip_range = clip, None
             self._mara_passes = []
         if self._mara_kl_ref_logps is not None:
-            local = output["advantages"].size(0)
-            start = self.accelerator.process_index * local
-            output["mara_ref_logps"] = self._mara_kl_ref_logps[start : start + local]
-        self._mara_kl_ref_logps = None
+            output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
+        output.update(self._mara_token_inputs)
+        self._mara_kl_ref_logps, self._mara_token_inputs = None, {}
         return output
+
+    def _mara_local(self, gathered: torch.Tensor, local: int) -> torch.Tensor:
+        """This process's rows of a tensor gathered over processes."""
+        start = self.accelerator.process_index * local
+        return gathered[start : start + local]
 
     def _mara_reference_pass(self) -> _LogprobPass:
         """The batch's reference pass: the last log-prob pass before ``_calculate_rewards``."""
@@ -324,7 +402,7 @@ class _MaraMixin:
         return last
 
     def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor | None:
-        """Additive reward term for the KL on the reward side (RLOO forward); None when KL lives in the loss."""
+        """Additive reward term for the KL on the reward side (RLOO); None when KL lives in the loss."""
         return None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -351,17 +429,28 @@ class _MaraMixin:
             self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
         if self._mara_forward():
             self._mara_kl_ref_logps = kl_ref_logps
+            if self._mara_token_forward():
+                if ref_pass.hidden is None:
+                    raise _contract_error("the reference pass runs the model's base_model (TRL's fused LM head)")
+                ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+                self._mara_token_inputs = {
+                    "mara_ref_hidden": ref_pass.hidden,
+                    "mara_ref_token_logps": ref_pass.per_token_logps,
+                    "mara_group": self._mara_local(ids, ref_pass.mask.size(0)),
+                }
             shift = self._kl_reward_shift(kl_ref_logps)
             if shift is not None:
                 new_rewards = new_rewards + shift
         return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                  torch.where(scorable, new_rewards, 0.0))
 
+    def _mara_group_size(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
+
     def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> None:
         """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two."""
         mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        group_ids = torch.arange(rewards.size(0), device=rewards.device) // num_generations
+        group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
         eligible = scorable & in_loss
         if self.mask_truncated_completions:
             masked = (scorable & ~in_loss).sum() / scorable.sum().clamp(min=1)
@@ -391,41 +480,107 @@ class _MaraMixin:
         if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
             metrics["mara/anchor_ref_logprob"].append(float(result.ref_logprobs[anchors].mean()))
 
+    @contextmanager
+    def _mara_without_trl_kl(self) -> Iterator[None]:
+        """While the stock loss runs: drop any KL term of TRL's own from it."""
+        yield
+
+    def _mara_loss_normalizer(self, mode: str) -> float:
+        """What the stock loss divides by (gradient accumulation), so the added term is scaled alike."""
+        return 1.0
+
+    def _compute_loss(self, model, inputs):
+        if not self._mara_forward_in_loss():
+            return super()._compute_loss(model, inputs)
+        self._mara_loss_pass = None
+        with self._mara_capture("loss"), self._mara_without_trl_kl():
+            loss = super()._compute_loss(model, inputs)
+        captured, self._mara_loss_pass = self._mara_loss_pass, None
+        if captured is None:
+            raise _contract_error("_compute_loss computes the policy log-probs with _get_per_token_logps_and_entropies")
+        per_token_logps, hidden = captured
+        if self._mara_token_forward():
+            out = self._token_forward_kl(model, inputs, per_token_logps, hidden)
+            value, term = out.kl, out.loss
+        else:
+            estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
+            value, term = estimate.value, estimate.surrogate.mean()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][self._forward_kl_metric].append(self.accelerator.gather(value.mean()).mean().item())
+        return loss + self.beta * term / self._mara_loss_normalizer(mode)
+
+    def _mara_sampler_logps(self, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """Per-token log-probs of the policy that sampled the batch; None when it is the current policy."""
+        old = inputs.get("mara_old_token_logps", inputs.get("old_per_token_logps"))
+        sampling = inputs.get("sampling_per_token_logps")
+        if old is not None and sampling is not None and getattr(self, "vllm_importance_sampling_correction", False):
+            return torch.where(torch.isnan(sampling), old, sampling)  # TRL: a NaN vLLM log-prob gets no correction
+        return old
+
+    def _token_forward_kl(self, model: Any, inputs: dict[str, Any], per_token_logps: torch.Tensor,
+                          hidden: torch.Tensor | None) -> ForwardKLOutput:
+        """The token-level forward-KL term of one micro-batch (:func:`token_forward_kl_loss`)."""
+        if hidden is None:
+            raise _contract_error("the loss pass runs the model's base_model (TRL's fused LM head)")
+        mask = inputs["completion_mask"]
+        mara = bool(self._mara_setting("mara", False))
+        groups = None
+        if mara:
+            rows = torch.arange(mask.size(0), device=mask.device)
+            # A masked completion is outside the loss: as a group of its own it gets c = 0.
+            groups = torch.where(mask.any(dim=1), inputs["mara_group"], -1 - rows)
+        reference = self.ref_model if self.ref_model is not None else self.model
+        return token_forward_kl_loss(
+            hidden,
+            inputs["mara_ref_hidden"],
+            mask,
+            per_token_logps,
+            ref_logps=inputs["mara_ref_token_logps"] if mara else None,
+            mara_ref_logps=inputs["mara_ref_logps"] if mara else None,
+            group_ids=groups,
+            old_logps=self._mara_sampler_logps(inputs),
+            max_importance_weight=self._mara_setting("vllm_importance_sampling_clip_max", DEFAULT_MAX_IMPORTANCE_WEIGHT),
+            prefix_correction=bool(self._mara_setting("use_bias_correction_kl", True)),
+            policy_head=causal_lm(model).get_output_embeddings().weight,
+            ref_head=causal_lm(reference).get_output_embeddings().weight,
+            temperature=self.temperature,
+        )
+
 
 class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
     """``GRPOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
 
-    ``kl_direction="reverse"`` keeps TRL's per-token KL term; ``"forward"`` replaces it by
-    ``beta`` times the :func:`forward_kl_estimate` surrogate, averaged over the micro-batch's
-    sequences, on the policy log-probs of this very loss call (training and ``evaluate()`` alike).
+    ``kl_direction="reverse"`` keeps TRL's per-token KL term; ``"forward"`` replaces it by ``beta`` times
+    the token-level estimator (:func:`mara_rl.llm.forward_kl.token_forward_kl_loss`, the default) or the
+    :func:`forward_kl_estimate` surrogate (``forward_kl_estimator="sequence"``), averaged over the
+    micro-batch's sequences, on the policy of this very loss call (training and ``evaluate()`` alike).
     """
 
-    def _compute_loss(self, model, inputs):
-        if not self._mara_forward():
-            return super()._compute_loss(model, inputs)
+    def _mara_forward_in_loss(self) -> bool:
+        return self._mara_forward()
+
+    @contextmanager
+    def _mara_without_trl_kl(self) -> Iterator[None]:
         beta, self.beta = self.beta, 0.0  # the stock loss without its reverse-KL term
-        self._mara_loss_logps = None
         try:
-            with self._mara_capture("loss"):
-                loss = super()._compute_loss(model, inputs)
+            yield
         finally:
             self.beta = beta
-        per_token_logps, self._mara_loss_logps = self._mara_loss_logps, None
-        if per_token_logps is None:
-            raise _contract_error("_compute_loss computes the policy log-probs with _get_per_token_logps_and_entropies")
-        estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
-        mode = "train" if self.model.training else "eval"
-        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        self._metrics[mode]["kl"].append(self.accelerator.gather(estimate.value.mean()).mean().item())
-        return loss + beta * estimate.surrogate.mean() / normalizer
+
+    def _mara_loss_normalizer(self, mode: str) -> float:
+        return self.current_gradient_accumulation_steps if mode == "train" else 1.0
 
 
 class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
     """``RLOOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
 
-    ``kl_direction="reverse"`` keeps TRL's reward penalty ``-beta * (log pi_old - log pi_ref)``;
-    ``"forward"`` replaces it by the reward ``+beta * rho`` (see :func:`forward_kl_estimate`).
+    ``kl_direction="reverse"`` keeps TRL's reward penalty ``-beta * (log pi_old - log pi_ref)``.
+    ``"forward"`` drops it; the token-level estimator (default) adds ``beta`` times its term to the loss,
+    as GRPO does (its gradient is analytic, not a reward); ``forward_kl_estimator="sequence"`` puts the
+    reward ``+beta * rho`` in its place (see :func:`forward_kl_estimate`).
     """
+
+    _forward_kl_metric = "mara/kl_forward"
 
     def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor:
         # Scoring passes are [old policy, reference]; TRL will subtract beta * (old - ref) after this.
@@ -433,11 +588,12 @@ class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
         if len(passes) != 2 or passes[0].model is not self.model:
             raise _contract_error("RLOO scores a batch with two log-prob passes: the policy's, then the reference's")
         old, ref = passes
-        local = old.per_token_logps.size(0)
-        start = self.accelerator.process_index * local
-        estimate = forward_kl_estimate(old.per_token_logps, old.mask, kl_ref_logps[start : start + local])
         trl_kl = sequence_logprobs(old.per_token_logps, old.mask) - sequence_logprobs(ref.per_token_logps, ref.mask)
+        if self._mara_token_forward():
+            self._mara_token_inputs["mara_old_token_logps"] = old.per_token_logps
+            return self.beta * gather(trl_kl)
+        estimate = forward_kl_estimate(old.per_token_logps, old.mask, self._mara_local(kl_ref_logps, trl_kl.size(0)))
         value, weight, trl_kl = gather(torch.stack([estimate.value, estimate.weight, trl_kl], dim=1)).unbind(1)
         mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["mara/kl_forward"].append(float(value.mean()))
+        self._metrics[mode][self._forward_kl_metric].append(float(value.mean()))
         return self.beta * trl_kl + self.beta * weight
