@@ -168,6 +168,12 @@ def settings_key(target: Target, settings: DockingSettings) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _first_line(message: object) -> str:
+    """The first non-blank line of an error message (meeko and vina repeat theirs per atom)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[0] if lines else type(message).__name__
+
+
 class LigandError(Exception):
     """A molecule that cannot be turned into a dockable ligand; the message is the reason."""
 
@@ -200,9 +206,9 @@ def prepare_ligand(smiles: str, seed: int) -> str:
         setups = MoleculePreparation().prepare(mol)
         pdbqt, ok, error = PDBQTWriterLegacy.write_string(setups[0])
     except Exception as err:  # meeko raises plain RuntimeError/ValueError for atoms it cannot type
-        raise LigandError(f"meeko could not prepare it: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        raise LigandError(f"meeko could not prepare it: {_first_line(err)}") from None
     if not ok:
-        raise LigandError(f"meeko could not write it: {error.strip()}")
+        raise LigandError(f"meeko could not write it: {_first_line(error)}")
     return pdbqt
 
 
@@ -233,7 +239,7 @@ def dock_smiles(smiles: str, target: Target, settings: DockingSettings) -> DockR
         engine.dock(exhaustiveness=settings.exhaustiveness, n_poses=settings.n_poses)
         score = float(engine.energies(n_poses=1)[0][0])
     except Exception as err:  # vina raises RuntimeError/TypeError for ligands it cannot place
-        return DockResult(smiles, None, f"vina failed: {err}", time.perf_counter() - start)
+        return DockResult(smiles, None, f"vina failed: {_first_line(err)}", time.perf_counter() - start)
     if not math.isfinite(score):
         return DockResult(smiles, None, f"vina returned a non-finite score {score}", time.perf_counter() - start)
     return DockResult(smiles, score, "", time.perf_counter() - start)
@@ -294,14 +300,16 @@ class DockingCache:
         )
 
     def _retry(self, action: Callable[[], object]) -> object:
+        error: sqlite3.OperationalError | None = None
         for attempt in range(self.RETRIES):
             try:
                 return action()
             except sqlite3.OperationalError as err:
-                if "locked" not in str(err) and "busy" not in str(err) or attempt == self.RETRIES - 1:
-                    raise ValueError(f"docking cache {self.path}: {err}") from None
+                error = err
+                if "locked" not in str(err) and "busy" not in str(err):
+                    break
                 time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
+        raise ValueError(f"docking cache {self.path}: {error}")
 
     def describe(self, key: str, description: dict) -> None:
         """Record what a settings key stands for (once)."""
