@@ -264,3 +264,37 @@ def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, estimator, mode
     grouped = shaped.view(-1, NUM_GENERATIONS)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (NUM_GENERATIONS - 1)
     assert torch.allclose(out["advantages"], (grouped - baseline).flatten(), atol=1e-4)
+
+
+def one_perturbed_step(model_dir, tmp_path, length, mara, trainer_cls=MaraGRPOTrainer, config_cls=MaraGRPOConfig):
+    """One training step of ``length``-token completions (stop tokens suppressed) from a policy moved off the reference."""
+    trainer = make_trainer(trainer_cls, config_cls, model_dir, tmp_path, kl_direction="forward", mara=mara,
+                           mara_tau=1.0 if mara else None, max_completion_length=length, max_steps=1,
+                           generation_kwargs={"min_new_tokens": length}, bf16=False)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        for p in trainer.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    torch.set_num_threads(1)
+    trainer.train()
+    (log,) = [h for h in trainer.state.log_history if "loss" in h]
+    return log
+
+
+@pytest.mark.parametrize("trainer_cls,config_cls", [(MaraGRPOTrainer, MaraGRPOConfig),
+                                                    (MaraRLOOTrainer, MaraRLOOConfig)], ids=["grpo", "rloo"])
+@pytest.mark.parametrize("length", [32, pytest.param(256, marks=pytest.mark.slow)])
+def test_token_forward_kl_with_algorithm_2_stays_within_10x_of_forward_alone(length, trainer_cls, config_cls,
+                                                                             model_dir, tmp_path):
+    alone = one_perturbed_step(model_dir, tmp_path / "alone", length, False, trainer_cls, config_cls)
+    with_mara = one_perturbed_step(model_dir, tmp_path / "mara", length, True, trainer_cls, config_cls)
+    kl = "kl" if trainer_cls is MaraGRPOTrainer else "mara/kl_forward"
+    assert with_mara["mara/frac_groups_augmented"] > 0  # Alg. 2 acted
+    assert with_mara["completions/mean_length"] == alone["completions/mean_length"] == length
+    for log in (alone, with_mara):
+        assert all(math.isfinite(log[k]) for k in ("loss", "grad_norm", kl))
+        assert log[kl] > 0
+    assert with_mara[kl] == pytest.approx(alone[kl], rel=1e-4)  # the same completions, so the same KL
+    for key in ("loss", "grad_norm"):
+        ratio = abs(with_mara[key]) / abs(alone[key])
+        assert 0.1 <= ratio <= 10.0, (key, with_mara[key], alone[key])

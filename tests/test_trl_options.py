@@ -76,24 +76,24 @@ class RecordingRLOO(Recording, MaraRLOOTrainer):
 TRAINERS = {"grpo": (RecordingGRPO, MaraGRPOConfig), "rloo": (RecordingRLOO, MaraRLOOConfig)}
 
 # trainer, kl, num_iterations, gradient_accumulation_steps, steps_per_generation, rewards, loss_type,
-# conversational, mask_truncated_completions, reward_clip_range, tau
+# conversational, mask_truncated_completions, reward_clip_range, tau, forward_kl_estimator
 CASES = [
-    ("grpo", "reverse", 2, 2, 4, "weighted", "grpo", True, True, False, "quantile"),
-    ("grpo", "reverse", 1, 1, 1, "none", "dr_grpo", False, False, False, "value"),
-    ("grpo", "reverse", 1, 2, 4, "weighted", "dapo", False, True, False, "value"),
-    ("grpo", "reverse", 2, 1, 1, "none", "bnpo", True, True, False, "quantile"),
-    ("grpo", "forward", 1, 2, 4, "none", "dr_grpo", False, True, False, "value"),
-    ("grpo", "forward", 2, 1, 1, "weighted", "bnpo", True, False, False, "quantile"),
-    ("grpo", "forward", 2, 2, 4, "one", "dapo", True, True, False, "quantile"),
-    ("grpo", "forward", 1, 1, 1, "weighted", "grpo", False, True, False, "value"),
-    ("rloo", "reverse", 2, 2, 4, "weighted", None, True, True, True, "quantile"),
-    ("rloo", "reverse", 1, 1, 1, "none", None, False, False, True, "value"),
-    ("rloo", "forward", 1, 2, 4, "none", None, False, True, True, "value"),
-    ("rloo", "forward", 2, 1, 1, "weighted", None, True, False, False, "quantile"),
-    ("rloo", "forward", 2, 2, 4, "one", None, True, True, True, "quantile"),
+    ("grpo", "reverse", 2, 2, 4, "weighted", "grpo", True, True, False, "quantile", "token"),
+    ("grpo", "reverse", 1, 1, 1, "none", "dr_grpo", False, False, False, "value", "token"),
+    ("grpo", "reverse", 1, 2, 4, "weighted", "dapo", False, True, False, "value", "token"),
+    ("grpo", "reverse", 2, 1, 1, "none", "bnpo", True, True, False, "quantile", "token"),
+    ("grpo", "forward", 1, 2, 4, "none", "dr_grpo", False, True, False, "value", "token"),
+    ("grpo", "forward", 2, 1, 1, "weighted", "bnpo", True, False, False, "quantile", "token"),
+    ("grpo", "forward", 2, 2, 4, "one", "dapo", True, True, False, "quantile", "token"),
+    ("grpo", "forward", 1, 1, 1, "weighted", "grpo", False, True, False, "value", "sequence"),
+    ("rloo", "reverse", 2, 2, 4, "weighted", None, True, True, True, "quantile", "token"),
+    ("rloo", "reverse", 1, 1, 1, "none", None, False, False, True, "value", "token"),
+    ("rloo", "forward", 1, 2, 4, "none", None, False, True, True, "value", "sequence"),
+    ("rloo", "forward", 2, 1, 1, "weighted", None, True, False, False, "quantile", "token"),
+    ("rloo", "forward", 2, 2, 4, "one", None, True, True, True, "quantile", "token"),
 ]
 FIELDS = ("trainer", "kl", "num_iterations", "gradient_accumulation_steps", "steps_per_generation", "rewards",
-          "loss_type", "conversational", "mask_truncated_completions", "reward_clip_range", "tau")
+          "loss_type", "conversational", "mask_truncated_completions", "reward_clip_range", "tau", "estimator")
 CASE_DICTS = [dict(zip(FIELDS, case)) for case in CASES]
 
 
@@ -102,7 +102,7 @@ def case_id(case):
     parts = [c["trainer"], c["kl"], f"it{c['num_iterations']}", f"ga{c['gradient_accumulation_steps']}",
              f"spg{c['steps_per_generation']}", c["rewards"], c["loss_type"] or "", "chat" if c["conversational"]
              else "", "trunc" if c["mask_truncated_completions"] else "", "clip" if c["reward_clip_range"] else "",
-             c["tau"]]
+             c["tau"], c["estimator"] if c["kl"] == "forward" else ""]
     return "-".join(p for p in parts if p)
 
 
@@ -134,6 +134,7 @@ def make_trainer(c, model_dir, tmp_path, **overrides):
         output_dir=str(tmp_path / "out"), num_generations=NUM_GENERATIONS, max_completion_length=3, beta=BETA,
         learning_rate=1e-3, max_steps=2, logging_steps=1, report_to="none", use_cpu=True, seed=0,
         save_strategy="no", disable_tqdm=True, bf16=False, mara=True, kl_direction=c["kl"],
+        forward_kl_estimator=c["estimator"],
         num_iterations=c["num_iterations"], gradient_accumulation_steps=c["gradient_accumulation_steps"],
         steps_per_generation=c["steps_per_generation"], reward_weights=weights,
         per_device_train_batch_size=16 // c["steps_per_generation"] if c["steps_per_generation"] > 1 else 8,
@@ -176,8 +177,9 @@ def expected_advantages(trainer, c, record, reference):
         old = out["old_logps"]  # TRL's policy log-probs at generation time
         if c["kl"] == "reverse":
             augmented = augmented - BETA * (old - ref)
-        else:
+        elif c["estimator"] == "sequence":
             augmented = augmented + BETA * (kl_ref - old).clamp(max=MAX_LOG_RATIO).exp()
+        # the token estimator is a loss term: no KL on the reward side
     grouped = torch.where(scorable, augmented, torch.nan).view(-1, group)
     if c["trainer"] == "rloo":
         count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
@@ -187,6 +189,24 @@ def expected_advantages(trainer, c, record, reference):
     # Alg. 2 may keep every reward (equal good rewards) and change only the reference log-probs
     changed = (core.rewards != rewards[eligible]).any() or (core.ref_logprobs != ref[eligible]).any()
     return torch.nan_to_num(advantages.flatten(), nan=0.0), kl_ref, bool(changed)
+
+
+def check_token_estimator_inputs(trainer, record, reference):
+    """The rows the token estimator reads: reference hidden states, reference log-probs, prompt groups."""
+    out = record["out"]
+    group = trainer.num_generations if record["mode"] == "train" else trainer.num_generations_eval
+    n = out["completion_ids"].size(0)
+    assert torch.equal(out["mara_group"], torch.arange(n) // group)
+    assert out["mara_ref_hidden"].shape[:2] == out["completion_ids"].shape
+    prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
+    ref = plain_sequence_logprobs(reference, prompts, record["ids"], trainer.temperature)
+    mask = out["completion_mask"]
+    in_loss = mask.any(dim=1)
+    assert torch.allclose((out["mara_ref_token_logps"] * mask).sum(1)[in_loss], ref[in_loss], atol=1e-4)
+    head = reference.get_output_embeddings().weight
+    logits = out["mara_ref_hidden"] @ head.t() / trainer.temperature
+    from_hidden = torch.log_softmax(logits, -1).gather(2, out["completion_ids"][..., None])[..., 0] * mask
+    assert torch.allclose(from_hidden, out["mara_ref_token_logps"] * mask, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -206,8 +226,10 @@ def test_options_matrix_advantages_are_core_mara_on_recomputed_reference_logprob
     for record in trainer.records:
         expected, kl_ref, any_changed = expected_advantages(trainer, c, record, reference)
         assert torch.allclose(record["out"]["advantages"], expected, atol=1e-4), record["mode"]
-        if c["kl"] == "forward" and c["trainer"] == "grpo":
+        if c["kl"] == "forward" and (c["trainer"] == "grpo" or c["estimator"] == "token"):
             assert torch.allclose(record["out"]["mara_ref_logps"], kl_ref, atol=1e-4)
+        if c["kl"] == "forward" and c["estimator"] == "token":
+            check_token_estimator_inputs(trainer, record, reference)
         changed += any_changed
         flags = [is_truncated(ids) for ids in record["ids"]]
         truncated, complete = truncated + any(flags), complete + (not all(flags))
@@ -224,6 +246,8 @@ def test_the_design_covers_every_option():
                ("conversational", True), ("mask_truncated_completions", True)]
     options += [("rewards", r) for r in ("weighted", "none")] + [("tau", t) for t in ("value", "quantile")]
     for trainer in TRAINERS:
+        for estimator in ("token", "sequence"):
+            assert covered(trainer, "forward", "estimator", estimator), (trainer, estimator)
         for kl in ("reverse", "forward"):
             own = [("loss_type", t) for t in ("grpo", "dr_grpo", "dapo", "bnpo")] if trainer == "grpo" else [
                 ("reward_clip_range", True)]
@@ -249,7 +273,7 @@ def test_truncated_completions_are_never_anchors_nor_augmented(model_dir, refere
 
 @pytest.mark.parametrize("eval_batch", [4, 8])
 def test_grpo_forward_evaluate_uses_the_eval_batch_own_logprobs(eval_batch, model_dir, tmp_path):
-    c = dict(CASE_DICTS[7])  # GRPO, forward KL
+    c = dict(CASE_DICTS[7])  # GRPO, forward KL, sequence estimator
     trainer = make_trainer(c, model_dir, tmp_path, per_device_eval_batch_size=eval_batch, max_steps=1)
     before = trainer.evaluate()  # before any training step
     assert math.isfinite(before["eval_kl"])
