@@ -34,13 +34,19 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front([(1.0, 0.2), (0.8, 0.9)]) == [(1.0, 0.2), (0.8, 0.9)]
 
 
-def test_sweep_writes_table_figures_and_resumes(tmp_path):
+def tiny_sweep_config(tmp_path, **overrides):
     model_dir = tmp_path / "model"
-    model, tokenizer = tiny_untrained_model(seed=0)
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    cfg = SweepConfig(model=str(model_dir), betas=(0.01,), kl_directions=("reverse", "forward"), steps=2,
-                      eval_every=1, eval_samples=8, final_samples=16, num_generations=4, prompts_per_step=2)
+    if not model_dir.exists():
+        model, tokenizer = tiny_untrained_model(seed=0)
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    settings = dict(model=str(model_dir), betas=(0.01,), kl_directions=("reverse", "forward"), steps=2,
+                    eval_every=1, eval_samples=8, final_samples=16, num_generations=4, prompts_per_step=2)
+    return SweepConfig(**{**settings, **overrides})
+
+
+def test_sweep_writes_table_figures_and_resumes(tmp_path):
+    cfg = tiny_sweep_config(tmp_path)
     out = tmp_path / "sweep"
     metrics = run_sweep(cfg, out)
     assert len(metrics["runs"]) == 4
@@ -50,6 +56,8 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     assert [c["step"] for c in run["curve"]] == [0, 1, 2]
     assert 0.0 <= run["reward"] <= 1.0 and 0.0 <= run["entropy"] <= 1.0
     assert sum(run["histogram"].values()) == cfg.final_samples
+    assert run["min_valid_rate"] == min([c["reward"] for c in run["curve"]] + [run["reward"]])
+    assert run["all_invalid"] == (run["min_valid_rate"] == 0.0)
     rows = aggregate(metrics["runs"])
     assert {(r["kl"], r["method"]) for r in rows} == {(k, m) for k in ("reverse", "forward")
                                                      for m in ("vanilla", "mara")}
@@ -57,6 +65,28 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     run_file.write_text(json.dumps({**run, "reward": 0.123}))
     again = run_sweep(cfg, out)  # finished runs are reused, not retrained
     assert any(r["reward"] == 0.123 for r in again["runs"])
+    with pytest.raises(ValueError, match="other settings.*steps"):
+        run_sweep(tiny_sweep_config(tmp_path, steps=3), out)
+
+
+@pytest.mark.slow
+def test_parallel_sweep_equals_the_sequential_one_on_one_thread(tmp_path):
+    import torch
+
+    cfg = tiny_sweep_config(tmp_path, kl_directions=("forward",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = run_sweep(cfg, tmp_path / "sequential")
+    finally:
+        torch.set_num_threads(threads)
+    parallel = run_sweep(cfg, tmp_path / "parallel", jobs=2)
+
+    def strip(run):
+        return {k: v for k, v in run.items() if k != "step_time_s"}
+
+    assert [strip(r) for r in parallel["runs"]] == [strip(r) for r in sequential["runs"]]
+    assert {r["method"] for r in parallel["runs"]} == {"vanilla", "mara"}
 
 
 def test_sweep_config_rejects_bad_settings():

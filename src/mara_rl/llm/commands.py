@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 150)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
+    p.add_argument("--jobs", type=int_at_least(1), default=1,
+                   help="runs trained at once, in separate processes of one torch thread each (default 1); "
+                   "the results equal a --jobs 1 --threads 1 sweep")
     p.add_argument("--cache-dir", default=None, help="cache of the tiny reference (default $MARA_RL_CACHE or ~/.cache/mara-rl)")
     p.set_defaults(func=_one_or_two)
 
@@ -90,7 +93,9 @@ def _one_or_two(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    metrics = run_sweep(cfg, out)
+    if args.jobs > 1 and args.threads not in (None, 1):
+        raise ValueError("--jobs runs each process on one torch thread: drop --threads or use --threads 1")
+    metrics = run_sweep(cfg, out, jobs=args.jobs)
     print((out / "summary.md").read_text())
     print(f"wrote {out}/ (pareto.png, curves.png, runs.csv, metrics.json, summary.md); "
           f"{len(metrics['runs'])} runs")

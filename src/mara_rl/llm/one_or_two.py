@@ -17,7 +17,8 @@ augmentation, which is of size ``beta * log-ratio``, up to unit size and drive t
 uniform target; unscaled, reward and KL term keep the relative scale the target is built from.
 
 The sweep (beta x KL direction x method x seed) writes into its folder: ``config.json``,
-``runs/<run>.json`` (one per finished run: the sweep resumes by skipping them), ``metrics.json``,
+``runs/<run>.json`` (one per finished run: the sweep resumes by skipping them; ``jobs > 1`` trains
+runs in that many processes, each on one torch thread), ``metrics.json``,
 ``runs.csv`` (per-run table), ``pareto.png`` (reward vs answer entropy with the Pareto front),
 ``curves.png`` and ``summary.md``.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,9 +178,12 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
         curve.append({"step": cfg.steps, "reward": final["reward"], "entropy": final["entropy"]})
     logs = [h for h in trainer.state.log_history if "loss" in h]
     mara_frac = [h["mara/frac_groups_augmented"] for h in logs if "mara/frac_groups_augmented" in h]
+    # Reward is the share of valid answers: 0 at an evaluation point means every sampled answer was invalid.
+    min_valid = min([c["reward"] for c in curve] + [final["reward"]])
     return {
         "name": run_name(beta, kl, method, seed), "beta": beta, "kl": kl, "method": method, "seed": seed,
         "reward": final["reward"], "entropy": final["entropy"], "histogram": final["histogram"],
+        "min_valid_rate": min_valid, "all_invalid": min_valid == 0.0,
         "curve": curve, "mara_frac_groups_augmented": mara_frac, "step_time_s": _mean(
             [h["step_time"] for h in logs if "step_time" in h]),
     }
@@ -280,7 +285,8 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in results if (r["beta"], r["kl"], r["method"]) == (beta, kl, method)]
         rows.append({"beta": beta, "kl": kl, "method": method, "seeds": [r["seed"] for r in runs],
                      "reward": _mean([r["reward"] for r in runs]), "entropy": _mean([r["entropy"] for r in runs]),
-                     "min_entropy": min(r["entropy"] for r in runs), "max_entropy": max(r["entropy"] for r in runs)})
+                     "min_entropy": min(r["entropy"] for r in runs), "max_entropy": max(r["entropy"] for r in runs),
+                     "all_invalid_runs": sum(r["all_invalid"] for r in runs)})
     return rows
 
 
@@ -290,41 +296,87 @@ def write_summary(rows: list[dict[str, Any]], reference: dict[str, Any], path: P
              f"(histogram {reference['histogram']}). The closed-form KL-regularised target keeps the "
              "reference's ratio between the valid answers at every beta (Prop. 4.1), so its entropy is the "
              "reference's.", "",
-             "| beta | KL | method | seeds | reward | entropy (mean) | entropy (min-max) |",
-             "|---|---|---|---|---|---|---|"]
+             "| beta | KL | method | seeds | reward | entropy (mean) | entropy (min-max) | runs through all-invalid |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['beta']:g} | {r['kl']} | {r['method']} | {len(r['seeds'])} | {r['reward']:.3f} | "
-                     f"{r['entropy']:.3f} | {r['min_entropy']:.3f}-{r['max_entropy']:.3f} |")
+                     f"{r['entropy']:.3f} | {r['min_entropy']:.3f}-{r['max_entropy']:.3f} | {r['all_invalid_runs']} |")
     lines += ["", "Figures: `pareto.png` (reward vs answer entropy), `curves.png` (entropy over training)."]
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_sweep(cfg: SweepConfig, out: Path) -> dict[str, Any]:
-    """Run (or resume) the sweep into ``out`` and write table, figures and summary."""
+def _train_and_store(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, out: Path) -> dict[str, Any]:
+    """Train one run and write ``out/runs/<run>.json`` (renamed into place, so a kill leaves no torn file)."""
+    name = run_name(beta, kl, method, seed)
+    result = train_run(cfg, beta, kl, method, seed, out / "trainer" / name)
+    run_file = out / "runs" / f"{name}.json"
+    partial = run_file.with_suffix(f".json.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(run_file)
+    return result
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _check_stored_config(cfg: SweepConfig, out: Path) -> None:
+    """A resumed sweep must have the settings its finished runs were trained with."""
+    stored = out / "config.json"
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    if stored.exists() and json.loads(stored.read_text()) != wanted:
+        changed = sorted(k for k, v in json.loads(stored.read_text()).items() if wanted.get(k) != v)
+        raise ValueError(f"{out} holds a sweep with other settings ({', '.join(changed)}); use another --out")
+    stored.write_text(json.dumps(wanted, indent=2))
+
+
+def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
+    """Run (or resume) the sweep into ``out`` and write table, figures and summary.
+
+    ``jobs > 1`` trains the missing runs in that many processes, each pinned to one torch thread;
+    every run is seeded on its own, so the results are those of ``jobs=1`` on one thread.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from tqdm.auto import tqdm
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    reference = reference_metrics(cfg)
+    _check_stored_config(cfg, out)
+    reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
-    results = []
-    for beta, kl, method, seed in tqdm(grid, desc="mara llm one-or-two"):
-        run_file = out / "runs" / f"{run_name(beta, kl, method, seed)}.json"
+    done = {}
+    for key in grid:
+        run_file = out / "runs" / f"{run_name(*key)}.json"
         if run_file.exists():
-            results.append(json.loads(run_file.read_text()))
-            continue
-        result = train_run(cfg, beta, kl, method, seed, out / "trainer")
-        run_file.write_text(json.dumps(result, indent=2))
-        results.append(result)
+            done[key] = json.loads(run_file.read_text())
+    todo = [key for key in grid if key not in done]
+    progress = tqdm(total=len(grid), initial=len(done), desc="mara llm one-or-two")
+    if jobs == 1:
+        for key in todo:
+            done[key] = _train_and_store(cfg, *key, out)
+            progress.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+            futures = {pool.submit(_train_and_store, cfg, *key, out): key for key in todo}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                progress.update()
+    progress.close()
+    results = [done[key] for key in grid]
     rows = aggregate(results)
     with open(out / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["name", "beta", "kl", "method", "seed", "reward", "entropy",
-                                               *cfg.options, "invalid", "step_time_s"])
+        columns = ["name", "beta", "kl", "method", "seed", "reward", "entropy", "min_valid_rate", "all_invalid",
+                   "step_time_s"]
+        writer = csv.DictWriter(f, fieldnames=[*columns[:7], *cfg.options, "invalid", *columns[7:]])
         writer.writeheader()
         for r in results:
-            writer.writerow({**{k: r[k] for k in ("name", "beta", "kl", "method", "seed", "reward", "entropy",
-                                                  "step_time_s")}, **r["histogram"]})
+            writer.writerow({**{k: r[k] for k in columns}, **r["histogram"]})
     metrics = {"reference": reference, "aggregate": rows, "runs": results}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_pareto(results, reference, out / "pareto.png")
