@@ -157,13 +157,17 @@ def box_size(target: Target, settings: DockingSettings) -> tuple[float, float, f
 def settings_key(target: Target, settings: DockingSettings) -> str:
     """Hash of everything that can change a raw score besides the molecule: the settings, the
     box, the receptor file, the pipeline and the versions of RDKit, meeko and vina."""
+    try:
+        versions = {pkg: metadata.version(pkg) for pkg in ("rdkit", "meeko", "vina")}
+    except metadata.PackageNotFoundError as missing:
+        raise ValueError(f"docking needs the {missing.name} package: pip install 'mara-rl[dock]'") from None
     record = {
         "protocol": PROTOCOL,
         "settings": asdict(settings),
         "center": target.center,
         "size": box_size(target, settings),
         "receptor_sha256": target.receptor_sha256,
-        "versions": {pkg: metadata.version(pkg) for pkg in ("rdkit", "meeko", "vina")},
+        "versions": versions,
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
 
