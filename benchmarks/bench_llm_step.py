@@ -1,14 +1,20 @@
-"""GRPO step time with MARA vs without, in the same run; prints the ratio.
+"""Time spent in MARA and the token-level forward-KL term, against the whole GRPO step, in one run; prints the ratio.
 
-Both trainers are MaraGRPOTrainer on the same model and task with beta > 0 (so both make the
-reference pass); they differ only in ``mara``. Rounds alternate vanilla / MARA so that load on a
-shared machine hits both alike; the figure is the median of TRL's per-step ``step_time`` over all
-rounds (the first step of each round, which warms up, is dropped). Because a shared CPU makes
-whole-step times noisy, it also times ``_calculate_rewards`` itself, where MARA does all its work
-(sequence log-probs, gather, ``mara_rewards``): the difference between the two trainers there is
-MARA's own cost per step, reported against the vanilla step time.
+Whole-step timings on a shared CPU are too noisy to resolve a few percent, so the overhead is timed
+at the hook, inside the very steps it is compared with. One ``MaraGRPOTrainer`` (``mara=True``,
+``kl_direction="forward"``, ``forward_kl_estimator="token"``) trains on the "1 or 2" prompts with
+completions forced to ``--length`` tokens (stop tokens suppressed by ``min_new_tokens``). Per step:
 
-    python benchmarks/bench_llm_step.py                 # tiny pre-trained reference, CPU
+- MARA: the trainers' ``_calculate_rewards`` minus TRL's own (the reward functions), i.e. the
+  reference sequence log-probs, their gather and the core ``mara_rewards``;
+- forward KL: the ``_token_forward_kl`` call of every micro-batch (chunked full-vocabulary KL,
+  its gradient, Alg. 2's coefficients, prefix weights) plus the backward of that term;
+- the step: TRL's ``step_time`` (generation, scoring passes, loss and backward).
+
+The capture of the hidden states is a view of what the backbone returns, and is not timed. The
+first step (warm-up) is dropped; figures are medians over the remaining steps.
+
+    python benchmarks/bench_llm_step.py                        # tiny pre-trained reference, CPU
     python benchmarks/bench_llm_step.py --model Qwen/Qwen2.5-0.5B-Instruct --device cuda
 """
 
@@ -17,49 +23,96 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
+from collections import defaultdict
 
 
-def step_times(
-    mara: bool, model: str, steps: int, seed: int, use_cpu: bool, generations: int, prompts: int
-) -> tuple[list[float], list[float]]:
-    """Per-step times and per-step ``_calculate_rewards`` times of one training run."""
-    import time
-
+def timed_run(model: str, steps: int, length: int, generations: int, prompts: int, use_cpu: bool) -> dict:
+    """Per-step seconds of the whole step, MARA's work and the forward-KL term, from one training run."""
+    import torch
     from datasets import Dataset
+    from trl import GRPOTrainer
 
+    from mara_rl.llm import forward_kl
     from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_reward
     from mara_rl.llm.trainers import MaraGRPOConfig, MaraGRPOTrainer
 
-    with tempfile.TemporaryDirectory() as out:
-        args = MaraGRPOConfig(
-            output_dir=out, per_device_train_batch_size=generations * prompts, num_generations=generations,
-            max_completion_length=4, beta=0.01, mara=mara, mara_tau=1.0 if mara else None, scale_rewards="none",
-            max_steps=steps, logging_steps=1, report_to="none", use_cpu=use_cpu, seed=seed, save_strategy="no",
-            disable_tqdm=True, learning_rate=1e-3,
-        )
-        rows = random_choice_dataset_rows(num_prompts=steps * prompts)
-        hook_times: list[float] = []
+    spent: dict[str, float] = defaultdict(float)
+    per_step: dict[str, list[float]] = defaultdict(list)
 
-        class Timed(MaraGRPOTrainer):
-            def _calculate_rewards(self, *a, **kw):
-                start = time.perf_counter()
-                out = super()._calculate_rewards(*a, **kw)
-                hook_times.append(time.perf_counter() - start)
-                return out
+    def sync() -> None:
+        if torch.cuda.is_available() and not use_cpu:
+            torch.cuda.synchronize()
 
-        trainer = Timed(model=model, reward_funcs=random_choice_reward, args=args,
-                                  train_dataset=Dataset.from_list(rows))
-        trainer.train()
-    times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
-    return times[1:], hook_times[1:]
+    class TRLRewards(GRPOTrainer):
+        def _calculate_rewards(self, *args, **kwargs):
+            start = time.perf_counter()
+            out = super()._calculate_rewards(*args, **kwargs)
+            spent["trl_rewards"] += time.perf_counter() - start
+            return out
+
+    class Timed(MaraGRPOTrainer, TRLRewards):  # MRO: the MARA mixin, then TRL's timed reward call
+        def _calculate_rewards(self, *args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = super()._calculate_rewards(*args, **kwargs)
+            sync()
+            spent["rewards"] += time.perf_counter() - start
+            return out
+
+        def _token_forward_kl(self, *args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = super()._token_forward_kl(*args, **kwargs)
+            sync()
+            spent["forward_kl"] += time.perf_counter() - start
+            return out
+
+        def training_step(self, *args, **kwargs):
+            spent.clear()
+            out = super().training_step(*args, **kwargs)
+            per_step["mara"].append(spent["rewards"] - spent["trl_rewards"])
+            per_step["forward_kl"].append(spent["forward_kl"] + spent["forward_kl_backward"])
+            return out
+
+    backward = forward_kl._TokenForwardKL.backward
+
+    def timed_backward(ctx, *grads):
+        sync()
+        start = time.perf_counter()
+        out = backward(ctx, *grads)
+        sync()
+        spent["forward_kl_backward"] += time.perf_counter() - start
+        return out
+
+    forward_kl._TokenForwardKL.backward = staticmethod(timed_backward)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            args = MaraGRPOConfig(
+                output_dir=out, per_device_train_batch_size=generations * prompts, num_generations=generations,
+                max_completion_length=length, generation_kwargs={"min_new_tokens": length}, beta=0.01, mara=True,
+                mara_tau=1.0, kl_direction="forward", forward_kl_estimator="token", max_steps=steps,
+                logging_steps=1, report_to="none", use_cpu=use_cpu, seed=0, save_strategy="no", disable_tqdm=True,
+                learning_rate=1e-3,
+            )
+            rows = random_choice_dataset_rows(num_prompts=steps * prompts)
+            trainer = Timed(model=model, reward_funcs=random_choice_reward, args=args,
+                            train_dataset=Dataset.from_list(rows))
+            trainer.train()
+    finally:
+        forward_kl._TokenForwardKL.backward = staticmethod(backward)
+    logs = trainer.state.log_history
+    per_step["step"] = [h["step_time"] for h in logs if "step_time" in h]
+    per_step["length"] = [h["completions/mean_length"] for h in logs if "completions/mean_length" in h]
+    return {key: values[1:] for key, values in per_step.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model id or path (default: the tiny local reference)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30, help="GRPO steps per trainer per round")
+    parser.add_argument("--steps", type=int, default=8, help="GRPO steps (the first is dropped)")
+    parser.add_argument("--length", type=int, default=256, help="completion length in tokens")
     parser.add_argument("--generations", type=int, default=16)
     parser.add_argument("--prompts", type=int, default=4)
     args = parser.parse_args()
@@ -67,23 +120,14 @@ def main() -> None:
         from mara_rl.llm.tiny import tiny_reference_path
 
         args.model = str(tiny_reference_path())
-    times: dict[bool, list[float]] = {False: [], True: []}
-    hooks: dict[bool, list[float]] = {False: [], True: []}
-    for r in range(args.rounds):
-        for mara in (False, True) if r % 2 == 0 else (True, False):
-            step, hook = step_times(mara, args.model, args.steps, r, args.device == "cpu", args.generations,
-                                    args.prompts)
-            times[mara] += step
-            hooks[mara] += hook
-    vanilla, mara = statistics.median(times[False]), statistics.median(times[True])
-    hook_cost = statistics.median(hooks[True]) - statistics.median(hooks[False])
-    batch = args.generations * args.prompts
-    print(f"model {args.model} on {args.device}, batch {batch} completions, {len(times[False])} steps each")
-    print(f"GRPO step, vanilla: median {vanilla * 1e3:.1f} ms")
-    print(f"GRPO step, MARA:    median {mara * 1e3:.1f} ms")
-    print(f"ratio MARA / vanilla: {mara / vanilla:.3f} (overhead {100 * (mara / vanilla - 1):+.1f}%)")
-    print(f"MARA's own work per step (_calculate_rewards, MARA minus vanilla): {hook_cost * 1e3:.2f} ms "
-          f"= {100 * hook_cost / vanilla:.2f}% of the vanilla step")
+    t = timed_run(args.model, args.steps, args.length, args.generations, args.prompts, args.device == "cpu")
+    step, mara, fkl = (statistics.median(t[k]) for k in ("step", "mara", "forward_kl"))
+    print(f"model {args.model} on {args.device}: {args.generations * args.prompts} completions of "
+          f"{statistics.mean(t['length']):.0f} tokens per step, {len(t['step'])} timed steps")
+    print(f"GRPO step (TRL's step_time):      median {step * 1e3:9.1f} ms")
+    print(f"MARA (in _calculate_rewards):     median {mara * 1e3:9.2f} ms  = {100 * mara / step:.2f}% of the step")
+    print(f"token forward KL (fwd + bwd):     median {fkl * 1e3:9.2f} ms  = {100 * fkl / step:.2f}% of the step")
+    print(f"MARA + forward KL / GRPO step:    {(mara + fkl) / step:.4f} ({100 * (mara + fkl) / step:.2f}%)")
 
 
 if __name__ == "__main__":
