@@ -5,7 +5,8 @@
 - ``mara`` (bool): apply Mode Anchored Reward Augmentation (Alg. 1; Alg. 2 for forward KL);
 - ``mara_tau`` / ``mara_tau_quantile``: the quality threshold, a reward value or a per-prompt-group
   quantile (default: the 0.9 quantile, the paper's choice for rewards of unknown scale);
-- ``kl_direction``: ``"reverse"`` (TRL's own KL term, unchanged) or ``"forward"``.
+- ``kl_direction``: ``"reverse"`` (TRL's own KL term, unchanged) or ``"forward"``;
+- ``forward_kl_estimator``: ``"token"`` (default) or ``"sequence"``, the forward-KL estimator.
 
 Tested against TRL 1.16 (``TESTED_TRL``); ``tests/test_trl_contract.py`` asserts every TRL
 behaviour listed here, and the trainers warn when another TRL version is installed.
@@ -37,18 +38,28 @@ tempered reference ``pi_ref^T``; use ``temperature=1`` to anchor on the referenc
 With a PEFT model and no ``ref_model``, TRL's reference pass runs the model with its adapter
 disabled: the anchor is the base model's.
 
-Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` over whole completions (TRL has none), computed in one
-place, :func:`forward_kl_estimate`. With ``log rho = log pi_ref(y|x) - log pi(y|x)`` for ``y ~ pi``:
+Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``forward_kl_estimator``:
 
-- value: ``rho log rho - rho + 1`` (unbiased for the forward KL, non-negative);
-- gradient: ``-rho * grad log pi(y|x)``, unbiased for ``grad KL(pi_ref || pi) = -E_{pi_ref}[grad log pi]``.
+- ``"token"`` (default): :func:`mara_rl.llm.forward_kl.token_forward_kl_loss`, the exact forward KL
+  over the vocabulary at each sampled prefix, added as ``beta`` times a loss term by both trainers
+  (its gradient is analytic, not a reward). The reference's last hidden states at the completion
+  positions are captured from TRL's own reference pass (a forward hook on the model's ``base_model``,
+  the backbone TRL's fused LM head projects) and travel with each row; the loss pass's hidden states
+  are captured the same way, and both are projected through the LM heads chunk by chunk. MARA's
+  Alg. 2 enters as bounded per-sample coefficients built from ``mara_rewards(..., kl="forward")``'s
+  ``ref_logprobs``, per prompt group within the micro-batch; off-policy batches (TRL's old per-token
+  log-probs, or vLLM's sampling log-probs with ``vllm_importance_sampling_correction``) get prefix
+  importance weights, truncated at ``vllm_importance_sampling_clip_max``, when ``use_bias_correction_kl``
+  (RLOO: always). Needs an LM head without bias, logit scale or soft-capping.
+- ``"sequence"``: :func:`forward_kl_estimate` over whole completions. With ``log rho = log pi_ref(y|x)
+  - log pi(y|x)`` for ``y ~ pi``: value ``rho log rho - rho + 1`` (unbiased, non-negative), gradient
+  ``-rho * grad log pi(y|x)``. GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi)
+  - log pi)`` to the loss; RLOO's reward gets ``+ beta * rho`` in place of TRL's ``- beta * (log pi_old -
+  log pi_ref)``. Alg. 2 puts the anchor's ``log pi_ref(z|x)`` inside ``rho``; ``log rho`` is clipped at
+  ``MAX_LOG_RATIO``. ``rho`` is exponential in the length (``docs/forward_kl.md``).
 
-GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi) - log pi)`` to the loss
-(averaged over sequences). RLOO keeps KL on the reward side: its forward penalty is the reward
-``+ beta * rho`` (the same score-function gradient), in place of TRL's ``- beta * (log pi_old -
-log pi_ref)``. MARA's forward variant (Alg. 2) gives each good sample the anchor's reward and the
-anchor's ``log pi_ref(z|x)`` inside ``rho``. ``log rho`` is clipped at ``MAX_LOG_RATIO`` so a
-completion the policy finds much less likely than the reference cannot overflow the weight.
+With either, MARA's forward variant also gives each good sample the anchor's reward, and RLOO drops
+TRL's reverse penalty from its reward.
 
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
