@@ -267,7 +267,7 @@ def test_rloo_advantages_are_those_of_core_mara_on_the_batch(kl, estimator, mode
 
 
 def one_perturbed_step(model_dir, tmp_path, length, mara, trainer_cls=MaraGRPOTrainer, config_cls=MaraGRPOConfig):
-    """One training step of ``length``-token completions (stop tokens suppressed) from a policy moved off the reference."""
+    """One step on ``length``-token completions (stop tokens suppressed) from a policy moved off the reference."""
     trainer = make_trainer(trainer_cls, config_cls, model_dir, tmp_path, kl_direction="forward", mara=mara,
                            mara_tau=1.0 if mara else None, max_completion_length=length, max_steps=1,
                            generation_kwargs={"min_new_tokens": length}, bf16=False)

@@ -541,6 +541,7 @@ class _MaraMixin:
             # A masked completion is outside the loss: as a group of its own it gets c = 0.
             groups = torch.where(mask.any(dim=1), inputs["mara_group"], -1 - rows)
         reference = self.ref_model if self.ref_model is not None else self.model
+        cap = self._mara_setting("vllm_importance_sampling_clip_max", DEFAULT_MAX_IMPORTANCE_WEIGHT)
         return token_forward_kl_loss(
             hidden,
             inputs["mara_ref_hidden"],
@@ -550,7 +551,7 @@ class _MaraMixin:
             mara_ref_logps=inputs["mara_ref_logps"] if mara else None,
             group_ids=groups,
             old_logps=self._mara_sampler_logps(inputs),
-            max_importance_weight=self._mara_setting("vllm_importance_sampling_clip_max", DEFAULT_MAX_IMPORTANCE_WEIGHT),
+            max_importance_weight=cap,
             prefix_correction=bool(self._mara_setting("use_bias_correction_kl", True)),
             policy_head=causal_lm(model).get_output_embeddings().weight,
             ref_head=causal_lm(reference).get_output_embeddings().weight,
