@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# verl pins transformers < 5.11 (TRL needs newer): its adapter is tested in a virtualenv of its own.
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+VERL_TESTS := tests/test_verl_contract.py tests/test_verl_mara.py tests/test_verl_transferqueue.py
 
 .PHONY: install demo test bench clean
 
@@ -11,9 +15,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,llm,chem,semantic]"
+	$(BIN)/pip install --quiet -e ".[dev,llm,chem,semantic,dock,ray]"
 	$(BIN)/pip install --quiet --no-deps molsets==0.3.1
 	touch $(STAMP)
+
+$(VERL_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --quiet --upgrade pip
+	$(VERL_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VERL_VENV)/bin/pip install --quiet -e ".[verl,dev]"
+	touch $(VERL_STAMP)
 
 install: $(STAMP)
 
@@ -21,8 +32,9 @@ demo: $(STAMP)
 	$(BIN)/mara targets --rewards 0 1 1 --ref-probs 0.68 0.30 0.02 --labels wrong common rare --beta 0.001 1 --tau 0.5 --plot runs/didactic/targets.png
 	$(BIN)/mara reproduce didactic --out runs/didactic
 
-test: $(STAMP)
+test: $(STAMP) $(VERL_STAMP)
 	$(BIN)/python -m pytest
+	$(VERL_VENV)/bin/python -m pytest $(VERL_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_augment.py
@@ -30,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_diagnose.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VERL_VENV) runs
