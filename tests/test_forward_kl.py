@@ -133,6 +133,25 @@ def test_prefix_weights_are_one_on_policy_and_truncated():
     torch.testing.assert_close(weights, torch.tensor([[1.0, 2.0, 2.0]]))
 
 
+def test_without_prefix_correction_weights_are_one_and_alg2_still_uses_the_sampler():
+    torch.manual_seed(0)
+    policy, ref = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    mask = torch.ones(4, 3)
+    logps = torch.log_softmax(policy, -1)[..., 0]
+    old = logps - 0.5 * torch.rand(4, 3)
+    ref_logps = torch.log_softmax(ref, -1)[..., 0]
+    mara = (ref_logps * mask).sum(1).clone()
+    mara[:2] = mara[0]  # two "good" samples share the anchor's reference log-prob
+    kwargs = dict(ref_logps=ref_logps, mara_ref_logps=mara, group_ids=torch.zeros(4), old_logps=old)
+    corrected = token_forward_kl_loss(policy, ref, mask, logps, **kwargs)
+    plain = token_forward_kl_loss(policy, ref, mask, logps, prefix_correction=False, **kwargs)
+    assert torch.equal(plain.importance_weights, mask)
+    assert (corrected.importance_weights != 1).any()
+    torch.testing.assert_close(plain.mara_coefficients, corrected.mara_coefficients)
+    on_policy_sampler = token_forward_kl_loss(policy, ref, mask, logps, **{**kwargs, "old_logps": None})
+    assert not torch.allclose(on_policy_sampler.mara_coefficients, plain.mara_coefficients)
+
+
 def test_one_token_alg2_gradient_is_the_anchored_forward_kl_gradient():
     # One position, every outcome once as if sampled uniformly: the self-normalised weights are then
     # exact, and the loss gradient must be grad KL(q || pi) = pi - q with q the anchored reference.
