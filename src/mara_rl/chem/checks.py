@@ -117,3 +117,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else "no detail"
+
+
+def check_oracle_executor(oracle: Any, workers: int, ray_address: str | None) -> None:
+    """``--oracle-workers`` / ``--ray-address`` can score with ``oracle``: Ray is installed when an
+    address is given, and a process pool can be sent the oracle (it must pickle)."""
+    import importlib.util
+    import pickle
+
+    if ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise ValueError(f"--ray-address {ray_address} needs Ray, which is not installed: pip install 'mara-rl[ray]'")
+    if workers > 1 and ray_address is None:
+        try:
+            pickle.dumps(oracle)
+        except Exception as err:  # pickling fails with many error types (closures, locks, handles)
+            raise ValueError(f"--oracle-workers {workers}: objective {getattr(oracle, 'name', oracle)!r} cannot be sent to worker "
+                             f"processes ({type(err).__name__}: {first_line(err)}); make the oracle picklable or drop --oracle-workers") from None

@@ -104,7 +104,8 @@ def _eval_prior(args: argparse.Namespace) -> int:
 # --resume only the flags the user named are checked against the run's stored settings.
 def _add_rl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default=None,
-                   help="qed, sa, hbd, similarity, qed_hbd_sa (default), celecoxib_mpo, or module:factory for your own oracle")
+                   help="qed, sa, hbd, similarity, qed_hbd_sa (default), celecoxib_mpo, dock:<TARGET>, dock_qed_hbd_sa:<TARGET> "
+                        "(AutoDock Vina, extra [dock]), or module:factory for your own oracle")
     p.add_argument("--budget", type=int, default=None, help="oracle calls (default 10000); the run stops at exactly this many")
     p.add_argument("--batch-size", type=int, default=None, help="default 64")
     p.add_argument("--sigma", type=float, default=None, help="REINVENT's score weight (default 500); beta = 1 / sigma")
@@ -118,6 +119,12 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", default=None, help="prior checkpoint (default: the shipped MOSES prior)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default 1)")
+    p.add_argument("--dock-exhaustiveness", type=int, default=None,
+                   help="Vina's exhaustiveness for dock:<TARGET> / dock_qed_hbd_sa:<TARGET> objectives (default 8; 1 is ~9x faster, noisier)")
+    p.add_argument("--oracle-workers", type=int, default=None,
+                   help="score each batch in N local processes (default 1: in the run's process); same ledger as serial")
+    p.add_argument("--ray-address", default=None,
+                   help="score on Ray: auto or an address joins a cluster, local starts a local Ray with --oracle-workers CPUs")
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -140,7 +147,8 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop this session after this many steps (resumable)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its stored settings (only --threads, --device, --max-steps and --checkpoint-every may change)")
+                   help="continue the run in --out with its stored settings (only --threads, --device, --max-steps, --checkpoint-every, "
+                        "--oracle-workers and --ray-address may change)")
     p.set_defaults(func=_run)
 
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mara_rl.chem.checks import check_device, check_float, check_int, open_prior, writable_folder
-from mara_rl.chem.oracles import get_oracle
-from mara_rl.chem.rl import RunConfig, config_conflict, method_label, read_config, run
+from mara_rl.chem.checks import check_device, check_float, check_int, check_oracle_executor, open_prior, writable_folder
+from mara_rl.chem.rl import RunConfig, config_conflict, make_oracle, method_label, read_config, run
 
 # metric -> direction in which MARA would be "better" (the one-sided alternative)
 TABLE_METRICS = ("yield", "ob100", "scaffolds")
@@ -58,8 +57,11 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
         raise ValueError(f"--taus must be one or more distinct MARA thresholds, got {taus}")
     # every flag is checked here, before any run loads a model or calls the oracle
     check_device(base.device)
+    if base.ray_address == "local" and jobs > 1:
+        raise ValueError("--ray-address local with --jobs > 1 would start one Ray per run; start one (ray start --head) "
+                         "and give --ray-address auto")
     out = writable_folder(out)
-    get_oracle(base.objective)
+    check_oracle_executor(make_oracle(base), base.oracle_workers, base.ray_address)
     open_prior(base.prior)
     configs = [replace(replace(m, seed=seed), out=str(run_folder(out, replace(m, seed=seed)))) for m in method_configs(base, taus) for seed in seeds]
     if jobs > 1:

@@ -46,7 +46,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from mara_rl.chem.oracles import hbd_below, product, qed, sa_desirability
+from mara_rl.chem.oracles import Scored, hbd_below, product, qed, sa_desirability
 
 CACHE_ENV = "MARA_RL_CACHE"
 # the ligand pipeline above; bump it when the pipeline changes so that old cache rows stop matching
@@ -368,8 +368,9 @@ class DockingOracle:
     """``dock:<TARGET>`` (and, with ``terms``, composites such as ``dock_qed_hbd_sa:<TARGET>``).
 
     ``oracle(smiles)`` -> ``[n]`` scores in ``[0, 1]``: ``normalise(vina_score) * terms(mol)``.
-    ``oracle.dock(smiles)`` -> the :class:`DockResult` of each molecule (raw kcal/mol score or
-    the reason it failed), for a caller that stores raw scores. Both read the cache first and
+    ``oracle.details(smiles)`` -> a :class:`~mara_rl.chem.oracles.Scored` per molecule: that score,
+    the raw kcal/mol score and the reason a molecule was not scored (what a run's ledger keeps).
+    ``oracle.dock(smiles)`` -> the :class:`DockResult` of each molecule. All read the cache first and
     store each new result as soon as it exists. Each molecule costs one oracle call whether it
     docked, failed or was skipped for a zero property term.
 
@@ -426,9 +427,13 @@ class DockingOracle:
         """The :class:`DockResult` of each molecule, as :meth:`evaluate` gives them."""
         return self.evaluate(smiles)[0]
 
-    def __call__(self, smiles: Sequence[str]) -> np.ndarray:
+    def details(self, smiles: Sequence[str]) -> list[Scored]:
+        """Score in ``[0, 1]``, raw Vina score (``None`` when not docked) and reason per molecule."""
         results, terms = self.evaluate(smiles)
-        return np.array([normalise(r.score, self.best, self.worst) for r in results]) * terms
+        return [Scored(normalise(r.score, self.best, self.worst) * float(t), r.score, r.reason) for r, t in zip(results, terms)]
+
+    def __call__(self, smiles: Sequence[str]) -> np.ndarray:
+        return np.array([d.score for d in self.details(smiles)])
 
 
 def paper_terms(mol: Chem.Mol) -> float:

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -76,6 +79,19 @@ class SerialExecutor(_Base):
         return _apply(fn, list(items)) if len(items) else []
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker within a second of its parent's death. A pool's
+    workers otherwise outlive a SIGKILLed parent forever, blocked on its task queue (or docking on
+    for nobody)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ProcessExecutor(_Base):
     """A pool of ``workers`` local processes; chunks of ``chunk_size`` items (1 balances slow,
     uneven work such as docking; raise it for cheap oracles)."""
@@ -89,9 +105,15 @@ class ProcessExecutor(_Base):
         if not len(items):
             return []
         if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                                initializer=_exit_with_parent, initargs=(os.getpid(),))
         chunks = _chunks(items, self.chunk_size)
-        results = self._pool.map(_apply, [fn] * len(chunks), chunks)
+        try:
+            results = list(self._pool.map(_apply, [fn] * len(chunks), chunks))
+        except concurrent.futures.process.BrokenProcessPool:
+            self._pool = None  # unusable; a later map starts a fresh pool
+            raise ValueError(f"a worker process of the pool died while running {getattr(fn, 'name', fn)!r} "
+                             "(killed, or out of memory)") from None
         return [r for chunk in results for r in chunk]
 
     def close(self) -> None:

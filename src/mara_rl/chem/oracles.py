@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from rdkit import Chem, DataStructs, RDConfig, RDLogger
@@ -39,14 +39,46 @@ class Oracle(Protocol):
     def __call__(self, smiles: Sequence[str]) -> np.ndarray: ...
 
 
+class Scored(NamedTuple):
+    """One molecule's score in ``[0, 1]``; for an objective that measures something first
+    (docking: kcal/mol) also that raw value, and the reason it is missing (a failed docking)."""
+
+    score: float
+    raw: float | None = None
+    reason: str = ""
+
+
+class Details:
+    """``Details(oracle)(smiles)`` -> a :class:`Scored` per molecule: the oracle's own
+    ``details(smiles)`` where it has one (docking oracles), else its scores without a raw value.
+    The batch function a run hands its executor; it pickles whenever the oracle does."""
+
+    def __init__(self, oracle: Oracle):
+        self.oracle, self.name = oracle, oracle.name
+
+    def __call__(self, smiles: Sequence[str]) -> list[Scored]:
+        details = getattr(self.oracle, "details", None)
+        if details is not None:
+            return list(details(smiles))
+        return [Scored(float(s)) for s in self.oracle(smiles)]
+
+
 class MolOracle:
-    """An oracle from a per-molecule function ``score(mol) -> float``."""
+    """An oracle from a per-molecule function ``score(mol) -> float``. A built-in objective
+    (``objective`` set) pickles as its name and is rebuilt by :func:`get_oracle` in a worker
+    process, since its score functions are closures that do not pickle."""
 
     cost = 1
 
-    def __init__(self, name: str, score: Callable[[Chem.Mol], float]):
+    def __init__(self, name: str, score: Callable[[Chem.Mol], float], objective: str | None = None):
         self.name = name
         self._score = score
+        self._objective = objective
+
+    def __reduce__(self):
+        if self._objective is None:
+            return super().__reduce__()
+        return get_oracle, (self._objective,)
 
     def __call__(self, smiles: Sequence[str]) -> np.ndarray:
         out = np.empty(len(smiles))
@@ -115,26 +147,36 @@ def celecoxib_mpo() -> Callable[[Chem.Mol], float]:
     )
 
 
-OBJECTIVES: dict[str, Callable[[], Oracle]] = {
-    "qed": lambda: MolOracle("qed", qed),
-    "sa": lambda: MolOracle("sa", sa_desirability),
-    "hbd": lambda: MolOracle("hbd", hbd_below(4)),
-    "similarity": lambda: MolOracle("similarity", tanimoto_to(CELECOXIB)),
+# name -> the per-molecule score function of a built-in objective
+OBJECTIVES: dict[str, Callable[[], Callable[[Chem.Mol], float]]] = {
+    "qed": lambda: qed,
+    "sa": lambda: sa_desirability,
+    "hbd": lambda: hbd_below(4),
+    "similarity": lambda: tanimoto_to(CELECOXIB),
     # the paper's objective without docking: QED x (HBD < 4) x synthesisability (10 - SA) / 9
-    "qed_hbd_sa": lambda: MolOracle("qed_hbd_sa", product(qed, hbd_below(4), sa_desirability)),
-    "celecoxib_mpo": lambda: MolOracle("celecoxib_mpo", celecoxib_mpo()),
+    "qed_hbd_sa": lambda: product(qed, hbd_below(4), sa_desirability),
+    "celecoxib_mpo": celecoxib_mpo,
 }
 
 
-def get_oracle(name: str) -> Oracle:
-    """A built-in objective by name, a docking objective (``dock:<TARGET>``,
-    ``dock_qed_hbd_sa:<TARGET>``; :mod:`mara_rl.chem.docking`), or ``module:factory`` for a user oracle."""
-    if name in OBJECTIVES:
-        return OBJECTIVES[name]()
-    if name.partition(":")[0] in ("dock", "dock_qed_hbd_sa"):  # AutoDock Vina, extra [dock]
-        from mara_rl.chem.docking import make_docking_oracle
+def is_docking(name: str) -> bool:
+    """Whether objective ``name`` is a docking objective (``dock:<TARGET>``, ``dock_qed_hbd_sa:<TARGET>``)."""
+    return name.partition(":")[0] in ("dock", "dock_qed_hbd_sa")
 
-        return make_docking_oracle(name)
+
+def get_oracle(name: str, dock_exhaustiveness: int | None = None) -> Oracle:
+    """A built-in objective by name, a docking objective (``dock:<TARGET>``,
+    ``dock_qed_hbd_sa:<TARGET>``; :mod:`mara_rl.chem.docking`; ``dock_exhaustiveness`` is Vina's,
+    default 8), or ``module:factory`` for a user oracle."""
+    if dock_exhaustiveness is not None and not is_docking(name):
+        raise ValueError(f"--dock-exhaustiveness needs a docking objective (dock:<TARGET>, dock_qed_hbd_sa:<TARGET>), not {name!r}")
+    if name in OBJECTIVES:
+        return MolOracle(name, OBJECTIVES[name](), objective=name)
+    if is_docking(name):  # AutoDock Vina, extra [dock]
+        from mara_rl.chem.docking import DockingSettings, make_docking_oracle
+
+        settings = DockingSettings() if dock_exhaustiveness is None else DockingSettings(exhaustiveness=dock_exhaustiveness)
+        return make_docking_oracle(name, settings)
     if ":" in name:
         module, attr = name.split(":", 1)
         try:

@@ -14,12 +14,18 @@ equal to the anchor's value, a target that is flat over the good molecules.
 Run folder and crash safety: ``config.json`` (written atomically first, the run's settings from
 then on), ``checkpoint.pt`` (agent, optimiser, sampler RNG, counters; replaced atomically every
 ``checkpoint_every`` steps, the first before any oracle call) and ``molecules.csv``, the ledger:
-every scored molecule (``call, step, smiles, score``), appended, flushed and fsync'd per batch.
+every scored molecule (``call, step, smiles, score, raw, reason``: ``raw`` is a docking
+objective's Vina score in kcal/mol, ``reason`` why a molecule scored 0 unmeasured), appended,
+flushed and fsync'd per batch.
 The ledger is the source of truth for the budget and the cache. A resumed run replays the steps
 since the checkpoint from the same RNG state, finds their molecules in the ledger and pays
 nothing for them, so it continues exactly where the killed run was. Only the batch being scored
 at the kill, whose rows were not yet complete in the ledger, is paid again (at most
 ``batch_size`` molecules). A torn last row has no newline: it is dropped and rescored.
+
+Scoring goes through one executor (``--oracle-workers N``: a local process pool, ``--ray-address``:
+Ray), which returns each molecule's score in input order, so the ledger is the same whichever
+executor scored it; the ledger is written by this process alone.
 """
 
 from __future__ import annotations
@@ -42,15 +48,19 @@ from tqdm.auto import tqdm
 
 from mara_rl.augment import mara_rewards
 from mara_rl.chem.checks import (
-    atomic_write_text, check_device, check_float, check_int, first_line, open_prior, parse_device, writable_folder,
+    atomic_write_text, check_device, check_float, check_int, check_oracle_executor, first_line, open_prior, parse_device,
+    writable_folder,
 )
+from mara_rl.chem.executors import Executor, SerialExecutor, make_executor
 from mara_rl.chem.model import SmilesRNN
-from mara_rl.chem.oracles import Oracle, check_scores, get_oracle
+from mara_rl.chem.oracles import Details, Oracle, check_scores, get_oracle, is_docking
 
-LEDGER_FIELDS = ("call", "step", "smiles", "score")
+LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason")
+LEGACY_LEDGER_FIELDS = LEDGER_FIELDS[:4]  # ledgers written before the raw column; they resume as they are
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
-SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every")
+SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address")
+EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
 
 
 @dataclass
@@ -76,8 +86,11 @@ class RunConfig:
     screens: tuple[float, ...] = (0.8, 0.85)
     prior: str | None = None
     seed: int = 0
+    dock_exhaustiveness: int | None = None  # Vina's, for docking objectives (None: 8)
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; more threads than free cores slow small RNN steps badly
+    oracle_workers: int = 1  # local processes scoring each batch (1: in this process)
+    ray_address: str | None = None  # score on Ray: "auto", "ray://host:port", or "local" (started here)
     checkpoint_every: int = 10  # steps
     max_steps: int | None = None  # stop this session early (the run stays resumable)
     step_limit: int | None = None  # total steps; default 4 * budget / batch_size (see run)
@@ -105,8 +118,13 @@ class RunConfig:
         if self.prior is not None:  # absolute, so a resume from another folder finds the same file
             self.prior = str(Path(self.prior).resolve())
         self.seed = check_int(self.seed, "--seed", 0)
+        if self.dock_exhaustiveness is not None:
+            self.dock_exhaustiveness = check_int(self.dock_exhaustiveness, "--dock-exhaustiveness", 1)
         parse_device(self.device)
         self.threads = check_int(self.threads, "--threads", 1)
+        self.oracle_workers = check_int(self.oracle_workers, "--oracle-workers", 1)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ValueError(f"--ray-address must be auto, local or a cluster address, got {self.ray_address!r}")
         self.checkpoint_every = check_int(self.checkpoint_every, "--checkpoint-every", 1)
         if self.max_steps is not None:
             self.max_steps = check_int(self.max_steps, "--max-steps", 0)
@@ -144,14 +162,20 @@ def shaped_rewards(scores: torch.Tensor, prior_loglik: torch.Tensor, config: Run
 class Ledger:
     """Oracle budget, cache and CSV log of every scored molecule (rebuilt from the CSV on resume).
 
-    Rows end with a newline, so a row torn by a kill is the file's unterminated tail: it is cut
-    off (its molecule is scored again). Any other damage is a ValueError."""
+    ``executor`` scores each batch's new molecules (in order, whichever executor it is). Rows end
+    with a newline, so a row torn by a kill is the file's unterminated tail: it is cut off (its
+    molecule is scored again). Any other damage is a ValueError. A ledger with the four columns of
+    older versions keeps them (its rows have no raw score)."""
 
-    def __init__(self, path: Path, oracle: Oracle, budget: int):
+    def __init__(self, path: Path, oracle: Oracle, budget: int, executor: Executor | None = None):
         self.path, self.oracle, self.budget = path, oracle, budget
+        self.executor = executor or SerialExecutor()
+        self.fields = LEDGER_FIELDS
         self.cache: dict[str, float] = {}
         self.order: list[str] = []  # molecules in call order
         self.steps: list[int] = []  # the step that scored each of them
+        self.raw: list[float | None] = []  # a docking objective's raw score of each of them
+        self.reasons: list[str] = []  # why each of them scored 0 unmeasured ("" when measured)
         if path.is_file():
             self._read()
         else:
@@ -170,8 +194,10 @@ class Ledger:
             lines = raw[: len(raw) - torn].decode().splitlines()
         except UnicodeDecodeError as err:
             self._damaged(f"bytes that are not text at offset {err.start}")
-        if not lines or lines[0].split(",") != list(LEDGER_FIELDS):
+        header = tuple(lines[0].split(",")) if lines else ()
+        if header not in (LEDGER_FIELDS, LEGACY_LEDGER_FIELDS):
             self._damaged(f"its first line is not the header {','.join(LEDGER_FIELDS)}")
+        self.fields = header
         for number, row in enumerate(csv.reader(lines[1:]), start=2):
             problem = self._add_row(row)
             if problem:
@@ -179,13 +205,14 @@ class Ledger:
 
     def _add_row(self, row: list[str]) -> str | None:
         """Append one stored row to the cache; a description of what is wrong with it, if anything."""
-        if len(row) != len(LEDGER_FIELDS):
-            return f"has {len(row)} fields instead of {len(LEDGER_FIELDS)}"
-        call, step, smiles, score = row
+        if len(row) != len(self.fields):
+            return f"has {len(row)} fields instead of {len(self.fields)}"
+        call, step, smiles, score, raw, reason = row + ["", ""] * (len(row) == len(LEGACY_LEDGER_FIELDS))
         try:
             call_n, step_n, value = int(call), int(step), float(score)
+            raw_value = float(raw) if raw else None
         except ValueError:
-            return "holds a call, step or score that is not a number"
+            return "holds a call, step, score or raw score that is not a number"
         if call_n != len(self.order) + 1:
             return f"is call {call_n} where call {len(self.order) + 1} was expected"
         if step_n < (self.steps[-1] if self.steps else 0):
@@ -194,10 +221,17 @@ class Ledger:
             return f"repeats or lacks its molecule {smiles!r}"
         if not 0.0 <= value <= 1.0:
             return f"has score {score}, outside [0, 1]"
-        self.cache[smiles] = value
-        self.order.append(smiles)
-        self.steps.append(step_n)
+        if raw_value is not None and not np.isfinite(raw_value):
+            return f"has raw score {raw}, not finite"
+        self._keep(smiles, step_n, value, raw_value, reason)
         return None
+
+    def _keep(self, smiles: str, step: int, score: float, raw: float | None, reason: str) -> None:
+        self.cache[smiles] = score
+        self.order.append(smiles)
+        self.steps.append(step)
+        self.raw.append(raw)
+        self.reasons.append(reason)
 
     def _damaged(self, problem: str) -> None:
         raise ValueError(f"ledger {self.path} is damaged: {problem}; restore it from a copy, or start a new run in another --out")
@@ -231,14 +265,16 @@ class Ledger:
         affordable = max(0, (self.budget - self.calls) // self.oracle.cost)
         new = new[:affordable]
         if new:
-            scores = check_scores(self.oracle(new), len(new), self.oracle.name)
+            details = self.executor.map(Details(self.oracle), new)
+            scores = check_scores(np.array([d.score for d in details]), len(new), self.oracle.name)
             text = io.StringIO()
             writer = csv.writer(text)
-            for m, s in zip(new, scores):
-                self.cache[m] = float(s)
-                self.order.append(m)
-                self.steps.append(step)
-                writer.writerow((len(self.order), step, m, repr(float(s))))
+            for m, s, d in zip(new, scores, details):
+                reason = " ".join(d.reason.split())  # one line, so that a row is one line
+                raw = None if d.raw is None else float(d.raw)
+                self._keep(m, step, float(s), raw, reason)
+                row = (len(self.order), step, m, repr(float(s)), "" if raw is None else repr(raw), reason)
+                writer.writerow(row[: len(self.fields)])
             self._append(text.getvalue())
         return np.array([0.0 if m is None else self.cache.get(m, np.nan) for m in molecules])
 
@@ -316,13 +352,20 @@ def resume_config(out: str | Path, **given: Any) -> RunConfig:
     """The stored configuration of the run in ``out``. Settings in ``given`` (those the user
     named) replace it where they only concern this session (``SESSION_FIELDS``); any other must
     equal the stored value."""
-    stored = read_config(out)
-    # --max-steps bounds one session: the stored one ended the session that set it
-    merged = RunConfig(**{**asdict(stored), "max_steps": None, **given, "out": str(out)})
-    conflict = config_conflict(stored, merged)
+    stored = asdict(read_config(out))
+    stored["max_steps"] = None  # --max-steps bounds one session: the stored one ended the session that set it
+    if any(name in given for name in EXECUTOR_FIELDS):  # naming one chooses the executor afresh
+        stored.update({f.name: f.default for f in fields(RunConfig) if f.name in EXECUTOR_FIELDS})
+    merged = RunConfig(**{**stored, **given, "out": str(out)})
+    conflict = config_conflict(read_config(out), merged)
     if conflict:
         raise ValueError(conflict)
     return merged
+
+
+def make_oracle(config: RunConfig) -> Oracle:
+    """The oracle of ``config``'s objective and docking settings."""
+    return get_oracle(config.objective, dock_exhaustiveness=config.dock_exhaustiveness)
 
 
 def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -> dict[str, Any]:
@@ -344,7 +387,8 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         raise ValueError(f"{out} holds an unfinished run; continue it with `mara chem run --out {out} --resume` or choose another --out")
     check_device(config.device)
     writable_folder(out)
-    oracle = oracle or get_oracle(config.objective)
+    oracle = oracle or make_oracle(config)
+    check_oracle_executor(oracle, config.oracle_workers, config.ray_address)
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -387,57 +431,61 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         known = ledger.rows_before(state.step)
         diversity(ledger.order[:known], ledger.scores_in_order()[:known])
 
-    t0 = time.perf_counter()
-    progress = tqdm(total=config.budget, initial=ledger.calls, desc=f"chem run ({'MARA' if config.mara else 'REINVENT'})", unit="call")
-    steps_this_session, saved_at = 0, state.step
-
     def finished() -> bool:
         # A resumed run replays the steps whose molecules the ledger already holds (for free).
         # A collapsed agent resamples cached molecules that cost no call; the step limit ends
         # such a run (recorded in its metrics) instead of spinning on free repeats.
         return (ledger.exhausted and state.step > ledger.last_step) or state.step >= config.step_limit
 
-    while not finished() and (config.max_steps is None or steps_this_session < config.max_steps):
-        ids, _ = agent.sample(config.batch_size, generator=generator)
-        molecules = [canonical_smiles(s) for s in agent.decode(ids)]
-        calls_before = ledger.calls
-        scores = ledger.score(molecules, state.step)
-        keep = ~np.isnan(scores)  # molecules the budget could no longer pay for sit out the update
-        ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
-        state.invalid += sum(m is None for m in molecules)
-        state.sampled += len(molecules)
-        train_scores = diversity(molecules, scores) if diversity is not None else scores
+    # started last: a local Ray takes seconds to start, and the checks above may still refuse the run
+    ledger.executor = make_executor(config.oracle_workers, config.ray_address)
+    t0 = time.perf_counter()
+    progress = tqdm(total=config.budget, initial=ledger.calls, desc=f"chem run ({'MARA' if config.mara else 'REINVENT'})", unit="call")
+    steps_this_session, saved_at = 0, state.step
+    try:
+        while not finished() and (config.max_steps is None or steps_this_session < config.max_steps):
+            ids, _ = agent.sample(config.batch_size, generator=generator)
+            molecules = [canonical_smiles(s) for s in agent.decode(ids)]
+            calls_before = ledger.calls
+            scores = ledger.score(molecules, state.step)
+            keep = ~np.isnan(scores)  # molecules the budget could no longer pay for sit out the update
+            ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
+            state.invalid += sum(m is None for m in molecules)
+            state.sampled += len(molecules)
+            train_scores = diversity(molecules, scores) if diversity is not None else scores
 
-        if config.replay_size:  # replay from the memory as it was before this batch, then update it
-            pick = np.random.default_rng([config.seed, state.step]).permutation(len(state.replay))[: config.replay_batch]
-            replayed = [state.replay[i] for i in pick]
-            memory = dict(state.replay)
-            memory.update({m: float(s) for m, s in zip(molecules, train_scores) if m is not None})
-            state.replay = sorted(memory.items(), key=lambda kv: -kv[1])[: config.replay_size]
-            if replayed:
-                ids = _stack(agent, ids, [m for m, _ in replayed])
-                train_scores = np.concatenate([train_scores, [s for _, s in replayed]])
+            if config.replay_size:  # replay from the memory as it was before this batch, then update it
+                pick = np.random.default_rng([config.seed, state.step]).permutation(len(state.replay))[: config.replay_batch]
+                replayed = [state.replay[i] for i in pick]
+                memory = dict(state.replay)
+                memory.update({m: float(s) for m, s in zip(molecules, train_scores) if m is not None})
+                state.replay = sorted(memory.items(), key=lambda kv: -kv[1])[: config.replay_size]
+                if replayed:
+                    ids = _stack(agent, ids, [m for m, _ in replayed])
+                    train_scores = np.concatenate([train_scores, [s for _, s in replayed]])
 
-        # the budget always pays for at least one new molecule, so the batch is never empty
-        agent_ll = agent.log_likelihood(ids)
-        with torch.no_grad():
-            prior_ll = prior.log_likelihood(ids)
-        score_t = torch.as_tensor(train_scores, dtype=prior_ll.dtype, device=prior_ll.device)
-        rewards, frac_augmented = shaped_rewards(score_t, prior_ll, config)
-        loss = augmented_likelihood_loss(agent_ll, prior_ll, rewards, config.sigma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.step += 1
-        steps_this_session += 1
-        progress.update(ledger.calls - calls_before)
-        done = finished()
-        if state.step % 5 == 0 or done:
-            state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
-        if state.step % config.checkpoint_every == 0 or done:
-            save_checkpoint()
-            saved_at = state.step
-    progress.close()
+            # the budget always pays for at least one new molecule, so the batch is never empty
+            agent_ll = agent.log_likelihood(ids)
+            with torch.no_grad():
+                prior_ll = prior.log_likelihood(ids)
+            score_t = torch.as_tensor(train_scores, dtype=prior_ll.dtype, device=prior_ll.device)
+            rewards, frac_augmented = shaped_rewards(score_t, prior_ll, config)
+            loss = augmented_likelihood_loss(agent_ll, prior_ll, rewards, config.sigma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            steps_this_session += 1
+            progress.update(ledger.calls - calls_before)
+            done = finished()
+            if state.step % 5 == 0 or done:
+                state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
+            if state.step % config.checkpoint_every == 0 or done:
+                save_checkpoint()
+                saved_at = state.step
+    finally:
+        progress.close()
+        ledger.executor.close()
     if saved_at != state.step:
         save_checkpoint()
     if not finished():
@@ -485,7 +533,8 @@ def _snapshot(ledger: Ledger, state: RunState, config: RunConfig, loss: float, f
 
 def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_this_session: float) -> dict[str, Any]:
     """Final metrics from the ledger: Yield and OB100 per screen, IntDiv1 and #Circles of all
-    scored molecules, scaffolds of the hits, validity of the samples."""
+    scored molecules, scaffolds of the hits, validity of the samples; for docking objectives the
+    median and best raw Vina score and how many molecules could not be docked."""
     from mara_rl.metrics.molecules import internal_diversity, num_circles, num_scaffolds, oracle_calls_to_hits
 
     scores = ledger.scores_in_order()
@@ -503,6 +552,11 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         "circles": num_circles(ledger.order),
         "wall_minutes_last_session": wall_minutes_this_session,
     }
+    if is_docking(config.objective):  # Vina scores in kcal/mol (lower binds better) and the molecules never docked
+        raw = np.array([r for r in ledger.raw if r is not None])
+        metrics["raw_median"] = float(np.median(raw)) if raw.size else None
+        metrics["raw_min"] = float(raw.min()) if raw.size else None
+        metrics["not_docked"] = sum(bool(r) for r in ledger.reasons)
     for screen in config.screens:
         hits = [m for m, s in zip(ledger.order, scores) if s >= screen]
         metrics[f"yield@{screen}"] = len(hits)
