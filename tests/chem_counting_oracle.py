@@ -4,7 +4,10 @@ for the crash tests of ``mara chem run`` (``tests/test_chem_resume.py``).
 ``--objective chem_counting_oracle:make`` loads it inside the run's own process. Environment:
 
 - ``CHEM_ORACLE_LOG``: file that gets one line per molecule, appended before it is scored, so
-  the log counts every call the oracle was asked for, also those a kill cut short;
+  the log counts every call the oracle was asked for, also those a kill cut short (appends are
+  atomic, so worker processes of ``--oracle-workers`` share the file);
+- ``CHEM_ORACLE_DELAY``: seconds each molecule takes to score (default 0), so that a test can
+  kill a run while a batch is being scored;
 - ``CHEM_KILL=<phase>:<n>``: the process SIGKILLs itself at the n-th (1-based) event of a phase:
   ``sample`` (as a batch starts sampling), ``score`` (inside the oracle, after logging the batch),
   ``write`` (half-way through writing a batch of ledger rows, leaving a torn row) or
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 from collections import Counter
 
 import numpy as np
@@ -50,6 +54,7 @@ class CountingQed:
             os.close(fd)
         if _kill_at("score"):
             _die()
+        time.sleep(float(os.environ.get("CHEM_ORACLE_DELAY", "0")) * len(smiles))
         return np.array([QED.qed(Chem.MolFromSmiles(s)) for s in smiles])
 
 
@@ -89,3 +94,10 @@ def make() -> CountingQed:
         _events.clear()  # a forked run counts its own events, not its parent's
         _install_faults()
     return CountingQed()
+
+
+def make_unpicklable() -> CountingQed:
+    """The counting oracle holding a lambda: it cannot be sent to worker processes."""
+    oracle = CountingQed()
+    oracle.note = lambda: "not picklable"
+    return oracle

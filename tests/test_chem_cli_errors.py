@@ -60,6 +60,10 @@ RUN = [
     (["--objective", "banana"], "objective"),
     (["--objective", "no_such_module:make"], "objective"),
     (["--resume"], "holds no run"),
+    (["--oracle-workers", "0"], "--oracle-workers"),
+    (["--ray-address", ""], "--ray-address"),
+    (["--dock-exhaustiveness", "2"], "--dock-exhaustiveness needs a docking objective"),
+    (["--objective", "dock:DRD2", "--dock-exhaustiveness", "0"], "--dock-exhaustiveness"),
 ]
 COMPARE = [
     (["--seeds", "0"], "--seeds"),
@@ -75,6 +79,8 @@ COMPARE = [
     (["--out", "UNWRITABLE"], "--out"),
     (["--screens", "nan"], "--screens"),
     (["--objective", "banana"], "objective"),
+    (["--oracle-workers", "0"], "--oracle-workers"),
+    (["--ray-address", "local", "--jobs", "2"], "--ray-address local"),
 ]
 TRAIN_PRIOR = [
     (["--batch-size", "0"], "--batch-size"),
@@ -129,3 +135,21 @@ def test_missing_cuda_is_a_clear_error(command, files, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_ray_address_without_ray_is_a_clear_error(command, files, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    assert main(["chem", command, "--ray-address", "auto", "--out", files["OUT"]]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-address auto needs Ray" in err and "pip install" in err and err.count("\n") == 1, err
+    assert not any(Path(files["OUT"]).iterdir())
+
+
+def test_an_oracle_that_cannot_reach_worker_processes_is_a_clear_error(files, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    argv = ["chem", "run", "--objective", "chem_counting_oracle:make_unpicklable", "--oracle-workers", "2", "--out", files["OUT"]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--oracle-workers 2" in err and "cannot be sent to worker processes" in err and err.count("\n") == 1, err
+    assert not any(Path(files["OUT"]).iterdir())

@@ -1,8 +1,9 @@
 """``mara chem run`` survives a SIGKILL at any moment: runs in their own processes are killed
 while sampling, scoring, writing the ledger or checkpointing (forked from this process, which has
-torch loaded already) and at random points (a fresh ``python -m mara_rl.cli`` each time), resumed
-with ``--resume`` alone, and must end with the uninterrupted run's exact ledger and metrics, every
-score the oracle's own, and at most one batch paid twice per kill."""
+torch loaded already), at random points (a fresh ``python -m mara_rl.cli`` each time) and while a
+pool of ``--oracle-workers`` scores a batch, resumed with ``--resume`` alone, and must end with the
+uninterrupted serial run's exact ledger and metrics, every score the oracle's own, and at most one
+batch paid twice per kill. Serial, pool and Ray scoring write the same ledger."""
 
 from __future__ import annotations
 
@@ -82,13 +83,24 @@ def reference(tmp_path_factory):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     ledger = _ledger(folder / "run")
     assert len(ledger) == BUDGET and _oracle_calls(log) == [m for m, _ in ledger]
-    return {"ledger": ledger, "metrics": _metrics(folder / "run")}
+    return {"ledger": ledger, "metrics": _metrics(folder / "run"), "csv": (folder / "run" / "molecules.csv").read_bytes()}
 
 
-def _start(folder: Path, *extra: str) -> subprocess.Popen:
+def _start(folder: Path, *extra: str, **env: str) -> subprocess.Popen:
     """``mara chem run`` in a fresh interpreter."""
     return subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "run", "--out", str(folder), *extra],
-                            env={**os.environ, "PYTHONPATH": str(TESTS)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": str(TESTS), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _run_until_killed(folder: Path, kill: str) -> int:
@@ -157,11 +169,49 @@ def test_sigkill_at_random_points_then_resume(tmp_path, capsys, reference, _orac
     _check_resumed(folder, _oracle_log, reference, kills=2)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file(), reason="needs Linux's /proc children")
+def test_sigkill_while_a_worker_pool_scores_then_resume(tmp_path, capsys, reference, _oracle_log):
+    folder = tmp_path / "run"
+    proc = _start(folder, *RUN_FLAGS, "--oracle-workers", "2", CHEM_ORACLE_DELAY="0.1")
+    workers: set[int] = set()
+    target = 2 * BATCH + 3  # inside the third batch: its first molecules are being scored by the pool
+    while len(_oracle_calls(_oracle_log)) < target and proc.poll() is None:
+        workers.update(_children(proc.pid))
+        time.sleep(0.01)
+    workers.update(_children(proc.pid))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert len(workers) >= 2  # the pool's workers (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 20
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers)), "pool workers outlived their killed run"
+    assert json.loads((folder / "config.json").read_text())["oracle_workers"] == 2
+    code, err = _cli(capsys, "--out", str(folder), "--resume")  # scores on the stored pool of 2 again
+    assert code == 0, err
+    _check_resumed(folder, _oracle_log, reference, kills=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", [["--oracle-workers", "2"], ["--ray-address", "local", "--oracle-workers", "2"]], ids=["pool", "ray"])
+def test_pool_and_ray_write_the_serial_ledger(tmp_path, reference, _oracle_log, executor):
+    if "--ray-address" in executor:
+        pytest.importorskip("ray")
+    folder = tmp_path / "run"
+    proc = _start(folder, *RUN_FLAGS, *executor)
+    assert proc.wait(timeout=300) == 0
+    assert (folder / "molecules.csv").read_bytes() == reference["csv"]
+    assert _metrics(folder) == reference["metrics"]
+    assert sorted(_oracle_calls(_oracle_log)) == sorted(m for m, _ in reference["ledger"])  # each paid once
+
+
 def test_resume_alone_continues_with_the_stored_settings(tmp_path, capsys, reference, _oracle_log):
     folder = tmp_path / "run"
     assert _cli(capsys, *RUN_FLAGS, "--out", str(folder), "--max-steps", "2")[0] == 0
     stored = (folder / "config.json").read_bytes()
-    code, err = _cli(capsys, "--out", str(folder), "--resume", "--threads", "2", "--max-steps", "1")  # session settings may change
+    code, err = _cli(capsys, "--out", str(folder), "--resume", "--threads", "2", "--oracle-workers", "2", "--max-steps", "1")
+    assert code == 0, err  # session settings may change
     assert code == 0, err
     code, err = _cli(capsys, "--out", str(folder), "--resume")
     assert code == 0, err
@@ -231,10 +281,12 @@ def test_ledger_shorter_than_its_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("line, problem", [
-    (b"3,0,CCO,abc\r\n", "not a number"),
-    (b"9,0,CCO,0.5\r\n", "is call 9"),
-    (b"3,0,CCO,1.5\r\n", "outside [0, 1]"),
-    (b"3,0,CCO\r\n", "fields"),
+    (b"3,0,CCO,abc,,\r\n", "not a number"),
+    (b"3,0,CCO,0.5,x,\r\n", "not a number"),
+    (b"3,0,CCO,0.5,inf,\r\n", "not finite"),
+    (b"9,0,CCO,0.5,,\r\n", "is call 9"),
+    (b"3,0,CCO,1.5,,\r\n", "outside [0, 1]"),
+    (b"3,0,CCO,0.5\r\n", "4 fields instead of 6"),
 ])
 def test_damaged_ledger_row_is_a_clear_error(tmp_path, capsys, line, problem):
     folder = tmp_path / "run"
@@ -255,3 +307,18 @@ def test_torn_row_is_cut_before_new_rows_are_appended(tmp_path, capsys, referenc
     code, err = _cli(capsys, "--out", str(folder), "--resume")
     assert code == 0 and "dropped a torn last row" in err
     assert _ledger(folder) == reference["ledger"]
+
+
+def test_a_ledger_without_the_raw_columns_resumes_as_it_is(tmp_path, capsys, reference, _oracle_log):
+    folder = tmp_path / "run"
+    _partial_run(capsys, folder)
+    ledger = folder / "molecules.csv"
+    rows = list(csv.reader(ledger.open(newline="")))
+    assert rows[0] == ["call", "step", "smiles", "score", "raw", "reason"] and all(r[4:] == ["", ""] for r in rows[1:])
+    with ledger.open("w", newline="") as handle:  # the four columns ledgers had before raw and reason
+        csv.writer(handle).writerows(r[:4] for r in rows)
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 0, err
+    assert _ledger(folder) == reference["ledger"] and _metrics(folder) == reference["metrics"]
+    assert all(len(r) == 4 for r in csv.reader(ledger.open(newline="")))
+    assert len(_oracle_calls(_oracle_log)) == BUDGET

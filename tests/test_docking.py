@@ -3,6 +3,7 @@ executors. Docking runs at exhaustiveness 1, one pose, in a 12 A box, on small l
 
 from __future__ import annotations
 
+import csv
 import multiprocessing
 import sqlite3
 
@@ -199,3 +200,21 @@ def test_ray_executor_matches_serial():
     with make_executor(2, ray_address="local") as executor:
         assert executor.workers == 2
         assert executor.map(oracle, smiles) == list(oracle(smiles))
+
+
+def test_run_ledger_keeps_the_raw_score_and_the_reason(phenol_result, tmp_path):
+    from mara_rl.chem.rl import Ledger, RunConfig, RunState, summarise
+
+    path, first = phenol_result
+    oracle = make_docking_oracle("dock:DRD2", FAST, path)
+    ledger = Ledger(tmp_path / "m.csv", oracle, budget=10)
+    scores = ledger.score([PHENOL, "CCO.O", None], step=0)
+    assert ledger.calls == 2  # the salt that cannot be docked costs its call like any other molecule
+    np.testing.assert_allclose(scores, [normalise(first.score), 0.0, 0.0])
+    rows = list(csv.DictReader((tmp_path / "m.csv").open(newline="")))
+    assert float(rows[0]["raw"]) == first.score and rows[0]["reason"] == ""
+    assert rows[1]["raw"] == "" and "2 fragments" in rows[1]["reason"] and float(rows[1]["score"]) == 0.0
+    reopened = Ledger(tmp_path / "m.csv", oracle, budget=10)
+    assert reopened.raw == [first.score, None] and reopened.reasons == ledger.reasons
+    metrics = summarise(reopened, RunState(), RunConfig(objective="dock:DRD2"), 0.0)
+    assert metrics["raw_min"] == metrics["raw_median"] == first.score and metrics["not_docked"] == 1
