@@ -141,7 +141,11 @@ class RayExecutor(_Base):
         self._started = not ray.is_initialized()
         if self._started:
             options: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
-            ray.init(include_dashboard=False, log_to_driver=False, **options)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False, **options)
+            except Exception as err:  # no cluster at the address, a refused connection, a failed start
+                detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(f"Ray at {address or 'a new local instance'}: {detail}") from None
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self._remote = ray.remote(num_cpus=1)(_apply)
 
