@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--betas", type=positive_float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
     p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, help="seeds (default 0)")
-    p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 150)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 250)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
     p.add_argument("--jobs", type=int_at_least(1), default=1,
