@@ -206,6 +206,24 @@ def test_forward_kl_without_mara_needs_no_reward_kl():
     assert (s.enable, s.kl) == (False, "forward")
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"algorithm.use_kl_in_reward": False},
+        {"actor_rollout_ref.actor.use_kl_loss": True},
+        {"algorithm.kl_ctrl.kl_coef": 0.0, "algorithm.adv_estimator": "grpo"},
+        {"algorithm.use_kl_in_reward": False, "actor_rollout_ref.actor.use_kl_loss": True,
+         "actor_rollout_ref.actor.kl_loss_coef": 0.0},
+    ],
+)
+def test_disabled_mara_with_reverse_kl_accepts_every_stock_kl_setting(overrides):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = MaraSettings.from_config(config(**overrides, **{"algorithm.mara": {"enable": False}}))
+    assert (s.enable, s.kl) == (False, "reverse")
+
+
 def test_grpo_std_normalisation_warns():
     with pytest.warns(UserWarning, match="norm_adv_by_std_in_grpo=False"):
         MaraSettings.from_config(config(**{"algorithm.adv_estimator": "grpo"}))

@@ -1,12 +1,16 @@
 """``mara_sync``'s ``_compute_advantage`` end to end through a local Ray + TransferQueue (verl env only).
 
 The batch is put into TransferQueue the way verl's agent loop does (nested per-token fields, keys
-``{uid}_{session}_{index}``, a padding row tagged ``is_padding``); the mode's advantages must equal
-verl's stock ``_compute_advantage`` run on the same batch with ``rm_scores`` set by hand to the core
-``mara_rewards`` result.
+``{uid}_{session}_{index}``, padding rows tagged ``is_padding``), with each prompt's rows interleaved
+with other prompts' and with padding, and multi-output sessions out of index order. The rewritten
+scores must be exactly the core ``mara_rewards`` result on independently summed inputs, the
+advantages those of verl's stock ``_compute_advantage`` with those rewards written by hand, and with
+``algorithm.mara.enable=false`` the mode must be verl's stock sync trainer bit for bit.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -20,24 +24,55 @@ from _verl_helpers import verl_config  # noqa: E402
 from transfer_queue import KVBatchMeta  # noqa: E402
 from verl.trainer.ppo.v1 import get_trainer_cls  # noqa: E402
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer  # noqa: E402
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD  # noqa: E402
+from mara_rl.integrations.verl.trainer import MaraSyncTrainer  # noqa: E402
 
 torch.set_num_threads(1)
 BETA = 0.05
-# (uid, session, index, response length, reward, is_padding); session b_0 has two outputs (verl gives both its reward).
+TAU = 0.5
+PAD = "pad0c0ffee"
+# (uid, session, index, response length, reward, is_padding). Three sessions per prompt (rollout.n=3),
+# rows of a prompt interleaved with other prompts and with padding; session b_0 has three outputs,
+# stored out of index order, each carrying the final output's reward (as verl's agent loop does).
 ROWS = [
     ("a", 0, 0, 4, 1.0, False),
-    ("a", 1, 0, 3, 1.0, False),
-    ("a", 2, 0, 5, 0.0, False),
-    ("b", 0, 0, 2, 1.0, False),
-    ("b", 0, 1, 3, 1.0, False),
-    ("b", 1, 0, 4, 1.0, False),
-    ("b", 2, 0, 3, 0.0, False),
-    ("pad9", 0, 0, 1, 0.0, True),
+    ("b", 0, 1, 3, 0.9, False),
+    ("c", 0, 0, 5, 0.2, False),
+    (PAD, 0, 0, 1, 0.0, True),
+    ("a", 1, 0, 3, 0.8, False),
+    ("b", 1, 0, 4, 0.7, False),
+    ("a", 2, 0, 5, 0.1, False),
+    ("b", 0, 2, 2, 0.9, False),
+    ("c", 1, 0, 3, 0.6, False),
+    (PAD, 1, 0, 1, 0.0, True),
+    ("b", 0, 0, 6, 0.9, False),
+    ("c", 2, 0, 2, 0.9, False),
+    ("b", 2, 0, 3, 0.3, False),
 ]
+KEYS = [f"{uid}_{session}_{index}" for uid, session, index, *_ in ROWS]
+REAL = [i for i, row in enumerate(ROWS) if not row[5]]
+GRPO_SAMPLES = [i for i in REAL if KEYS[i] not in ("b_0_0", "b_0_1")]  # each session's final output
+
+
+def row_fields() -> list[dict]:
+    """Per-row nested fields: a reward on the last response token, random old and reference log-probs."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for uid, _, _, length, reward, padding in ROWS:
+        mask = torch.zeros(length, dtype=torch.int64) if padding else torch.ones(length, dtype=torch.int64)
+        rm = torch.zeros(length)
+        rm[-1] = reward
+        old = -torch.rand(length, generator=gen)
+        rows.append({"uid": uid, "response_mask": mask, "rm_scores": rm, "old_log_probs": old,
+                     "ref_log_prob": old - torch.rand(length, generator=gen)})
+    return rows
+
+
+FIELDS = row_fields()
 
 
 @pytest.fixture(scope="module")
@@ -51,77 +86,103 @@ def transfer_queue():
         ray.shutdown()
 
 
-def put_batch(partition: str, rm_overrides: dict[int, float] | None = None) -> KVBatchMeta:
-    gen = torch.Generator().manual_seed(0)
-    keys, fields, tags = [], [], []
-    for i, (uid, session, index, length, reward, padding) in enumerate(ROWS):
-        mask = torch.zeros(length, dtype=torch.int64) if padding else torch.ones(length, dtype=torch.int64)
-        rm = torch.zeros(length)
-        rm[-1] = reward if rm_overrides is None or i not in rm_overrides else rm_overrides[i]
-        old = -torch.rand(length, generator=gen)
-        fields.append({
-            "uid": uid,
-            "response_mask": mask,
-            "rm_scores": rm,
-            "old_log_probs": old,
-            "ref_log_prob": old - torch.rand(length, generator=gen),
-        })
-        keys.append(f"{uid}_{session}_{index}")
-        tags.append({"is_padding": True} if padding else {})
-    tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
-    return KVBatchMeta(partition_id=partition, keys=keys, tags=tags)
+def put_batch(partition: str, last_scores: dict[int, float] | None = None) -> KVBatchMeta:
+    """``FIELDS`` into TransferQueue; ``last_scores`` replaces some rows' last-token reward (float32)."""
+    fields = []
+    for i, row in enumerate(FIELDS):
+        row = dict(row, rm_scores=row["rm_scores"].clone())
+        if last_scores and i in last_scores:
+            row["rm_scores"][-1] = last_scores[i]
+        fields.append(row)
+    tags = [{"is_padding": True} if row[5] else {} for row in ROWS]
+    tq.kv_batch_put(keys=KEYS, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
+    return KVBatchMeta(partition_id=partition, keys=list(KEYS), tags=tags)
 
 
-def sequence_sums(partition: str, keys: list[str], field: str, masked: bool) -> np.ndarray:
-    data = tq.kv_batch_get(keys=keys, partition_id=partition, select_fields=[field, "response_mask"]).to_padded_tensor()
-    values = data[field] * data["response_mask"] if masked else data[field]
-    return values.double().sum(dim=1).numpy()
+def read(partition: str, field: str) -> list[torch.Tensor]:
+    """``field`` of every row, unpadded, in ``KEYS`` order."""
+    return list(tq.kv_batch_get(keys=KEYS, partition_id=partition, select_fields=[field])[field].unbind())
 
 
-def advantages(partition: str, keys: list[str]) -> torch.Tensor:
-    data = tq.kv_batch_get(keys=keys, partition_id=partition, select_fields=["advantages"])
-    return data.to_padded_tensor()["advantages"]
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return math.fsum(float(v) for v, m in zip(values, mask) if m)
 
 
-@pytest.mark.parametrize("kl", ["reverse", "forward"])
-def test_compute_advantage_through_transferqueue(transfer_queue, kl):
-    kl_overrides = (
-        ["algorithm.use_kl_in_reward=True", f"algorithm.kl_ctrl.kl_coef={BETA}"]
-        if kl == "reverse"
-        else ["actor_rollout_ref.actor.use_kl_loss=True", f"actor_rollout_ref.actor.kl_loss_coef={BETA}"]
-    )
+def expected_mara(samples: list[int], kl: str):
+    """The core on sequence sums taken here, row by row, from the fields put into TransferQueue."""
+    raw = np.array([math.fsum(FIELDS[i]["rm_scores"].double().tolist()) for i in samples])
+    ref = np.array([masked_sum(FIELDS[i]["ref_log_prob"].double(), FIELDS[i]["response_mask"]) for i in samples])
+    return mara_rewards(raw, ref, beta=BETA, tau=TAU, group_ids=[ROWS[i][0] for i in samples], kl=kl), ref
+
+
+def kl_overrides(kl_in: str) -> list[str]:
+    return {
+        "reward": ["algorithm.use_kl_in_reward=True", f"algorithm.kl_ctrl.kl_coef={BETA}"],
+        "loss": ["actor_rollout_ref.actor.use_kl_loss=True", f"actor_rollout_ref.actor.kl_loss_coef={BETA}"],
+        "none": ["algorithm.use_kl_in_reward=False"],
+        "both": ["algorithm.use_kl_in_reward=True", "actor_rollout_ref.actor.use_kl_loss=True"],
+    }[kl_in]
+
+
+@pytest.mark.parametrize(
+    ("kl", "estimator"), [("reverse", "grpo"), ("reverse", "rloo"), ("forward", "grpo"), ("forward", "rloo")]
+)
+def test_compute_advantage_through_transferqueue(transfer_queue, kl, estimator):
     config = verl_config(
-        "trainer.v1.trainer_mode=mara_sync", "algorithm.adv_estimator=grpo", "+algorithm.mara.tau=0.5",
-        f"+algorithm.mara.kl={kl}", *kl_overrides,
+        "trainer.v1.trainer_mode=mara_sync", f"algorithm.adv_estimator={estimator}", f"+algorithm.mara.tau={TAU}",
+        f"+algorithm.mara.kl={kl}", *kl_overrides("reward" if kl == "reverse" else "loss"),
     )
     trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
-    batch = put_batch(f"mara_{kl}")
+    part = f"mara_{kl}_{estimator}"
     metrics: dict = {}
-    out = trainer._compute_advantage(batch, metrics)
+    out = trainer._compute_advantage(put_batch(part), metrics)
 
-    # Independently: GRPO's samples are each session's final output; MARA per uid on their sums.
-    samples = [0, 1, 2, 4, 5, 6]
-    raw = np.array([ROWS[i][4] for i in samples])
-    ref = sequence_sums(f"mara_{kl}", batch.keys, "ref_log_prob", masked=True)[samples]
-    expected = mara_rewards(raw, ref, beta=BETA, tau=0.5, group_ids=[ROWS[i][0] for i in samples], kl=kl)
-    new_scores = sequence_sums(f"mara_{kl}", batch.keys, "rm_scores", masked=False)
-    np.testing.assert_allclose(new_scores[samples], expected.rewards, atol=1e-5)
-    assert new_scores[3] == 1.0 and new_scores[7] == 0.0, "non-final outputs and padding keep their scores"
+    samples = GRPO_SAMPLES if estimator == "grpo" else REAL  # GRPO reads each session's final output only
+    expected, ref = expected_mara(samples, kl)
+    scores = read(part, "rm_scores")
+    for j, i in enumerate(samples):
+        want = FIELDS[i]["rm_scores"].clone()
+        want[-1] = float(np.float32(expected.rewards[j]))
+        assert torch.equal(scores[i], want), f"row {KEYS[i]}: {scores[i].tolist()} != MARA's {want.tolist()}"
+    for i in set(range(len(ROWS))) - set(samples):
+        assert torch.equal(scores[i], FIELDS[i]["rm_scores"]), f"row {KEYS[i]} (padding or non-final output) changed"
+    assert expected.fraction_groups_augmented == 1.0 and not np.array_equal(expected.rewards, [ROWS[i][4] for i in samples])
     assert metrics["mara/frac_groups_augmented"] == 1.0
-    assert metrics["mara/reward_raw"] == pytest.approx(raw.mean())
+    assert metrics["mara/reward_raw"] == pytest.approx(np.mean([ROWS[i][4] for i in samples]))
     if kl == "forward":
         assert MARA_KL_REF_FIELD in out.fields, "the actor update reads every persisted field"
-        kl_ref = sequence_sums(f"mara_{kl}", batch.keys, MARA_KL_REF_FIELD, masked=True)[samples]
-        np.testing.assert_allclose(kl_ref, expected.ref_logprobs, atol=1e-5)
-        assert not np.allclose(kl_ref, ref), "Alg. 2 moves good samples' reference to the anchor's"
+        kl_ref = read(part, MARA_KL_REF_FIELD)
+        sums = np.array([masked_sum(kl_ref[i].double(), FIELDS[i]["response_mask"]) for i in samples])
+        np.testing.assert_allclose(sums, expected.ref_logprobs, rtol=0, atol=1e-5)
+        assert not np.allclose(sums, ref), "Alg. 2 moves good samples' reference to the anchor's"
     else:
         assert "actor/reward_kl_penalty" in metrics, "verl's in-reward KL still runs after MARA"
 
-    # verl's own method on the same batch with the MARA rewards written by hand gives the same advantages.
-    by_hand = put_batch(f"stock_{kl}", dict(zip(samples, expected.rewards.tolist())))
-    PPOTrainer._compute_advantage(trainer, by_hand, {})
-    torch.testing.assert_close(advantages(f"mara_{kl}", batch.keys), advantages(f"stock_{kl}", by_hand.keys))
-    if kl == "reverse":  # Alg. 2 gives equal good rewards R(z) = 1 here: only reverse MARA moves advantages
-        plain = put_batch(f"plain_{kl}")
-        PPOTrainer._compute_advantage(trainer, plain, {})
-        assert not torch.allclose(advantages(f"mara_{kl}", batch.keys), advantages(f"plain_{kl}", plain.keys))
+    # verl's own method on the same batch with MARA's rewards written by hand gives the same advantages.
+    by_hand = f"stock_{kl}_{estimator}"
+    PPOTrainer._compute_advantage(trainer, put_batch(by_hand, dict(zip(samples, expected.rewards.tolist()))), {})
+    for mine, stock in zip(read(part, "advantages"), read(by_hand, "advantages")):
+        assert torch.equal(mine, stock)
+    plain = f"plain_{kl}_{estimator}"
+    PPOTrainer._compute_advantage(trainer, put_batch(plain), {})
+    assert not all(torch.equal(m, p) for m, p in zip(read(part, "advantages"), read(plain, "advantages")))
+
+
+@pytest.mark.parametrize("kl_in", ["reward", "loss", "none", "both"])
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_disabled_mara_is_verl_stock_sync_bit_for_bit(transfer_queue, kl_in, estimator):
+    common = [f"algorithm.adv_estimator={estimator}", *kl_overrides(kl_in)]
+    mara = get_trainer_cls("mara_sync")(verl_config("trainer.v1.trainer_mode=mara_sync", "+algorithm.mara.enable=false", *common))
+    stock = get_trainer_cls("sync")(verl_config("trainer.v1.trainer_mode=sync", *common))
+    assert type(mara) is MaraSyncTrainer and type(stock) is PPOTrainerSync
+    mara_metrics, stock_metrics = {}, {}
+    part = f"{kl_in}_{estimator}"
+    mara_out = mara._compute_advantage(put_batch(f"off_{part}"), mara_metrics)
+    stock_out = stock._compute_advantage(put_batch(f"stock_{part}"), stock_metrics)
+    assert mara_out.fields == stock_out.fields and mara_metrics == stock_metrics
+    assert ("token_level_rewards" in mara_out.fields) == (kl_in in ("reward", "both"))
+    tensors = [f for f in mara_out.fields if f != "uid"]
+    assert {"advantages", "returns", "rm_scores"} <= set(tensors)
+    for field in tensors:
+        for i, (mine, theirs) in enumerate(zip(read(f"off_{part}", field), read(f"stock_{part}", field))):
+            assert mine.dtype == theirs.dtype and torch.equal(mine, theirs), f"{field} of row {KEYS[i]} differs from stock verl"

@@ -134,11 +134,12 @@ def mara_rewrite(
     )
     reward_shift = torch.zeros(batch, dtype=torch.float64, device=rm_scores.device)
     reward_shift[rows] = result.rewards - raw[rows]
-    new_rm = rm_scores + (reward_shift[:, None] * last_position).to(rm_scores.dtype)
+    # Shifted in float64 and rounded once, so a one-token reward becomes MARA's r in the input dtype.
+    new_rm = (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
     if forward:
         ref_shift = torch.zeros(batch, dtype=torch.float64, device=ref_log_prob.device)
         ref_shift[rows] = result.ref_logprobs - ref_seq[rows]
-        kl_ref = ref_log_prob + (ref_shift[:, None] * last_token_onehot(mask)).to(ref_log_prob.dtype)
+        kl_ref = (ref_log_prob.double() + ref_shift[:, None] * last_token_onehot(mask)).to(ref_log_prob.dtype)
 
     augmented = result.augmented
     anchors = result.anchor_index[result.anchor_index >= 0]

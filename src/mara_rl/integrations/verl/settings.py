@@ -3,7 +3,8 @@
 Keys (all optional; ``+algorithm.mara.<key>=...`` on verl's Hydra command line, since verl's schema
 has no ``mara`` section):
 
-- ``enable`` (default true): apply MARA per prompt group; false keeps only the forward-KL option;
+- ``enable`` (default true): apply MARA per prompt group; false keeps only the forward-KL option,
+  and with reverse KL runs verl's stock sync trainer unchanged (any KL setting, or none);
 - ``tau``: reward threshold of a good sample; or ``tau_quantile``: per-group reward quantile
   (default 0.9 when neither is given, the paper's choice for rewards of unknown scale);
 - ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss).
@@ -48,9 +49,10 @@ class MaraSettings:
         """Read and check ``config.algorithm.mara`` against verl's KL, estimator and distillation settings.
 
         Raises:
-            ValueError: an unknown key, a bad ``kl`` or quantile, both taus, no KL term on (MARA is
-                inert without one), KL both in the reward and in the loss (two coefficients, no single
-                beta), forward KL without ``use_kl_loss`` or with in-reward KL or distillation.
+            ValueError: an unknown key, a bad ``kl`` or quantile, both taus; unless ``enable=false``
+                with reverse KL (stock verl, any KL setting): no KL term on (MARA is inert without
+                one), KL both in the reward and in the loss (two coefficients, no single beta), forward
+                KL without ``use_kl_loss`` or with in-reward KL or distillation.
         """
         section = _get(config, "algorithm.mara", {})
         raw = dict(section.items()) if hasattr(section, "items") else {}
@@ -69,9 +71,14 @@ class MaraSettings:
             raise ValueError(f"algorithm.mara.tau_quantile must lie in [0, 1], got {tau_quantile!r}")
         if tau is None and tau_quantile is None:
             tau_quantile = DEFAULT_TAU_QUANTILE
+        tau = None if tau is None else float(tau)
+        tau_quantile = None if tau_quantile is None else float(tau_quantile)
 
         in_reward = bool(_get(config, "algorithm.use_kl_in_reward", False))
         in_loss = bool(_get(config, "actor_rollout_ref.actor.use_kl_loss", False))
+        source = KL_IN_LOSS if in_loss else KL_IN_REWARD
+        if not enable and kl == "reverse":  # the stock sync trainer: every KL setting of verl's is valid
+            return cls(enable=False, tau=tau, tau_quantile=tau_quantile, kl=kl, kl_source=source)
         if in_reward and in_loss:
             raise ValueError(
                 "mara_sync needs one KL coefficient as MARA's beta: turn off either algorithm.use_kl_in_reward "
@@ -86,16 +93,15 @@ class MaraSettings:
                 )
             if bool(_get(config, "distillation.enabled", False)):
                 raise ValueError("algorithm.mara.kl=forward replaces the actor loss and cannot run with distillation")
-        elif enable and not (in_reward or in_loss):
+        elif not (in_reward or in_loss):
             raise ValueError(
                 "mara_sync needs a KL term: MARA reshapes the KL-regularised target and is inert without one. "
                 "Set algorithm.use_kl_in_reward=True (beta = algorithm.kl_ctrl.kl_coef) or "
                 "actor_rollout_ref.actor.use_kl_loss=True (beta = actor_rollout_ref.actor.kl_loss_coef)"
             )
-        source = KL_IN_LOSS if in_loss else KL_IN_REWARD
         if source == KL_IN_LOSS and not float(_get(config, "actor_rollout_ref.actor.kl_loss_coef", 0.0)) > 0.0:
             raise ValueError("mara_sync needs actor_rollout_ref.actor.kl_loss_coef > 0 (MARA's beta)")
-        if enable and source == KL_IN_REWARD and not float(_get(config, "algorithm.kl_ctrl.kl_coef", 0.0)) > 0.0:
+        if source == KL_IN_REWARD and not float(_get(config, "algorithm.kl_ctrl.kl_coef", 0.0)) > 0.0:
             raise ValueError("mara_sync needs algorithm.kl_ctrl.kl_coef > 0 (MARA's beta)")
         if (
             enable
@@ -111,8 +117,8 @@ class MaraSettings:
             )
         return cls(
             enable=enable,
-            tau=None if tau is None else float(tau),
-            tau_quantile=None if tau_quantile is None else float(tau_quantile),
+            tau=tau,
+            tau_quantile=tau_quantile,
             kl=kl,
             kl_source=source,
         )

@@ -90,7 +90,12 @@ class MaraSyncTrainer(PPOTrainerSync):
             self.actor_rollout_wg.set_loss_fn(loss_fn)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        """Rewrite ``rm_scores`` (and, for forward KL, write Alg. 2's reference log-probs), then verl's own."""
+        """Rewrite ``rm_scores`` (and, for forward KL, write Alg. 2's reference log-probs), then verl's own.
+
+        With ``enable=false`` and reverse KL there is nothing to rewrite: this is verl's stock method.
+        """
+        if not self.mara.enable and self.mara.kl == "reverse":
+            return super()._compute_advantage(batch, metrics)
         data = tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
