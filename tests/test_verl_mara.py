@@ -240,17 +240,17 @@ def actor_config(use_kl_loss: bool = False) -> ActorConfig:
                        loss_agg_mode="token-mean")
 
 
-def micro_batch(seed: int = 0):
+def micro_batch(seed: int = 0, lengths: tuple[int, ...] = (3, 5, 2, 4)):
     """A padded micro-batch as verl's actor engine hands it to the loss (left-right padding)."""
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor([3, 5, 2, 4])
-    b, prompt, width = 4, 2, 5
+    lengths = torch.tensor(lengths)
+    b, prompt, width = len(lengths), 2, int(lengths.max())
     mask = (torch.arange(width)[None, :] < lengths[:, None]).int()
     attention = torch.cat([torch.ones(b, prompt, dtype=torch.int64), mask.long()], dim=1)
     old = -torch.rand(b, width, generator=gen) * mask
     ref = -torch.rand(b, width, generator=gen) * 2 * mask
     kl_ref = ref.clone()
-    kl_ref[0, 2] += 0.7  # an Alg. 2 shift on row 0's last token
+    kl_ref[0, int(lengths[0]) - 1] += 0.7  # an Alg. 2 shift on row 0's last token
     data = TensorDict(
         {
             "prompts": torch.zeros(b, prompt, dtype=torch.int64),
@@ -315,3 +315,68 @@ def test_forward_kl_value_is_zero_at_the_reference():
     with torch.no_grad():
         _, metrics = forward_kl_ppo_loss(actor_config(), {"log_probs": padded_log_probs(old, mask)}, data, beta=1.0)
     assert math.isclose(float(metrics["kl_loss"].values[0]), 0.0, abs_tol=1e-6)
+
+
+def forward_term_grad(data, log_probs, mask, **kwargs) -> torch.Tensor:
+    """Gradient of the forward-KL term alone: the loss's gradient minus ``ppo_loss``'s on the same batch."""
+    loss, metrics = forward_kl_ppo_loss(actor_config(), {"log_probs": padded_log_probs(log_probs, mask)}, data, **kwargs)
+    loss.backward()
+    pg_only = log_probs.detach().clone().requires_grad_(True)
+    ppo_loss(actor_config(), {"log_probs": padded_log_probs(pg_only, mask)}, data)[0].backward()
+    return log_probs.grad - pg_only.grad, metrics
+
+
+def reference_ess(log_rho: torch.Tensor) -> float:
+    rho = log_rho.double().exp()
+    return float(rho.sum() ** 2 / (len(rho) * (rho**2).sum()))
+
+
+def test_forward_kl_clips_the_sequence_weight():
+    beta, clip = 0.3, 1.0
+    data, log_probs, mask, kl_ref, old = micro_batch()
+    data[MARA_KL_REF_FIELD][1, 0] += 5.0  # row 1: pi_ref far above pi_old, log rho > clip
+    seq = lambda t: (t.double() * mask).sum(-1)  # noqa: E731
+    log_rho = seq(data[MARA_KL_REF_FIELD]) - seq(old)
+    assert (log_rho > clip).tolist() == [False, True, False, False]
+    grad, metrics = forward_term_grad(data, log_probs, mask, beta=beta, max_log_ratio=clip)
+    # The weight is rho on unclipped rows and e^clip on the clipped one; the value uses the same weight.
+    rho = log_rho.clamp(max=clip).exp().float()
+    torch.testing.assert_close(grad, (-beta * rho / 4)[:, None] * mask)
+    _, value = sequence_forward_kl(seq(log_probs.detach()).float(), log_rho.float() + seq(old).float(),
+                                   seq(old).float(), max_log_ratio=clip)
+    assert float(metrics["kl_loss"].values[0]) == pytest.approx(float(value.mean()), rel=1e-5)
+    assert metrics["actor/forward_kl_clip_frac"].values == [0.25]
+    assert metrics["actor/forward_kl_ess"].values[0] == pytest.approx(reference_ess(log_rho.clamp(max=clip)))
+
+
+def test_forward_kl_weight_collapses_at_long_completions():
+    """log rho sums per-token log ratios: at 1000 tokens the weights span hundreds of nats, so the term
+    is carried by one sequence (ESS -> 1/n) and, on average, underflows: the regulariser is off."""
+    data, log_probs, mask, _, old = micro_batch(lengths=(1000, 900, 1000, 800))
+    seq = lambda t: (t.double() * mask).sum(-1)  # noqa: E731
+    log_rho = seq(data[MARA_KL_REF_FIELD]) - seq(old)
+    assert bool((log_rho < -200).all()), "E_old[log rho] = -KL(pi_old || pi_ref), summed over every token"
+    grad, metrics = forward_term_grad(data, log_probs, mask, beta=0.3)
+    assert torch.count_nonzero(grad) == 0, "e^(log rho) underflows: no forward-KL gradient reaches the policy"
+    assert metrics["actor/forward_kl_clip_frac"].values == [0.0]
+    assert metrics["actor/forward_kl_ess"].values[0] == pytest.approx(0.25, abs=1e-6)
+    short_data, _, _, _, short_old = micro_batch()
+    short_mask = short_data["response_mask"]
+    short = (short_data[MARA_KL_REF_FIELD] * short_mask).sum(-1) - (short_old * short_mask).sum(-1)
+    assert reference_ess(short) > 0.5, "at a few tokens the weights are comparable"
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "big"])
+def test_max_log_ratio_errors(value):
+    base = {"algorithm.use_kl_in_reward": False, "actor_rollout_ref.actor.use_kl_loss": True}
+    with pytest.raises(ValueError, match="max_log_ratio must be a finite number >= 0"):
+        MaraSettings.from_config(config(**base, **{"algorithm.mara": {"kl": "forward", "max_log_ratio": value}}))
+
+
+def test_max_log_ratio_needs_forward_kl_and_reaches_the_settings():
+    with pytest.raises(ValueError, match="needs algorithm.mara.kl=forward"):
+        MaraSettings.from_config(config(**{"algorithm.mara": {"max_log_ratio": 5.0}}))
+    base = {"algorithm.use_kl_in_reward": False, "actor_rollout_ref.actor.use_kl_loss": True}
+    s = MaraSettings.from_config(config(**base, **{"algorithm.mara": {"kl": "forward", "max_log_ratio": 5}}))
+    assert s.max_log_ratio == 5.0
+    assert MaraSettings.from_config(config(**base, **{"algorithm.mara": {"kl": "forward"}})).max_log_ratio == 20.0

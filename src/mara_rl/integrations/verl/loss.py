@@ -4,9 +4,12 @@ verl's KL types (k1, abs, k2, k3 and their ``+`` variants) all estimate the reve
 sampled-token log-probs, and the reference worker returns only those (``ref_log_prob``, ``[B, T]``).
 The estimator therefore has to work from sequence log-probs: it is
 :func:`mara_rl.llm.forward_kl.sequence_forward_kl`, with ``y ~ pi_old`` (verl's ``old_log_probs``),
-``rho = pi_ref(y|x) / pi_old(y|x)`` and gradient ``-rho grad log pi(y|x)``. (The token-level
-full-vocabulary estimator in the same module needs the reference's logits at every position, which
-verl's reference pass does not produce.)
+``rho = pi_ref(y|x) / pi_old(y|x)`` and gradient ``-rho grad log pi(y|x)``; ``log rho`` is clipped at
+``max_log_ratio``. (The token-level full-vocabulary estimator in the same module needs the reference's
+logits, or hidden states and LM head, at every completion position: verl's reference pass,
+``compute_ref_log_prob`` -> ``infer_batch`` -> the engine's ``prepare_model_outputs``, returns only
+the sampled tokens' log-probs, optionally entropy, and the loss sees only the actor's outputs.
+See ``docs/verl.md``.)
 
 :func:`forward_kl_ppo_loss` is verl's own ``ppo_loss`` run with ``use_kl_loss`` off, plus
 ``beta`` times the surrogate averaged over the mini-batch's sequences (verl's
@@ -17,23 +20,30 @@ the trainer mode writes as :data:`MARA_KL_REF_FIELD`: the anchor's ``log pi_ref(
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import agg_loss
-from verl.utils.metric import Metric
+from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 from mara_rl.integrations.verl.rewards import last_token_onehot
-from mara_rl.llm.forward_kl import sequence_forward_kl
+from mara_rl.llm.forward_kl import MAX_LOG_RATIO, sequence_forward_kl
 
 MARA_KL_REF_FIELD = "mara_kl_ref_log_prob"
 
 
 def forward_kl_ppo_loss(
-    config: Any, model_output: dict, data: TensorDict, dp_group: Any = None, *, beta: float
+    config: Any,
+    model_output: dict,
+    data: TensorDict,
+    dp_group: Any = None,
+    *,
+    beta: float,
+    max_log_ratio: float = MAX_LOG_RATIO,
 ) -> tuple[torch.Tensor, dict]:
     """verl's ``ppo_loss`` plus ``beta`` times the sequence-level forward-KL surrogate.
 
@@ -44,10 +54,15 @@ def forward_kl_ppo_loss(
             what ``ppo_loss`` reads.
         dp_group: passed through to ``ppo_loss``.
         beta: the forward-KL coefficient (``actor_rollout_ref.actor.kl_loss_coef``).
+        max_log_ratio: clip on ``log rho`` (``rho <= e^max_log_ratio``), biased wherever it binds.
 
     Returns:
         ``(loss, metrics)`` as ``ppo_loss``; ``kl_loss`` is the forward-KL estimate
-        ``rho log(pi_ref/pi) - rho + pi/pi_old`` averaged over sequences, ``kl_coef`` is ``beta``.
+        ``rho log(pi_ref/pi) - rho + pi/pi_old`` averaged over sequences, ``kl_coef`` is ``beta``;
+        ``actor/forward_kl_clip_frac`` is the fraction of sequences whose ``log rho`` was clipped and
+        ``actor/forward_kl_ess`` the effective sample size of the weights over the micro-batch's
+        sequences, ``(sum rho)^2 / (n sum rho^2)`` in ``[1/n, 1]`` (near ``1/n``: one sequence carries
+        the whole term, as at long completions where ``log rho`` is a sum over tokens).
     """
     if config.use_kl_loss:
         raise ValueError("forward_kl_ppo_loss needs an actor config with use_kl_loss=False: it replaces that term")
@@ -59,9 +74,8 @@ def forward_kl_ppo_loss(
     def sequence(per_token: torch.Tensor) -> torch.Tensor:
         return (per_token.float() * mask).sum(dim=-1)
 
-    surrogate, value = sequence_forward_kl(
-        sequence(log_prob), sequence(fields[MARA_KL_REF_FIELD]), sequence(fields["old_log_probs"])
-    )
+    ref_seq, old_seq = sequence(fields[MARA_KL_REF_FIELD]), sequence(fields["old_log_probs"])
+    surrogate, value = sequence_forward_kl(sequence(log_prob), ref_seq, old_seq, max_log_ratio=max_log_ratio)
     last = last_token_onehot(mask).float()
 
     def per_sequence_mean(values: torch.Tensor) -> torch.Tensor:
@@ -77,4 +91,13 @@ def forward_kl_ppo_loss(
     aggregation = metrics["actor/pg_loss"].aggregation
     metrics["kl_loss"] = Metric(value=per_sequence_mean(value.detach()), aggregation=aggregation)
     metrics["kl_coef"] = beta
+    log_rho = (ref_seq - old_seq).double()
+    rows = mask.any(dim=-1)
+    if rows.any():
+        log_rho = log_rho[rows]
+        clipped = log_rho.clamp(max=max_log_ratio)
+        # ESS in log space: 2 logsumexp(l) - log n - logsumexp(2 l); all weights 0 (log rho = -inf) gives 0.
+        ess = (2 * clipped.logsumexp(0) - math.log(clipped.numel()) - (2 * clipped).logsumexp(0)).exp().nan_to_num(0.0)
+        metrics["actor/forward_kl_clip_frac"] = Metric(AggregationType.MEAN, (log_rho > max_log_ratio).double().mean())
+        metrics["actor/forward_kl_ess"] = Metric(AggregationType.MEAN, ess)
     return loss + beta * kl_loss, metrics

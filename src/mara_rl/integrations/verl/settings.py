@@ -7,7 +7,8 @@ has no ``mara`` section):
   and with reverse KL runs verl's stock sync trainer unchanged (any KL setting, or none);
 - ``tau``: reward threshold of a good sample; or ``tau_quantile``: per-group reward quantile
   (default 0.9 when neither is given, the paper's choice for rewards of unknown scale);
-- ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss).
+- ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss);
+- ``max_log_ratio`` (forward only, default 20): clip on the sequence weight's ``log(pi_ref/pi_old)``.
 
 MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s current value with
 ``algorithm.use_kl_in_reward``, else ``actor_rollout_ref.actor.kl_loss_coef`` with ``use_kl_loss``.
@@ -15,10 +16,13 @@ MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from mara_rl.llm.forward_kl import MAX_LOG_RATIO
 
 KL_DIRECTIONS = ("reverse", "forward")
 DEFAULT_TAU_QUANTILE = 0.9
@@ -42,6 +46,7 @@ class MaraSettings:
     tau: float | None = None
     tau_quantile: float | None = None
     kl: str = "reverse"
+    max_log_ratio: float = MAX_LOG_RATIO
     kl_source: str = KL_IN_REWARD
 
     @classmethod
@@ -49,7 +54,8 @@ class MaraSettings:
         """Read and check ``config.algorithm.mara`` against verl's KL, estimator and distillation settings.
 
         Raises:
-            ValueError: an unknown key, a bad ``kl`` or quantile, both taus; unless ``enable=false``
+            ValueError: an unknown key, a bad ``kl``, quantile or ``max_log_ratio`` (or one with
+                reverse KL), both taus; unless ``enable=false``
                 with reverse KL (stock verl, any KL setting): no KL term on (MARA is inert without
                 one), KL both in the reward and in the loss (two coefficients, no single beta), forward
                 KL without ``use_kl_loss`` or with in-reward KL or distillation.
@@ -64,6 +70,14 @@ class MaraSettings:
         kl = raw.get("kl", "reverse")
         if kl not in KL_DIRECTIONS:
             raise ValueError(f"algorithm.mara.kl must be one of {KL_DIRECTIONS}, got {kl!r}")
+        if "max_log_ratio" in raw and kl != "forward":
+            raise ValueError("algorithm.mara.max_log_ratio clips the forward-KL weight: it needs algorithm.mara.kl=forward")
+        try:
+            max_log_ratio = float(raw.get("max_log_ratio", MAX_LOG_RATIO))
+        except (TypeError, ValueError):
+            max_log_ratio = math.nan
+        if not (math.isfinite(max_log_ratio) and max_log_ratio >= 0.0):
+            raise ValueError(f"algorithm.mara.max_log_ratio must be a finite number >= 0, got {raw['max_log_ratio']!r}")
         tau, tau_quantile = raw.get("tau"), raw.get("tau_quantile")
         if tau is not None and tau_quantile is not None:
             raise ValueError("algorithm.mara: give at most one of tau (a reward value) and tau_quantile (a group quantile)")
@@ -120,5 +134,6 @@ class MaraSettings:
             tau=tau,
             tau_quantile=tau_quantile,
             kl=kl,
+            max_log_ratio=max_log_ratio,
             kl_source=source,
         )

@@ -86,7 +86,12 @@ class MaraSyncTrainer(PPOTrainerSync):
     def _setup(self) -> None:
         super()._setup()
         if self.mara.kl == "forward":
-            loss_fn = partial(forward_kl_ppo_loss, config=forward_kl_actor_config(self.config), beta=self.mara_beta())
+            loss_fn = partial(
+                forward_kl_ppo_loss,
+                config=forward_kl_actor_config(self.config),
+                beta=self.mara_beta(),
+                max_log_ratio=self.mara.max_log_ratio,
+            )
             self.actor_rollout_wg.set_loss_fn(loss_fn)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
