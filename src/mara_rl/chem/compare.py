@@ -3,7 +3,7 @@
 Writes ``table.md`` (Table-2 style: mean ± sd per metric, one-sided Welch t-test of each MARA
 variant against REINVENT), ``comparison.json`` and ``yield_curves.png`` (mean yield vs oracle
 calls). Runs already finished are reused and interrupted ones resumed, so the command itself
-can be interrupted and rerun.
+can be interrupted and rerun; runs go seed by seed (all methods of seed 0 first).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
     out = writable_folder(out)
     check_oracle_executor(make_oracle(base), base.oracle_workers, base.ray_address)
     open_prior(base.prior)
-    configs = [replace(replace(m, seed=seed), out=str(run_folder(out, replace(m, seed=seed)))) for m in method_configs(base, taus) for seed in seeds]
+    # seed by seed, so that an interrupted comparison holds whole REINVENT/MARA pairs (which also share their first batch)
+    configs = [replace(replace(m, seed=seed), out=str(run_folder(out, replace(m, seed=seed)))) for seed in seeds for m in method_configs(base, taus)]
     if jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
