@@ -80,9 +80,9 @@ class SerialExecutor(_Base):
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Pool worker initializer: end this worker within a second of its parent's death. A pool's
-    workers otherwise outlive a SIGKILLed parent forever, blocked on its task queue (or docking on
-    for nobody)."""
+    """Pool worker initializer: end this worker within a second of its parent's death (or when
+    the C call it is in, such as one Vina search, returns the interpreter lock). A pool's workers
+    otherwise outlive a SIGKILLed parent forever, blocked on its task queue."""
 
     def watch() -> None:
         while os.getppid() == parent:
