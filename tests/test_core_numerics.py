@@ -248,3 +248,62 @@ def test_segments_reduce_per_group_in_label_order():
     values = segments.sort(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert segments.sum(values).tolist() == [6.0, 5.0, 4.0]
     assert segments.unsort(values).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+# --- one comparison dtype everywhere, and the edges a reviewer found ------------------------------
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_float32_reward_equal_to_tau_is_good_in_every_target_and_summary(kind):
+    rewards = np.float32([0.0, 0.9, 0.9])
+    if kind == "torch":
+        rewards = torch.tensor(rewards)
+    target = mara_target(rewards, FIG4_REF, 1e-3, 0.9)
+    np.testing.assert_allclose(target, [0.0, 0.5, 0.5], rtol=1e-12)
+    assert summarize_targets(target, rewards, 0.9).num_good.tolist() == [2]
+    assert describe_target(target, rewards, 0.9).num_good == 2
+    from mara_rl import effective_num_modes, mass_above
+
+    assert mass_above(target, rewards, 0.9) == 1.0
+    assert effective_num_modes(target, rewards, 0.9) == pytest.approx(2.0)
+
+
+def test_overflow_of_the_returned_dtype_is_an_error():
+    with pytest.raises(ValueError, match="overflowed"):
+        mara_rewards(np.float32([1, 1]), np.float32([-1, -1e4]), beta=1e36, tau=0.5)
+    with pytest.raises(ValueError, match="overflowed"):
+        mara_rewards(torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1e4]), beta=1e36, tau=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(rewards=[-np.inf, 1.0, 1.0], tau_quantile=0.25), "finite"),
+        (dict(rewards=[np.inf, 1.0, 1.0], tau=0.5), "finite"),
+        (dict(beta=True), "beta must be a number"),
+        (dict(tau="0.9"), "tau must be a number"),
+        (dict(tau=[0.5]), "tau must be a number"),
+        (dict(group_ids=[None, 1, 1]), "orderable"),
+        (dict(rewards=np.array(["2020-01-01"] * 3, dtype="datetime64[D]")), "real numbers"),
+    ],
+)
+def test_edge_inputs_are_clear_errors(kwargs, message):
+    call = dict(rewards=[1.0, 1.0, 0.0], ref_logprobs=[-1.0, -2.0, -3.0], beta=0.1, tau=0.5)
+    if "tau_quantile" in kwargs:
+        call.pop("tau")
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        mara_rewards(call.pop("rewards"), call.pop("ref_logprobs"), **call)
+
+
+def test_empty_batch_and_massless_good_set():
+    assert mara_rewards([], [], beta=0.1, tau=0.5).fraction_groups_augmented == 0.0
+    summary = describe_target([1.0, 0.0, 0.0], [0.0, 1.0, 1.0], 0.5)
+    assert summary.spread == 0.0 and summary.effective_good == 0.0 and not summary.multimodal
+
+
+def test_subnormal_beta_gives_the_limit_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(reverse_kl_target([0.0, 1.0], [0.0, 0.0], 1e-320), [0.0, 1.0])

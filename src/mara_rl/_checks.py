@@ -11,6 +11,8 @@ import numpy as np
 
 def check_beta(beta: float, name: str = "beta") -> float:
     """Return ``beta`` as a float after checking it is a finite number > 0."""
+    if isinstance(beta, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {beta!r}")
     try:
         value = float(beta)
     except (TypeError, ValueError):
@@ -49,18 +51,34 @@ class NumericKind:
     def is_torch(self) -> bool:
         return self.torch_device is not None
 
-    def round(self, value: float) -> float:
-        """``value`` rounded to the input's floating dtype, so that comparisons happen in one dtype."""
+    def round(self, value):
+        """``value`` (a float or an array) rounded to the input's floating dtype and back to float64, so
+        that comparisons with the input happen in one dtype; unchanged for integer inputs."""
         if self.is_torch:
             import torch
 
             if self.dtype.is_floating_point:
-                return float(torch.tensor(value, dtype=self.dtype).item())
+                rounded = torch.as_tensor(np.asarray(value, dtype=np.float64)).to(self.dtype).double().numpy()
+                return float(rounded) if np.ndim(rounded) == 0 else rounded
             return value
         if np.issubdtype(self.dtype, np.floating):
             with np.errstate(over="ignore"):
-                return float(self.dtype.type(value))
+                rounded = np.asarray(value, dtype=np.float64).astype(self.dtype).astype(np.float64)
+            return float(rounded) if np.ndim(rounded) == 0 else rounded
         return value
+
+    @property
+    def result_dtype(self) -> np.dtype:
+        """The numpy dtype of :meth:`give_back`'s result."""
+        if self.is_torch:
+            import torch
+
+            if self.dtype == torch.float64 or (not self.dtype.is_floating_point and torch.get_default_dtype() == torch.float64):
+                return np.dtype(np.float64)
+            return np.dtype(np.float32)
+        if self.dtype == np.float64 or not np.issubdtype(self.dtype, np.floating):
+            return np.dtype(np.float64)
+        return np.dtype(np.float32)
 
     def give_back(self, array: np.ndarray) -> Any:
         """float64 ``array`` in the input's kind, device and result dtype (see the class docstring)."""
@@ -95,13 +113,33 @@ def as_float64(values: Any, name: str) -> tuple[np.ndarray, NumericKind]:
     try:
         array = np.asarray(values)
         if array.dtype.kind not in "fiub":
-            if array.dtype.kind in "cUS":
+            if array.dtype.kind != "O":  # complex, strings, dates, bytes
                 raise TypeError
             array = array.astype(np.float64)
         kind = NumericKind(None, array.dtype if array.dtype.kind == "f" else np.dtype(np.int64))
         return array.astype(np.float64, copy=False), kind
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an array of real numbers") from None
+
+
+def check_threshold(tau, name: str = "tau") -> float:
+    """A finite-or-infinite float threshold (not NaN, not a bool, not a sequence)."""
+    if isinstance(tau, (bool, np.bool_, str, bytes)) or np.ndim(tau) != 0:
+        raise ValueError(f"{name} must be a number, got {tau!r}")
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {tau!r}") from None
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number, got NaN")
+    return value
+
+
+def rewards_and_threshold(rewards, tau, name: str = "rewards") -> tuple[np.ndarray, float]:
+    """float64 rewards and ``tau`` rounded to the rewards' own dtype: ``R >= tau`` then means the same
+    for a float32 reward equal to tau as it does for :func:`mara_rl.augment.mara_rewards`."""
+    array, kind = as_float64(rewards, name)
+    return array, kind.round(check_threshold(tau))
 
 
 def as_vector(values, name: str) -> np.ndarray:

@@ -38,7 +38,10 @@ def group_codes(group_ids: Any, n: int, *, compact: bool = True) -> tuple[np.nda
             if used.all():
                 return codes, np.arange(hi + 1)
             return (np.cumsum(used) - 1)[codes], np.flatnonzero(used)
-    labels, codes = np.unique(ids, return_inverse=True)
+    try:
+        labels, codes = np.unique(ids, return_inverse=True)
+    except TypeError:  # e.g. None among ints: labels that cannot be ordered
+        raise ValueError("group_ids must be labels of one orderable kind (all ints, or all strings)") from None
     return codes.reshape(n).astype(np.int64, copy=False), labels
 
 

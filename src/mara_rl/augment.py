@@ -12,8 +12,9 @@ transform of a batch of rewards, applied before advantages are computed:
 For the reverse-KL objective this makes ``pi_ref(y) exp(r(y)/beta)`` constant over each group's
 good samples, so the optimal policy is uniform over them.
 
-NaN rewards are rejected with a ``ValueError``: a NaN can neither be compared with ``tau`` nor
-anchor a group, and silently passing it through would poison the advantages of its whole group.
+Non-finite rewards are rejected with a ``ValueError``: a NaN can neither be compared with ``tau`` nor
+anchor a group, an infinite reward cannot anchor one, and silently passing either through would
+poison the advantages of its whole group.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mara_rl._checks import as_float64, check_beta, check_ref_logprobs
+from mara_rl._checks import as_float64, check_beta, check_ref_logprobs, check_threshold
 from mara_rl._groups import group_codes
 
 KLDirection = Literal["reverse", "forward"]
@@ -62,7 +63,7 @@ class MaraResult:
         """Share of non-empty groups that had an anchor."""
         anchors = np.asarray(self.anchor_index.cpu() if hasattr(self.anchor_index, "cpu") else self.anchor_index)
         nonempty = self.group_size > 0
-        return float((anchors[nonempty] >= 0).mean())
+        return float((anchors[nonempty] >= 0).mean()) if nonempty.any() else 0.0
 
 
 def _grouped_quantile(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
@@ -116,7 +117,7 @@ def mara_rewards(
         is good.
 
     Raises:
-        ValueError: on beta <= 0, both or neither of tau / tau_quantile, shape mismatch, NaN reward,
+        ValueError: on beta <= 0, both or neither of tau / tau_quantile, shape mismatch, non-finite reward,
             NaN or +inf ref log-prob, or -inf ref log-prob on a good sample.
     """
     beta = check_beta(beta)
@@ -125,12 +126,7 @@ def mara_rewards(
     if (tau is None) == (tau_quantile is None):
         raise ValueError("give exactly one of tau (a reward threshold) and tau_quantile (a per-group quantile)")
     if tau is not None:
-        try:
-            tau = float(tau)
-        except (TypeError, ValueError):
-            raise ValueError(f"tau must be a number, got {tau!r}") from None
-        if np.isnan(tau):
-            raise ValueError("tau must be a number, got NaN")
+        tau = check_threshold(tau)
     if tau_quantile is not None:
         try:
             in_range = 0.0 <= float(tau_quantile) <= 1.0
@@ -147,9 +143,13 @@ def mara_rewards(
         raise ValueError(
             f"ref_logprobs must have the same shape as rewards, got {ref_np.shape} and {reward_np.shape}"
         )
-    if np.isnan(reward_np).any():
-        first = int(np.flatnonzero(np.isnan(reward_np))[0])
-        raise ValueError(f"rewards must not contain NaN (first at index {first}); drop or score those samples")
+    if not np.isfinite(reward_np).all():
+        first = int(np.flatnonzero(~np.isfinite(reward_np))[0])
+        what = "NaN" if np.isnan(reward_np[first]) else "an infinite reward"
+        raise ValueError(
+            f"rewards must be finite, got {what} at index {first}; drop or score those samples "
+            "(a NaN cannot be compared with tau, an infinite reward cannot anchor a group)"
+        )
     check_ref_logprobs(ref_np)
     n = reward_np.shape[0]
     codes, labels = group_codes(group_ids, n, compact=False)
@@ -196,7 +196,8 @@ def mara_rewards(
     if kl == "reverse":
         with np.errstate(over="ignore"):
             good_rewards = anchor_reward + beta * (anchor_ref - good_ref)
-        if not np.isfinite(good_rewards).all():
+            representable = np.isfinite(good_rewards.astype(kind.result_dtype)).all()
+        if not representable:
             raise ValueError("augmented rewards overflowed; check the scale of rewards, ref_logprobs and beta")
     else:
         good_rewards = anchor_reward

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from mara_rl._checks import as_float64, as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
+from mara_rl._checks import as_float64, as_vector, check_threshold, rewards_and_threshold, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
 from mara_rl._groups import Segments
 from mara_rl.augment import mara_rewards
 
@@ -67,7 +67,7 @@ def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: floa
     # Subtract each group's top reward before dividing: R/beta at beta = 1e-300 would overflow, and
     # at beta = 1e-17 it would swamp the reference log-probs that decide among the top outcomes.
     top = segments.max(np.where(supported, rewards, -np.inf))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a subnormal beta sends every gap to -inf
         scaled_gap = (rewards - top[segments.index]) / temperature
     logits = np.where(supported, (beta / temperature) * ref_logprobs + scaled_gap, -np.inf)
     return _softmax(logits, segments)
@@ -210,6 +210,7 @@ def mara_target(
     """
     if kl not in ("reverse", "forward"):
         raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    tau = rewards_and_threshold(rewards, tau)[1]
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
     augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl="forward", group_ids=segments.index)
@@ -289,7 +290,7 @@ def mass_above(probs, rewards, tau: float) -> float:
     p = as_vector(probs, "probs")
     r = as_vector(rewards, "rewards")
     check_same_shape(p, r, "probs", "rewards")
-    return float(p[r >= tau].sum())
+    return float(p[r >= rewards_and_threshold(rewards, tau)[1]].sum())
 
 
 def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
@@ -304,7 +305,7 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
             raise ValueError("rewards is required when tau is given")
         r = as_vector(rewards, "rewards")
         check_same_shape(p, r, "probs", "rewards")
-        p = p[r >= tau]
+        p = p[r >= rewards_and_threshold(rewards, tau)[1]]
         if p.size == 0 or p.sum() <= 0:
             return 0.0
     return math.exp(entropy(p))
@@ -347,7 +348,9 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
         group_ids: ``[K]`` labels of independent targets. ``None``: one target.
     """
     p = as_vector(probs, "probs")
-    r = as_vector(rewards, "rewards")
+    r, reward_kind = as_float64(rewards, "rewards")
+    if r.ndim != 1:
+        raise ValueError(f"rewards must be 1-D, got shape {r.shape}")
     check_same_shape(p, r, "probs", "rewards")
     check_finite(p, "probs", "probability")
     check_finite(r, "rewards", "reward")
@@ -360,11 +363,12 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     if off.any():
         where = "" if segments.labels is None else f" in group {segments.labels[off][0]!r}"
         raise ValueError(f"probs must sum to 1{where}, got {total[off][0]:.6g}; pass a normalised target")
-    taus = np.broadcast_to(as_float64(tau, "tau")[0], (segments.num_groups,)) if np.ndim(tau) == 0 else as_vector(tau, "tau")
+    taus = np.full(segments.num_groups, check_threshold(tau)) if np.ndim(tau) == 0 else as_vector(tau, "tau")
     if taus.shape != (segments.num_groups,):
         raise ValueError(f"tau must be a scalar or one threshold per group ({segments.num_groups}), got shape {taus.shape}")
     if np.isnan(taus).any():
         raise ValueError("tau must be a number, got NaN")
+    taus = reward_kind.round(taus)  # compared in the rewards' own dtype, like mara_rewards
     good = r >= taus[segments.index]
     num_good = segments.count(good)
     good_p = np.where(good, p, 0.0)
@@ -376,7 +380,7 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
         top_share = np.where(mass > 0, segments.max(good_p) / mass, 0.0)
     has_mass = (num_good > 0) & (mass > 0)
     effective = np.where(has_mass, np.exp(np.maximum(good_entropy, 0.0)), 0.0)
-    spread = np.where(num_good >= 2, (effective - 1.0) / np.maximum(num_good - 1, 1), 0.0)
+    spread = np.where((num_good >= 2) & has_mass, (effective - 1.0) / np.maximum(num_good - 1, 1), 0.0)
     multimodal = (num_good >= 2) & (effective >= MULTIMODAL_MIN_EFFECTIVE)
     return TargetSummaries(mass, num_good, effective, top_share, spread, np.maximum(entropy_all, 0.0), multimodal)
 
@@ -401,7 +405,7 @@ def describe_target(probs, rewards, tau: float) -> TargetSummary:
     ``probs`` must sum to 1 (within 1e-6). The verdict is multimodal when the effective number of
     good outcomes is at least 1.5.
     """
-    tau = float(as_float64(tau, "tau")[0])
+    tau = check_threshold(tau)
     summary = summarize_targets(probs, rewards, tau)
     mass, num_good, effective = float(summary.mass_above_tau[0]), int(summary.num_good[0]), float(summary.effective_good[0])
     top_share, multimodal = float(summary.top_good_share[0]), bool(summary.multimodal[0])
