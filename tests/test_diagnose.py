@@ -558,3 +558,18 @@ def test_classes_are_reused_across_betas_with_their_own_answer_key():
     assert diagnose(groups, 0.1).config["answer_key"] == r"answer: (\d)"
     with pytest.raises(ValueError, match="differs from the one the classes were built with"):
         diagnose(groups, 0.1, answer_key=r"(\d)")
+
+
+def test_float32_rewards_equal_to_tau_are_good_as_in_training(tmp_path):
+    """A float32 reward column (what torch pipelines write) counts 0.9 as reaching tau = 0.9, like mara_rewards."""
+    path = tmp_path / "f32.parquet"
+    pd.DataFrame(
+        {
+            "prompt": ["p"] * 3,
+            "completion": ["a", "b", "c"],
+            "reward": np.float32([0.9, 0.9, 0.1]),
+            "ref_logprob": [-1.0, -2.0, -0.5],
+        }
+    ).to_parquet(path)
+    result = diagnose(read_rollouts(path), beta=0.1, tau=0.9)
+    assert result.prompts["num_good"].tolist() == [2]

@@ -178,6 +178,8 @@ def check_rollouts(frame: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_string_dtype(out[name]):
             out[name] = out[name].astype(str)
     for name in columns[2:]:
+        if pd.api.types.is_float_dtype(out[name]):
+            continue  # float32 stays float32: tau is compared in the rewards' own dtype, as in training
         if pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
             out[name] = out[name].astype(np.float64)
             continue
