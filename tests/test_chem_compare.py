@@ -37,3 +37,32 @@ def test_welch_without_spread_is_nan():
 def test_welch_direction():
     assert welch_one_sided([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], "less") < 0.05
     assert welch_one_sided([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], "greater") > 0.95
+
+
+def test_docking_runs_add_the_median_vina_score():
+    runs = {"REINVENT": _runs([10, 12], [None, None]), "MARA tau=0.38": _runs([14, 16], [None, None])}
+    for method, medians in (("REINVENT", [-8.0, -8.2]), ("MARA tau=0.38", [-8.6, -8.8])):
+        for run, median in zip(runs[method], medians):
+            run.update(raw_median=median, not_docked=1)
+    header, _, reinvent, mara = comparison_table(runs, (0.8,)).strip().splitlines()
+    assert header.endswith("| raw_median | not_docked |")
+    p = welch_one_sided([-8.6, -8.8], [-8.0, -8.2], "less")
+    assert mara.endswith(f"| -8.7 ± 0.141 (p={p:.3g}) | 1 ± 0 |") and p < 0.05
+    assert "raw_median" not in comparison_table({"REINVENT": _runs([1, 2], [None, None])}, (0.8,))
+
+
+def test_table_only_tabulates_the_finished_runs_and_runs_nothing(tmp_path):
+    pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from mara_rl.chem.compare import compare, method_configs, run_folder
+    from mara_rl.chem.rl import RunConfig, run
+
+    base = RunConfig(objective="qed", budget=16, batch_size=8, sigma=10.0, screens=(0.5,))
+    with pytest.raises(ValueError, match="no run of this comparison has finished"):
+        compare(base, taus=[0.5], seeds=[0, 1], out=tmp_path, table_only=True)
+    reinvent = method_configs(base, [0.5])[0]
+    run(replace(reinvent, out=str(run_folder(tmp_path, reinvent))))
+    result = compare(base, taus=[0.5], seeds=[0, 1], out=tmp_path, table_only=True)
+    assert result["table"].splitlines()[2].startswith("| REINVENT | 1 | 16 ± 0 |") and len(result["table"].splitlines()) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REINVENT", "comparison.json", "table.md", "yield_curves.png"]

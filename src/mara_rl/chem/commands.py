@@ -172,6 +172,7 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taus", type=float, nargs="+", default=[0.8, 0.85], help="MARA thresholds to compare")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    p.add_argument("--table-only", action="store_true", help="run nothing: tabulate the runs finished so far")
     p.set_defaults(func=_compare)
 
 
@@ -180,7 +181,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     from mara_rl.chem.rl import RunConfig
 
-    result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs)
+    result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
+                     table_only=args.table_only)
     print(result["table"])
     print(f"table, comparison.json and yield_curves.png written to {args.out}")
     return 0

@@ -32,22 +32,28 @@ def run_folder(out: Path, config: RunConfig) -> Path:
     return out / method_label(config).replace(" ", "_").replace("=", "") / f"seed{config.seed}"
 
 
+def _finished(config: RunConfig) -> bool:
+    """Whether ``config``'s folder holds its finished run (a run with other settings is an error)."""
+    folder = Path(config.out)
+    if not (folder / "metrics.json").is_file():
+        return False
+    conflict = config_conflict(read_config(folder), config)
+    if conflict:
+        raise ValueError(conflict)
+    return True
+
+
 def _run_or_reuse(config: RunConfig) -> None:
     """Run ``config``, resume it, or reuse its finished results, after checking that a run
     already in its folder was started with the same settings."""
-    folder = Path(config.out)
-    started = (folder / "config.json").is_file()
-    if started and (folder / "metrics.json").is_file():
-        conflict = config_conflict(read_config(folder), config)
-        if conflict:
-            raise ValueError(conflict)
-        return
-    run(config, resume=started)
+    if not _finished(config):
+        run(config, resume=(Path(config.out) / "config.json").is_file())
 
 
-def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Path, jobs: int = 1) -> dict[str, Any]:
+def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Path, jobs: int = 1,
+            table_only: bool = False) -> dict[str, Any]:
     """Run (or reuse) every (method, seed), ``jobs`` at a time, and write the table and curves
-    into ``out``."""
+    into ``out``. With ``table_only``, run nothing: tabulate the runs finished so far."""
     seeds = [check_int(seed, "--seeds", 0) for seed in seeds]
     if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be at least 2 distinct seeds (for the t-test), got {seeds}")
@@ -65,7 +71,11 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
     open_prior(base.prior)
     # seed by seed, so that an interrupted comparison holds whole REINVENT/MARA pairs (which also share their first batch)
     configs = [replace(replace(m, seed=seed), out=str(run_folder(out, replace(m, seed=seed)))) for seed in seeds for m in method_configs(base, taus)]
-    if jobs > 1:
+    if table_only:
+        configs = [config for config in configs if _finished(config)]
+        if not configs:
+            raise ValueError(f"no run of this comparison has finished in {out} yet")
+    elif jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -110,13 +120,16 @@ def _cell(values: list[float | None]) -> str:
 def comparison_table(results: dict[str, list[dict[str, Any]]], screens: tuple[float, ...]) -> str:
     """Markdown table: one row per method, mean ± sd (sample sd) over seeds, and for MARA rows
     the one-sided Welch p-value against REINVENT in brackets (yield, scaffolds, diversity:
-    MARA greater; OB100: MARA fewer calls). OB100 p-values need every run to reach 100 hits.
+    MARA greater; OB100 and a docking objective's median Vina score: MARA lower). OB100 p-values
+    need every run to reach 100 hits.
     The oracle calls actually spent come first: fewer than the budget means the step limit
     ended a collapsed run."""
     columns: list[tuple[str, str | None]] = [("oracle_calls", None)]  # < budget: the step limit ended the run
     for screen in screens:
         columns += [(f"yield@{screen}", "greater"), (f"ob100@{screen}", "less"), (f"scaffolds@{screen}", "greater")]
     columns += list(GLOBAL_METRICS.items())
+    if any("raw_median" in r for runs in results.values() for r in runs):  # docking: median Vina score, lower binds better
+        columns += [("raw_median", "less"), ("not_docked", None)]
     header = "| method | n | " + " | ".join(c for c, _ in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     baseline = results.get("REINVENT", [])
