@@ -246,6 +246,13 @@ def test_bad_answer_key(pattern, message):
         diagnose(known_rollouts(), 0.1, answer_key=pattern)
 
 
+@pytest.mark.parametrize("pattern", [r"answer: (?P<n>\d)", r"(?:so )?answer: (\d)(?P<rest>.*)", r"answer: (?P<a>\d)(?P<b>.*)"])
+def test_the_first_group_is_the_key_named_or_not(pattern):
+    reference = answer_classes(known_rollouts(), answer_key=r"answer: (\d)").classes
+    classes = answer_classes(known_rollouts(), answer_key=pattern).classes
+    pd.testing.assert_frame_equal(classes, reference)
+
+
 def test_unmatched_completions_keep_their_text_as_class():
     classes = answer_classes(known_rollouts(), answer_key=r"answer: (\d)").classes
     assert "pass" in set(classes["answer"])

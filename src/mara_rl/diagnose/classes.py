@@ -100,7 +100,7 @@ def answer_keys(completions: pd.Series, answer_key: str | None) -> pd.Series:
     pattern = compile_answer_key(answer_key)
     if pattern is None:
         return completions
-    extracted = completions.str.extract(pattern, expand=True)[0]
+    extracted = completions.str.extract(pattern, expand=True).iloc[:, 0]  # a named group names its column
     return extracted.where(extracted.notna(), completions).astype(str)
 
 
