@@ -106,6 +106,8 @@ CLI_ERRORS = [
     pytest.param([*TWO, "--json", "afile/sub/x.json"], "mara targets", "not a directory", id="targets-json-under-file"),
     pytest.param([*TWO, "--plot", "/proc/mara-plot.png"], "mara targets", "cannot write in /proc", id="targets-plot-unwritable"),
     pytest.param([*TWO, "--json", "/proc/mara.json"], "mara targets", "cannot write in /proc", id="targets-json-unwritable"),
+    pytest.param([*TWO, "--plot", "t.txt"], "mara targets", "--plot: t.txt has the unsupported extension .txt; use one of", id="targets-plot-not-a-figure"),
+    pytest.param([*TWO, "--plot", "t"], "mara targets", "--plot: t has no extension", id="targets-plot-no-extension"),
     # mara targets: spec files
     pytest.param(["targets", "--file", "missing.yaml"], "mara targets", "does not exist", id="spec-missing"),
     pytest.param(["targets", "--file", "adir.yaml"], "mara targets", "is a directory", id="spec-directory"),
@@ -197,6 +199,7 @@ CLI_LEGITIMATE = [
     pytest.param([*TARGETS, "--labels", "ноль", "一", "🙂"], ["🙂", "ноль"], id="targets-unicode-labels"),
     pytest.param(["targets", "--file", "good.yaml"], ["一", "beta = 0.001"], id="spec-unicode-labels-and-1e-3"),
     pytest.param([*TARGETS, "--tau", "-5"], ["tau = -5"], id="targets-tau-below-every-reward"),
+    pytest.param([*TWO, "--plot", "t.SVG"], ["wrote t.SVG"], id="targets-plot-upper-case-extension"),
     pytest.param(["targets", "--rewards", "0", "1", "--ref-logprobs", "-inf", "0"], ["beta = 1"], id="targets-neginf-logref"),
     pytest.param(["targets", "--rewards", "-1e-3", "-2E+1", "--ref-logprobs", "-0.5", "-.5", "--tau", "-1e1"], ["tau = -10"],
                  id="targets-negative-scientific-numbers"),

@@ -85,6 +85,20 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def check_figure_file(path: str | os.PathLike, flag: str) -> Path:
+    """:func:`check_output_file`, and the extension must be a format matplotlib writes: it picks the
+    format from the extension (and appends ``.png`` to a name without one)."""
+    path = check_output_file(path, flag)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix[1:].lower()
+    if suffix not in formats:
+        what = f"has the unsupported extension .{suffix}" if suffix else "has no extension"
+        raise ValueError(f"{flag}: {path} {what}; use one of {', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     """Check that ``path`` is (or can be created as) a writable folder."""
     path = Path(path).expanduser()

@@ -36,12 +36,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mara_rl.cli_args import check_input_file, check_output_file
+    from mara_rl.cli_args import check_figure_file, check_input_file, check_output_file
     from mara_rl.target_report import build_report, format_report, load_spec, number, number_list, plot_report, ref_logprobs_from
 
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None:
-            check_output_file(path, flag)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.plot is not None:
+        check_figure_file(args.plot, "--plot")
     spec = load_spec(check_input_file(args.file, "--file")) if args.file else {}
 
     def given(flag_value, flag: str, key: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mara_rl.cli_args import check_output_file, finite_float, int_at_least, positive_float
+from mara_rl.cli_args import check_figure_file, check_output_file, finite_float, int_at_least, positive_float
 
 EXAMPLE = """examples:
   mara diagnose rollouts.jsonl --beta 0.001 0.01 0.1 --plot classes.png --json diagnosis.json
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
     if args.plot:
-        check_output_file(args.plot, "--plot")
+        check_figure_file(args.plot, "--plot")
         if args.plot_prompts == 0:
             raise ValueError("--plot-prompts 0 leaves nothing to draw; give at least 1 or leave out --plot")
     groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)
