@@ -151,6 +151,10 @@ CLI_ERRORS = [
     pytest.param(["toy", "intervals", "--lr", "inf"], "mara toy", "finite", id="toy-lr-inf"),
     pytest.param(["toy", "intervals", "--lr", "fast"], "mara toy", "expected a number", id="toy-lr-word"),
     pytest.param(["toy", "intervals", "--seed", "-1"], "mara toy", "--seed: must be >= 0", id="toy-seed-negative"),
+    pytest.param(["toy", "intervals", "--seed", "4294967296"], "mara toy", "--seed: must be <= 4294967295", id="toy-seed-above-32-bit"),
+    pytest.param(["toy", "intervals", "--seed", "99999999999999999999"], "mara toy", "--seed: must be <= 4294967295", id="toy-seed-huge"),
+    pytest.param(["toy", "three-action", "--lr", "1e308", "--steps", "3", "--no-progress", "--out", "run"], "mara toy",
+                 "training diverged at step 1 of 3", id="toy-lr-diverges"),
     pytest.param(["toy", "intervals", "--out", "afile"], "mara toy", "not a directory", id="toy-out-file"),
     pytest.param(["toy", "beta-sweep", "--out", "afile/run"], "mara toy", "not a directory", id="toy-out-under-file"),
     pytest.param(["toy", "matching", "--out", "/proc/mara-run"], "mara toy", "cannot write in /proc", id="toy-out-unwritable"),
@@ -215,6 +219,12 @@ def test_cli_odd_but_legitimate_input_works(argv, expected, workdir, capsys):
     assert captured.err == ""
     for text in expected:
         assert text in captured.out
+
+
+def test_the_largest_seed_is_accepted():
+    from mara_rl.cli_args import SEED_MAX, seed
+
+    assert seed(str(SEED_MAX)) == SEED_MAX == 2**32 - 1
 
 
 def test_cli_writes_outputs_into_new_folders(workdir, capsys):

@@ -188,6 +188,24 @@ def test_cli_runs_an_experiment_and_writes_a_self_describing_folder(tmp_path, ca
     assert str(out / "fig3_4_three_actions.png") in capsys.readouterr().out
 
 
+def test_a_run_that_does_not_converge_writes_its_folder_warns_on_stderr_and_exits_1(tmp_path, capsys):
+    from mara_rl.cli import main
+
+    out = tmp_path / "three"
+    assert main(["toy", "three-action", "--out", str(out), "--no-progress", "--steps", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "three-action: " in captured.out and "NOT converged" in captured.out
+    assert captured.err.startswith("WARNING: three-action: not every run ended within TV 0.05")
+    assert not json.loads((out / "metrics.json").read_text())["converged"]
+    assert (out / "summary.md").is_file()
+
+
+def test_a_too_large_learning_rate_is_reported_as_divergence():
+    runs = [RunSpec(three_action_examples()[0], 0.1)]
+    with pytest.raises(ValueError, match=r"diverged at step 1 of 5: .* lower the learning rate \(lr = 1e\+308\)"):
+        train(CategoricalPolicy(np.zeros((1, 3))), runs, TrainConfig(steps=5, lr=1e308))
+
+
 def test_cli_registers_every_experiment_and_reproduce_didactic():
     from mara_rl.cli import build_parser
     from mara_rl.toy.commands import EXPERIMENT_NAMES, QUICK_NAMES

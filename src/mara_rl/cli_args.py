@@ -52,6 +52,17 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+SEED_MAX = 2**32 - 1  # the widest range every generator a command seeds accepts (numpy's legacy seed is 32-bit)
+
+
+def seed(text: str) -> int:
+    """A random seed, an integer in ``[0, SEED_MAX]``."""
+    value = int_at_least(0)(text)
+    if value > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be <= {SEED_MAX} (2**32 - 1), got {text!r}")
+    return value
+
+
 def _probe_directory(directory: Path, flag: str) -> None:
     """Raise ``ValueError`` unless a file can be created in the existing ``directory``."""
     try:

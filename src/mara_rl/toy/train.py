@@ -132,6 +132,14 @@ def shaped_rewards(
     return torch.where(forward, rewards + beta * torch.exp(-log_ratio), rewards - beta * log_ratio)
 
 
+def _finite(log_probs: torch.Tensor, updates: int, config: TrainConfig) -> torch.Tensor:
+    """``log_probs``, or ``ValueError`` once a too large step has pushed the logits to inf or NaN."""
+    if not torch.isfinite(log_probs).all():
+        raise ValueError(f"training diverged at step {updates} of {config.steps}: the policy's logits are no longer "
+                         f"finite; lower the learning rate (lr = {config.lr:g})")
+    return log_probs
+
+
 def train(
     policy: torch.nn.Module, runs: Sequence[RunSpec], config: TrainConfig = TrainConfig(), desc: str = "training"
 ) -> TrainResult:
@@ -159,7 +167,7 @@ def train(
     torch.set_num_threads(1)  # [R, K] tensors are tiny: extra threads only add synchronisation
     start = time.perf_counter()
     for step in tqdm(range(config.steps), desc=desc, disable=not config.progress, leave=False):
-        log_probs = policy.log_probs()  # [R, K]
+        log_probs = _finite(policy.log_probs(), step, config)  # [R, K]
         samples = torch.multinomial(log_probs.detach().exp(), n, replacement=True, generator=generator)  # [R, N]
         sample_logprobs = log_probs.gather(1, samples)  # [R, N], carries the gradient
         sample_rewards = rewards.gather(1, samples)
@@ -187,7 +195,7 @@ def train(
             history_steps.append(step + 1)
     seconds = time.perf_counter() - start
     torch.set_num_threads(threads)
-    final = policy.log_probs().detach().exp().numpy()
+    final = _finite(policy.log_probs(), config.steps, config).detach().exp().numpy()
     if history_steps[-1] != config.steps:
         history.append(final)
         history_steps.append(config.steps)
