@@ -304,6 +304,23 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     assert out_png.stat().st_size > 0
 
 
+@pytest.mark.parametrize("with_json", [False, True])
+def test_cli_says_where_the_rows_and_warnings_left_out_are(tmp_path, capsys, with_json):
+    frame = known_rollouts()
+    frame.loc[1, "ref_logprob"] = -3.0  # copies of one completion disagree: one warning
+    argv = ["diagnose", _jsonl(tmp_path, frame=frame), "--beta", "0.1", "--max-rows", "1", "--max-warnings", "0"]
+    json_path = tmp_path / "d.json"
+    assert main(argv + (["--json", str(json_path)] if with_json else [])) == 0
+    captured = capsys.readouterr()
+    if with_json:
+        assert f"... 1 more prompt(s) in {json_path}" in captured.out
+        assert f"... 1 more in {json_path}" in captured.err
+    else:
+        assert "... 1 more prompt(s) (--max-rows N shows more; --json PATH writes them all)" in captured.out
+        assert "... 1 more (--max-warnings N shows more; --json PATH writes them all)" in captured.err
+        assert "JSON output" not in captured.out + captured.err
+
+
 def _jsonl(tmp_path, name="rollouts.jsonl", frame=None) -> str:
     path = tmp_path / name
     (known_rollouts() if frame is None else frame).to_json(path, orient="records", lines=True)

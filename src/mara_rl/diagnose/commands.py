@@ -79,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
         for beta in args.beta
     ]
     summary = results[0].summary
+
+    def rest(flag: str) -> str:
+        """Where the rows or warnings left out can be seen."""
+        return f"in {args.json}" if args.json else f"({flag} N shows more; --json PATH writes them all)"
+
     print(
         f"{summary['num_rows']} completions, {summary['num_prompts']} prompts, "
         f"{summary['num_classes']} answer classes ({args.rollouts})"
     )
     for diagnosis in results:
         print(f"\nbeta={diagnosis.config['beta']:g}, {args.kl} KL")
-        print(format_table(diagnosis, args.max_rows))
+        print(format_table(diagnosis, args.max_rows, rest=f" {rest('--max-rows')}"))
     print()
     for diagnosis in results:
         print(diagnosis.summary["verdict"])
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         for line in groups.warnings[: args.max_warnings]:
             print(f"  {line}", file=sys.stderr)
         if len(groups.warnings) > args.max_warnings:
-            print(f"  ... {len(groups.warnings) - args.max_warnings} more in the JSON output", file=sys.stderr)
+            print(f"  ... {len(groups.warnings) - args.max_warnings} more {rest('--max-warnings')}", file=sys.stderr)
     if args.json:
         print(f"wrote {write_json(results, args.json, rollouts=str(args.rollouts))}")
     if args.plot:

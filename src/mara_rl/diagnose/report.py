@@ -52,9 +52,10 @@ def _cell(value, width: int) -> str:
     return f"{value:.3g}".rjust(width)
 
 
-def format_table(diagnosis: Diagnosis, max_rows: int = 20) -> str:
+def format_table(diagnosis: Diagnosis, max_rows: int = 20, rest: str = "") -> str:
     """Per-prompt table: ``2/1`` is the second-best over the best good class, ``-`` where a prompt
-    has fewer than two good classes, ``none`` where no beta gives a ratio of one half."""
+    has fewer than two good classes, ``none`` where no beta gives a ratio of one half. ``rest`` follows
+    the count of prompts left out (where to find them)."""
     header = " ".join(title.rjust(width) if i else title.ljust(width) for i, (title, _, width) in enumerate(_TABLE))
     lines = [header, "-" * len(header)]
     shown = diagnosis.prompts.head(max_rows)
@@ -62,7 +63,7 @@ def format_table(diagnosis: Diagnosis, max_rows: int = 20) -> str:
         lines.append(" ".join(_cell(record[column], width) for _, column, width in _TABLE))
     hidden = len(diagnosis.prompts) - len(shown)
     if hidden > 0:
-        lines.append(f"... {hidden} more prompt(s) in the JSON output")
+        lines.append(f"... {hidden} more prompt(s){rest}")
     return "\n".join(lines)
 
 
