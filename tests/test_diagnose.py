@@ -7,6 +7,7 @@ import io
 import json
 import math
 import sys
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -251,6 +252,20 @@ def test_the_first_group_is_the_key_named_or_not(pattern):
     reference = answer_classes(known_rollouts(), answer_key=r"answer: (\d)").classes
     classes = answer_classes(known_rollouts(), answer_key=pattern).classes
     pd.testing.assert_frame_equal(classes, reference)
+
+
+@pytest.mark.parametrize("prompt, shown", [
+    ("a\x00b", "a\\x00b"),
+    ("\x1b[31mred\x07", "\\x1b[31mred\\x07"),
+    ("tab\tand\r\nnewline", "tab and newline"),
+    ("C1 \x9b control", "C1 \\x9b control"),
+    ("zero\u200dwidth joiner 🙂", "zero\u200dwidth joiner 🙂"),
+])
+def test_table_escapes_control_characters_of_prompts(prompt, shown):
+    frame = known_rollouts().replace({"prompt": {"q": prompt}})
+    table = format_table(diagnose(frame, 0.1, answer_key=r"answer: (\d)"))
+    assert shown in table
+    assert not any(unicodedata.category(c) == "Cc" for c in table.replace("\n", ""))
 
 
 def test_unmatched_completions_keep_their_text_as_class():

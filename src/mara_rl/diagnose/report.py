@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +29,17 @@ _TABLE = (
 )
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its whitespace runs as single spaces and other control characters escaped
+    (``\\x00``, ``\\x1b``): a NUL or an ANSI escape in a prompt must not reach the terminal raw."""
+    return "".join(
+        f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in " ".join(text.split())
+    )
+
+
 def _middle(text: str, width: int) -> str:
     """``text`` on one line, shortened in the middle: prompts often differ only at the end."""
-    text = " ".join(text.split())
+    text = _one_line(text)
     if len(text) <= width:
         return text
     head = (width - 3) // 2
@@ -135,7 +144,7 @@ def plot_classes(results: Sequence[Diagnosis], path: str | Path, *, num_prompts:
             ax.bar(x, frame["vanilla"], width, label=f"vanilla ({diagnosis.config['kl']} KL)", color="tab:red")
             ax.bar(x + width, frame["mara"], width, label="MARA", color="tab:blue")
             labels = [
-                (" ".join(str(a).split())[:10] or "''") + ("*" if good else "")
+                (_one_line(str(a))[:10] or "''") + ("*" if good else "")
                 for a, good in zip(frame["answer"], frame["good"])
             ]
             ax.set_xticks(x, labels, fontsize=8, rotation=30 if len(frame) > 4 else 0)
