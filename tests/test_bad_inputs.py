@@ -74,6 +74,9 @@ def workdir(tmp_path, monkeypatch):
 
 CLI_ERRORS = [
     # mara targets: flags
+    # a command group without its subcommand: one line, whatever group
+    pytest.param([], "mara", "the following arguments are required: COMMAND (see mara --help)", id="no-command"),
+    pytest.param(["chem"], "mara chem", "the following arguments are required: CHEM_COMMAND (see mara chem --help)", id="chem-no-command"),
     pytest.param(["targets"], "mara targets", "give --rewards", id="targets-nothing"),
     pytest.param(["targets", "--rewards", "0", "1"], "mara targets", "--ref-probs", id="targets-no-reference"),
     pytest.param(["targets", "--rewards", "0", "x", "--ref-probs", "1", "1"], "mara targets", "expected a number", id="targets-reward-word"),
@@ -261,6 +264,17 @@ def test_console_script_end_to_end(tmp_path):
     debug = subprocess.run([str(BIN / "mara"), *TWO, "--tau", "1.5"], capture_output=True, text=True,
                            env={**env, "MARA_DEBUG": "1"}, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ValueError" in debug.stderr
+
+
+@pytest.mark.parametrize("where", ["mara_rl.cli.build_parser", "mara_rl.cli.Parser.parse_args"])
+def test_ctrl_c_while_the_parser_is_built_or_parses_is_one_line(where, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("MARA_DEBUG", raising=False)
+    monkeypatch.setattr(where, interrupted)
+    assert main(TWO) == 130
+    assert capsys.readouterr().err == "mara: interrupted\n"
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path):

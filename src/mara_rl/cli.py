@@ -8,8 +8,11 @@ The one error boundary of the command lives in :func:`main`:
 
 - a user mistake (a bad flag value, a missing or unreadable input, an unwritable output, a malformed
   spec file) prints one line ``mara <command>: error: <what>`` on stderr and exits 2;
-- Ctrl-C prints one line and exits 130;
+- a command group given no subcommand (``mara``, ``mara chem``) is such a mistake too;
+- Ctrl-C prints one line and exits 130, from the moment :func:`main` starts building the parser;
 - anything else is a bug: one line naming the exception, a hint to rerun with ``--debug``, exit 1.
+
+A command may return its own status as well: ``mara toy`` returns 1 when a run did not converge.
 
 ``mara --debug ...`` (or ``MARA_DEBUG=1``) lets every exception propagate with its traceback.
 """
@@ -54,15 +57,18 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
 
-def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` on every (sub)parser, so it may follow the subcommand too."""
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every (sub)parser, so it may follow the subcommand too; and every command group
+    (``mara``, ``mara chem``, ...) requires its subcommand, so a missing one is the same one-line error
+    everywhere, whatever the group's module declared."""
     if "--debug" not in parser._option_string_actions:
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help="show the full traceback of an error (also: MARA_DEBUG=1)")
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            action.required = True
             for child in action.choices.values():
-                _add_debug_flag(child)
+                _complete(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of the package is not present in this installation
             raise
         module.register(subparsers)
-    _add_debug_flag(parser)
+    _complete(parser)
     return parser
 
 
@@ -113,23 +119,23 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = "mara"
+    debug = "--debug" in argv or os.environ.get("MARA_DEBUG", "") not in ("", "0")
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as done:  # --help, --version, or a one-line argparse error already printed
-        return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    name = command_parser(parser, args).prog
-    debug = args.debug or os.environ.get("MARA_DEBUG", "") not in ("", "0")
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a one-line argparse error already printed
+            return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
+        name = command_parser(parser, args).prog
+        debug = args.debug or debug
         result = args.func(args)
     except BrokenPipeError:
         # Output piped into a reader that stopped early (`| head`): finish quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while the parser is built, which imports every command module
         if debug:
             raise
         print(f"{name}: interrupted", file=sys.stderr)
