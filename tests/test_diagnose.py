@@ -614,3 +614,30 @@ def test_float32_rewards_equal_to_tau_are_good_as_in_training(tmp_path):
     ).to_parquet(path)
     result = diagnose(read_rollouts(path), beta=0.1, tau=0.9)
     assert result.prompts["num_good"].tolist() == [2]
+
+
+def _example_output(text: str) -> list[str]:
+    """The lines of the first fenced block that starts with the `mara diagnose` example's output."""
+    start = text.index("256 completions, 4 prompts")
+    return text[start : text.index("```", start)].strip().splitlines()
+
+
+def test_the_documented_example_output_is_consistent_with_what_the_code_prints():
+    """The example's numbers vary between builds of the tiny model; its invariants and format do not."""
+    from pathlib import Path
+
+    from mara_rl.diagnose.report import _TABLE
+
+    root = Path(__file__).resolve().parents[1]
+    docs = _example_output((root / "docs" / "diagnose.md").read_text(encoding="utf-8"))
+    readme = [line for line in _example_output((root / "README.md").read_text(encoding="utf-8")) if line != "..."]
+    assert all(line in docs for line in readme)  # the README quotes the docs' run
+    header = " ".join(t.rjust(w) if i else t.ljust(w) for i, (t, _, w) in enumerate(_TABLE))
+    assert docs.count(header) == 2
+    rows = [line[29:].split() for line in docs if line.startswith("Answer with")]
+    assert len(rows) == 8
+    for _, _, good, _, ref, _, van, van_eff, _, mara, mara_eff, half in rows:
+        assert van == ref and mara == "1" and mara_eff == good and half == "none"
+    for beta, block in (("0.001", rows[:4]), ("1", rows[4:])):
+        share = round(100 * sum(float(r[7]) < 1.5 for r in block) / len(block))
+        assert f"unimodal by construction on {share}% of prompts at beta={beta} (reverse KL); MARA: 0%" in "\n".join(docs)
