@@ -179,6 +179,8 @@ def test_forward_solve_survives_log_beta_ref_below_minus_745():
 def test_describe_target_verdict_follows_the_effective_number():
     rewards = np.array([1.0, 1.0, 0.0])
     assert not describe_target([15 / 16, 1 / 16, 0.0], rewards, 0.5).multimodal  # effective 1.26
+    assert not describe_target([0.8, 0.2, 0.0], rewards, 0.5).multimodal  # 1.65: one answer dominates
+    assert describe_target([0.7, 0.3, 0.0], rewards, 0.5).multimodal  # 1.84
     two_bumps = describe_target([0.53, 0.43, 0.04], rewards, 0.5)
     assert two_bumps.multimodal and two_bumps.sentence.startswith("Multimodal")
     broad = np.r_[np.full(49, 0.0102), np.full(51, 0.01 * 0.98 / 0.51 * 0.5)]

@@ -311,7 +311,7 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
     return math.exp(entropy(p))
 
 
-MULTIMODAL_MIN_EFFECTIVE = 1.5
+MULTIMODAL_MIN_EFFECTIVE = 1.8
 _PROB_SUM_TOL = 1e-6
 
 
@@ -337,9 +337,10 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     share of the good mass; ``spread = (effective_good - 1) / (num_good - 1)`` (evenness: 0 spike,
     1 uniform); ``entropy`` is the whole target's entropy in nats.
 
-    Verdict: ``multimodal`` when ``effective_good >= 1.5`` (``MULTIMODAL_MIN_EFFECTIVE``), i.e. the
-    good mass is closer to being shared by two outcomes than held by one. A 15:1 split of two good
-    answers (effective 1.26) is unimodal; 53% / 43% is multimodal (effective 1.98).
+    Verdict: ``multimodal`` when ``effective_good >= 1.8`` (``MULTIMODAL_MIN_EFFECTIVE``): the good
+    mass is at least as spread as a 70/30 split of two outcomes (effective 1.84). A 15:1 split of two
+    good answers (1.26), 80/20 (1.65) and 85/10/5 over three (1.68) are unimodal: one answer takes
+    most of the mass; 53/43 (1.98) and a broad two-bump target over many outcomes are multimodal.
 
     Args:
         probs: ``[K]`` probabilities, summing to 1 within each group (within 1e-6).
@@ -403,7 +404,7 @@ def describe_target(probs, rewards, tau: float) -> TargetSummary:
     """Is the target multimodal over ``R >= tau``? One target; the rule is :func:`summarize_targets`'s.
 
     ``probs`` must sum to 1 (within 1e-6). The verdict is multimodal when the effective number of
-    good outcomes is at least 1.5.
+    good outcomes is at least ``MULTIMODAL_MIN_EFFECTIVE`` (1.8).
     """
     tau = check_threshold(tau)
     summary = summarize_targets(probs, rewards, tau)

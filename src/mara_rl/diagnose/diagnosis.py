@@ -63,13 +63,13 @@ PROMPT_COLUMNS = {
     "vanilla_effective_good": "exp(entropy) of the vanilla target restricted to the good classes",
     "vanilla_entropy": "entropy of the vanilla target over all observed classes (nats)",
     "vanilla_mass_above_tau": "vanilla target mass on the good classes",
-    "vanilla_multimodal": "vanilla target multimodal: effective number of good classes >= 1.5 (summarize_targets)",
+    "vanilla_multimodal": "vanilla target multimodal: effective number of good classes >= 1.8 (summarize_targets)",
     "mara_top_good": "MARA target probability of its most likely good class",
     "mara_second_to_top": "G(second) / G(top) under the MARA target (same two classes)",
     "mara_effective_good": "exp(entropy) of the MARA target restricted to the good classes",
     "mara_entropy": "entropy of the MARA target over all observed classes (nats)",
     "mara_mass_above_tau": "MARA target mass on the good classes",
-    "mara_multimodal": "MARA target multimodal: effective number of good classes >= 1.5 (summarize_targets)",
+    "mara_multimodal": "MARA target multimodal: effective number of good classes >= 1.8 (summarize_targets)",
     "beta_half": "beta at which the second-best good class reaches half of the top one (inf: none)",
     "policy_tv_vanilla": "with policy_logprob: total variation between the policy and the vanilla target",
     "policy_tv_mara": "with policy_logprob: total variation between the policy and the MARA target",
@@ -242,7 +242,7 @@ def summarize(prompts: pd.DataFrame, config: dict) -> dict:
     """Counts, means and the verdict over the prompts with at least two good classes.
 
     "Unimodal by construction": the exact target over the observed classes is not multimodal in
-    :func:`mara_rl.targets.summarize_targets`' sense (effective number of good classes below 1.5), so
+    :func:`mara_rl.targets.summarize_targets`' sense (effective number of good classes below 1.8), so
     even a perfect optimiser would collapse.
     """
     multi = prompts["num_good"].to_numpy() >= 2
