@@ -166,7 +166,7 @@ def mara_rewards(
         good = reward_np >= group_tau[codes]
     good_index = np.flatnonzero(good)
     good_ref = ref_np[good_index]
-    if np.isneginf(good_ref).any():
+    if good_ref.size and good_ref.min() == -np.inf:
         first = int(good_index[np.isneginf(good_ref)][0])
         raise ValueError(
             f"ref_logprobs is -inf at index {first}, a sample with reward >= tau: MARA needs a finite "
@@ -179,7 +179,7 @@ def mara_rewards(
     good_code = codes[good_index]
     best_ref = np.full(num_groups, -np.inf)
     np.maximum.at(best_ref, good_code, good_ref)
-    tied = good_ref == best_ref[good_code]
+    tied = np.flatnonzero(good_ref == best_ref[good_code])
     tied_index, tied_code = good_index[tied], good_code[tied]
     best_reward = np.full(num_groups, -np.inf)
     np.maximum.at(best_reward, tied_code, reward_np[tied_index])
@@ -190,14 +190,15 @@ def mara_rewards(
     anchor[~has_anchor] = -1
 
     safe_anchor = np.where(has_anchor, anchor, 0)
-    anchor_reward = reward_np[safe_anchor][good_code] if n else reward_np
-    anchor_ref = ref_np[safe_anchor][good_code] if n else ref_np
+    # One gather of (R(z), log pi_ref(z)) rows per good sample: the random gathers dominate the cost.
+    anchor_pair = np.stack([reward_np[safe_anchor], ref_np[safe_anchor]], axis=1)[good_code] if n else np.zeros((0, 2))
+    anchor_reward, anchor_ref = anchor_pair[:, 0], anchor_pair[:, 1]
     new_ref = ref_np
     if kl == "reverse":
         with np.errstate(over="ignore"):
             good_rewards = anchor_reward + beta * (anchor_ref - good_ref)
-            representable = np.isfinite(good_rewards.astype(kind.result_dtype)).all()
-        if not representable:
+        limit = np.finfo(kind.result_dtype).max
+        if not (np.abs(good_rewards) <= limit).all():  # also False for inf and NaN
             raise ValueError("augmented rewards overflowed; check the scale of rewards, ref_logprobs and beta")
     else:
         good_rewards = anchor_reward
