@@ -180,9 +180,15 @@ def get_oracle(name: str, dock_exhaustiveness: int | None = None) -> Oracle:
     if ":" in name:
         module, attr = name.split(":", 1)
         try:
-            oracle = getattr(importlib.import_module(module), attr)()
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"objective {name!r}: cannot load {attr} from {module}: {err}") from None
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"objective {name!r}: cannot load {attr!r} from module {module!r}: {err}") from None
+        if not callable(factory):
+            raise ValueError(f"objective {name!r}: {module}.{attr} is not a factory (a callable returning an Oracle)")
+        try:
+            oracle = factory()
+        except TypeError as err:  # a callable that is not a no-argument oracle factory
+            raise ValueError(f"objective {name!r}: {module}.{attr}() must take no arguments and return an Oracle: {err}") from None
         if not isinstance(oracle, Oracle):
             raise ValueError(f"objective {name!r} must return an Oracle (name, cost, __call__)")
         return oracle
