@@ -23,7 +23,10 @@ def files(tmp_path):
     smiles.write_text("CCO\nc1ccccc1\n")
     gz = tmp_path / "bad.csv.gz"
     gz.write_bytes(b"not gzip")
+    no_column = tmp_path / "no_column.csv"
+    no_column.write_text("id,name\n1,CCO\n")
     return {"GARBAGE": str(garbage), "UNWRITABLE": str(blocker / "sub"), "SMILES": str(smiles), "BADGZ": str(gz),
+            "NOCOLUMN": str(no_column), "DIR": str(tmp_path),
             "MISSING": str(tmp_path / "missing.pt"), "OUT": str(tmp_path / "out")}
 
 
@@ -102,6 +105,8 @@ TRAIN_PRIOR = [
     (["--out", "UNWRITABLE"], "--out"),
     (["--data", "MISSING"], "does not exist"),
     (["--data", "BADGZ"], "not a SMILES file"),
+    (["--data", "NOCOLUMN"], "without a SMILES column"),
+    (["--data", "DIR"], "is a directory"),
     (["--resume"], "does not exist"),
 ]
 EVAL_PRIOR = [
@@ -156,3 +161,11 @@ def test_an_oracle_that_cannot_reach_worker_processes_is_a_clear_error(files, ca
     err = capsys.readouterr().err
     assert "--oracle-workers 2" in err and "cannot be sent to worker processes" in err and err.count("\n") == 1, err
     assert not any(Path(files["OUT"]).iterdir())
+
+
+def test_smiles_column_is_found_whatever_its_case(tmp_path):
+    from mara_rl.chem.data import read_smiles
+
+    path = tmp_path / "lower.csv"
+    path.write_text("smiles,id\nCCO,1\nc1ccccc1,2\n")
+    assert read_smiles(path) == ["CCO", "c1ccccc1"]

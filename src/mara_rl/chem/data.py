@@ -33,7 +33,7 @@ def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
     """SMILES from a CSV (optionally gzipped) with a ``SMILES`` column, or a plain one-per-line file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"data file {path} does not exist")
+        raise ValueError(f"data file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
     try:
         out = _read_rows(path, limit)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:  # gzip.BadGzipFile is an OSError
@@ -47,10 +47,12 @@ def _read_rows(path: Path, limit: int | None) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
         first = handle.readline().strip()
-        header = first.split(",")
+        header = [name.strip().upper() for name in first.split(",")]
         if "SMILES" in header:
             column = header.index("SMILES")
             rows = (row[column] for row in csv.reader(handle))
+        elif len(header) > 1:  # SMILES never contain a comma: a CSV without a SMILES column
+            raise ValueError(f"data file {path} is a CSV without a SMILES column (header: {first[:80]!r})")
         else:
             rows = (line.strip() for line in [first, *handle])
         out = []
