@@ -81,17 +81,13 @@ class NumericKind:
         return np.dtype(np.float32)
 
     def give_back(self, array: np.ndarray) -> Any:
-        """float64 ``array`` in the input's kind, device and result dtype (see the class docstring)."""
+        """float64 ``array`` in the input's kind and device, as :attr:`result_dtype`."""
+        out = np.ascontiguousarray(array.astype(self.result_dtype, copy=False))
         if self.is_torch:
             import torch
 
-            dtype = self.dtype if self.dtype in (torch.float64, torch.float32) else (
-                torch.float32 if self.dtype.is_floating_point else torch.get_default_dtype()
-            )
-            return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.torch_device, dtype=dtype)
-        if self.dtype in (np.float64, np.float32):
-            return array.astype(self.dtype, copy=False)
-        return array.astype(np.float32 if np.issubdtype(self.dtype, np.floating) else np.float64, copy=False)
+            return torch.from_numpy(out).to(self.torch_device)
+        return out
 
     def give_back_exact(self, array: np.ndarray) -> Any:
         """Integer or bool ``array`` (indices, masks) as numpy or as a torch tensor on the input's device."""
