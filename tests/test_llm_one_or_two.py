@@ -67,6 +67,9 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     assert any(r["reward"] == 0.123 for r in again["runs"])
     with pytest.raises(ValueError, match="other settings.*steps"):
         run_sweep(tiny_sweep_config(tmp_path, steps=3), out)
+    run_file.write_text("{bad json")
+    with pytest.raises(ValueError, match=f"{run_file.name} is damaged.*delete it"):
+        run_sweep(cfg, out)
 
 
 @pytest.mark.slow

@@ -357,7 +357,10 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
     for key in grid:
         run_file = out / "runs" / f"{run_name(*key)}.json"
         if run_file.exists():
-            done[key] = json.loads(run_file.read_text())
+            try:
+                done[key] = json.loads(run_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{run_file} is damaged ({err}); delete it to train that run again") from None
     todo = [key for key in grid if key not in done]
     progress = tqdm(total=len(grid), initial=len(done), desc="mara llm one-or-two")
     if jobs == 1:
