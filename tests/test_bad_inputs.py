@@ -178,6 +178,8 @@ CLI_ERRORS = [
     pytest.param(["llm", "one-or-two", "--betas", "inf"], "mara llm one-or-two", "finite", id="llm-betas-inf"),
     pytest.param(["llm", "one-or-two", "--steps", "0"], "mara llm one-or-two", "--steps: must be >= 1", id="llm-steps-zero"),
     pytest.param(["llm", "one-or-two", "--seeds", "0", "-1"], "mara llm one-or-two", "--seeds: must be >= 0", id="llm-seeds-negative"),
+    pytest.param(["llm", "one-or-two", "--seeds", "4294967296"], "mara llm one-or-two", "--seeds: must be <= 4294967295",
+                 id="llm-seeds-too-large"),
     pytest.param(["llm", "one-or-two", "--kl", "sideways"], "mara llm one-or-two", "invalid choice", id="llm-kl-unknown"),
     pytest.param(["llm", "one-or-two", "--model", "/no/such/model"], "mara llm one-or-two", "does not exist", id="llm-model-missing"),
     pytest.param(["llm", "one-or-two", "--model", "./no/../model"], "mara llm one-or-two", "does not exist", id="llm-model-missing-relative"),

@@ -21,6 +21,16 @@ def check_int(value: Any, flag: str, minimum: int) -> int:
     return int(value)
 
 
+def check_seed(value: Any, flag: str) -> int:
+    """``value`` as a seed in ``[0, SEED_MAX]``, the range every generator the runs seed accepts."""
+    from mara_rl.cli_args import SEED_MAX
+
+    value = check_int(value, flag, 0)
+    if value > SEED_MAX:
+        raise ValueError(f"{flag} must be <= {SEED_MAX} (2**32 - 1), got {value!r}")
+    return value
+
+
 def check_float(value: Any, flag: str, low: float | None = None, high: float | None = None, *, positive: bool = False) -> float:
     """``value`` as a finite float in ``[low, high]`` (``positive``: also ``> 0``)."""
     try:

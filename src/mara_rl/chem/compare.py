@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mara_rl.chem.checks import check_device, check_float, check_int, check_oracle_executor, open_prior, writable_folder
+from mara_rl.chem.checks import check_device, check_float, check_int, check_oracle_executor, check_seed, open_prior, writable_folder
 from mara_rl.chem.rl import RunConfig, config_conflict, make_oracle, method_label, read_config, run
 
 # metric -> direction in which MARA would be "better" (the one-sided alternative)
@@ -54,7 +54,7 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
             table_only: bool = False) -> dict[str, Any]:
     """Run (or reuse) every (method, seed), ``jobs`` at a time, and write the table and curves
     into ``out``. With ``table_only``, run nothing: tabulate the runs finished so far."""
-    seeds = [check_int(seed, "--seeds", 0) for seed in seeds]
+    seeds = [check_seed(seed, "--seeds") for seed in seeds]
     if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be at least 2 distinct seeds (for the t-test), got {seeds}")
     jobs = check_int(jobs, "--jobs", 1)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mara_rl.chem.checks import check_int, open_prior
+from mara_rl.chem.checks import check_int, check_seed, open_prior
 from mara_rl.chem.data import moses_path, read_smiles
 from mara_rl.chem.model import SmilesRNN
 
@@ -40,7 +40,7 @@ def evaluate_prior(
 
     num_samples = check_int(num_samples, "--samples", 1)
     batch_size = check_int(batch_size, "--batch-size", 1)
-    seed = check_int(seed, "--seed", 0)
+    seed = check_seed(seed, "--seed")
     torch.set_num_threads(check_int(threads, "--threads", 1))  # small RNN steps: extra threads mostly wait on each other
     model = open_prior(prior)
     model.eval()

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from mara_rl.augment import mara_rewards
 from mara_rl.chem.checks import (
-    atomic_write_text, check_device, check_float, check_int, check_oracle_executor, first_line, open_prior, parse_device,
+    atomic_write_text, check_device, check_float, check_int, check_oracle_executor, check_seed, first_line, open_prior, parse_device,
     writable_folder,
 )
 from mara_rl.chem.executors import Executor, SerialExecutor, make_executor
@@ -117,7 +117,7 @@ class RunConfig:
             raise ValueError(f"--screens must be one or more distinct scores, got {list(self.screens)}")
         if self.prior is not None:  # absolute, so a resume from another folder finds the same file
             self.prior = str(Path(self.prior).resolve())
-        self.seed = check_int(self.seed, "--seed", 0)
+        self.seed = check_seed(self.seed, "--seed")
         if self.dock_exhaustiveness is not None:
             self.dock_exhaustiveness = check_int(self.dock_exhaustiveness, "--dock-exhaustiveness", 1)
         parse_device(self.device)

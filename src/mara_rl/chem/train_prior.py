@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from mara_rl.chem.checks import atomic_write_text, check_device, check_float, check_int, first_line, parse_device, writable_folder
+from mara_rl.chem.checks import atomic_write_text, check_device, check_float, check_int, check_seed, first_line, parse_device, writable_folder
 from mara_rl.chem.data import moses_path, read_smiles
 from mara_rl.chem.model import PriorConfig, SmilesRNN
 from mara_rl.chem.tokenizer import Vocabulary
@@ -56,7 +56,7 @@ class TrainPriorConfig:
             self.limit = check_int(self.limit, "--limit", 1)
         self.checkpoint_every = check_int(self.checkpoint_every, "--checkpoint-every", 1)
         self.log_every = check_int(self.log_every, "--log-every", 1)
-        self.seed = check_int(self.seed, "--seed", 0)
+        self.seed = check_seed(self.seed, "--seed")
         parse_device(self.device)
 
 

@@ -11,7 +11,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mara_rl.cli_args import int_at_least, positive_float
+    from mara_rl.cli_args import int_at_least, positive_float, seed
 
     llm = subparsers.add_parser("llm", help="LLM post-training with MARA on TRL (extra [llm])")
     llm_sub = llm.add_subparsers(dest="llm_command", metavar="JOB", required=True)
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/one-or-two", help="output folder (default: runs/one-or-two)")
     p.add_argument("--betas", type=positive_float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
-    p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, help="seeds (default 0)")
+    p.add_argument("--seeds", type=seed, nargs="+", default=None, help="seeds (default 0)")
     p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 250)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
