@@ -7,13 +7,16 @@ beta, KL direction, vanilla or MARA (``tau = 1``: every valid answer is good) an
 entropy of the valid answers; at the end it records them from a larger sample together with the
 answer histogram.
 
-Adam runs with ``beta1 = beta2 = 0.5`` (defaults 0.9 / 0.999) for 250 steps at learning rate 1e-3:
-the second moment left by the rare large gradients of batches holding an invalid answer (reward
-gap 1) then decays within 15-20 steps, so the ``beta``-sized signals (MARA's augmentation, the KL
-term) move the policy even at ``beta = 0.001``; ``beta1`` has to drop with ``beta2`` (Adam needs
-``beta1**2 < sqrt(beta2)``). With the token-level forward KL, which keeps pulling towards the
-reference's support when the policy stops sampling it, forward runs stay valid under these
-settings (``docs/llm.md``).
+Adam runs with ``beta1 = beta2 = 0.5`` (defaults 0.9 / 0.999) and ``eps = 1e-6`` (default 1e-8)
+for 250 steps at learning rate 1e-3: the second moment left by the rare large gradients of batches
+holding an invalid answer (reward gap 1) then decays within 15-20 steps, so the ``beta``-sized
+signals (MARA's augmentation, the KL term) move the policy even at ``beta = 0.001``; ``beta1`` has
+to drop with ``beta2`` (Adam needs ``beta1**2 < sqrt(beta2)``). With so short a memory, ``eps =
+1e-8`` would also turn per-parameter gradients of 1e-7 and less (an all-valid batch at ``beta =
+0.001``) into full learning-rate steps; ``eps = 1e-6`` scales those down, which keeps MARA at
+``beta = 0.001`` from driving the end-of-answer token away ("1 1 1 1", every answer invalid).
+With the token-level forward KL, which keeps pulling towards the reference's support when the
+policy stops sampling it, forward runs stay valid under these settings (``docs/llm.md``).
 
 GRPO runs with ``scale_rewards="none"``: dividing by the group's reward std would blow MARA's
 augmentation, which is of size ``beta * log-ratio``, up to unit size and drive the policy past the
@@ -55,6 +58,7 @@ class SweepConfig:
     learning_rate: float = 1e-3
     adam_beta1: float = 0.5
     adam_beta2: float = 0.5
+    adam_epsilon: float = 1e-6
     temperature: float = 1.0
     max_completion_length: int = 4
     eval_every: int = 25
@@ -141,6 +145,7 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
         learning_rate=cfg.learning_rate,
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
         lr_scheduler_type="constant",
         max_steps=cfg.steps,
         beta=beta,
