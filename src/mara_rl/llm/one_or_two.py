@@ -12,9 +12,10 @@ for 250 steps at learning rate 1e-3: the second moment left by the rare large gr
 holding an invalid answer (reward gap 1) then decays within 15-20 steps, so the ``beta``-sized
 signals (MARA's augmentation, the KL term) move the policy even at ``beta = 0.001``; ``beta1`` has
 to drop with ``beta2`` (Adam needs ``beta1**2 < sqrt(beta2)``). With so short a memory, ``eps =
-1e-8`` would also turn per-parameter gradients of 1e-7 and less (an all-valid batch at ``beta =
-0.001``) into full learning-rate steps; ``eps = 1e-6`` scales those down, which keeps MARA at
-``beta = 0.001`` from driving the end-of-answer token away ("1 1 1 1", every answer invalid).
+1e-8`` would also turn the gradients of an all-valid batch at ``beta = 0.001`` (median parameter
+1e-7 to 5e-7, against 4e-6 to 3e-4 in a batch holding an invalid answer) into full learning-rate
+steps for every parameter; ``eps = 1e-6`` scales the smallest down, which keeps MARA at ``beta =
+0.001`` from driving the end-of-answer token away ("1 1 1 1", every answer invalid).
 With the token-level forward KL, which keeps pulling towards the reference's support when the
 policy stops sampling it, forward runs stay valid under these settings (``docs/llm.md``).
 
