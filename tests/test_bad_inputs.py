@@ -293,6 +293,15 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     assert err.strip() == "mara reproduce didactic: interrupted"
 
 
+def test_the_command_reaches_its_ctrl_c_handling_before_importing_numpy():
+    # Ctrl-C before main() starts is Python's own traceback: keep that window to the interpreter's start.
+    code = "import sys, mara_rl.cli, mara_rl; assert 'numpy' not in sys.modules, 'numpy loaded before main()'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    from mara_rl import mara_rewards, summarize_targets
+
+    assert callable(mara_rewards) and callable(summarize_targets)
+
+
 # Python API of the core --------------------------------------------------------------------------
 
 R3, L3 = np.array([0.0, 1.0, 1.0]), np.log([0.68, 0.30, 0.02])
