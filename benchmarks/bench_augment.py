@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mara_rl.augment import mara_rewards
+from timing import best_time
 
 
 def per_group_loop(rewards: np.ndarray, ref_logprobs: np.ndarray, group_ids: np.ndarray, beta: float, tau: float) -> np.ndarray:
@@ -50,14 +51,6 @@ def mara_rewards_at(revision: str):
     exec(compile(source, module.__name__, "exec"), module.__dict__)
     return module.mara_rewards
 
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from mara_rl.diagnose.classes import answer_classes
 from mara_rl.diagnose.diagnosis import diagnose
 from mara_rl.diagnose.reading import read_rollouts
 from mara_rl.targets import describe_target, kl_target, mara_target
+from timing import best_time
 
 
 def synthetic_rollouts(num_rows: int, num_prompts: int, seed: int = 0) -> pd.DataFrame:
@@ -81,14 +82,6 @@ def baseline(rollouts: pd.DataFrame, beta: float, kl: str) -> dict[str, dict]:
         }
     return out
 
-
-def best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
