@@ -7,15 +7,16 @@ beta, KL direction, vanilla or MARA (``tau = 1``: every valid answer is good) an
 entropy of the valid answers; at the end it records them from a larger sample together with the
 answer histogram.
 
-Adam runs with ``beta1 = beta2 = 0.5`` (defaults 0.9 / 0.999) and ``eps = 1e-6`` (default 1e-8)
+Adam runs with ``beta1 = beta2 = 0.5`` (defaults 0.9 / 0.999) and ``eps = 1e-7`` (default 1e-8)
 for 250 steps at learning rate 1e-3: the second moment left by the rare large gradients of batches
 holding an invalid answer (reward gap 1) then decays within 15-20 steps, so the ``beta``-sized
 signals (MARA's augmentation, the KL term) move the policy even at ``beta = 0.001``; ``beta1`` has
-to drop with ``beta2`` (Adam needs ``beta1**2 < sqrt(beta2)``). With so short a memory, ``eps =
-1e-8`` would also turn the gradients of an all-valid batch at ``beta = 0.001`` (median parameter
-1e-7 to 5e-7, against 4e-6 to 3e-4 in a batch holding an invalid answer) into full learning-rate
-steps for every parameter; ``eps = 1e-6`` scales the smallest down, which keeps MARA at ``beta =
-0.001`` from driving the end-of-answer token away ("1 1 1 1", every answer invalid).
+to drop with ``beta2`` (Adam needs ``beta1**2 < sqrt(beta2)``). With so short a memory, ``eps``
+decides what a tiny gradient does: in an all-valid batch at ``beta = 0.001`` the median parameter's
+gradient is 1e-7 to 5e-7 (4e-6 to 3e-4 in a batch holding an invalid answer). At ``eps = 1e-8``
+every such parameter takes a full learning-rate step and MARA can drive the end-of-answer token
+away ("1 1 1 1", every answer invalid); at ``1e-6`` the steps shrink so far that a policy that has
+stopped sampling "2" stays there; ``1e-7`` does neither in the probes (``docs/llm.md``).
 With the token-level forward KL, which keeps pulling towards the reference's support when the
 policy stops sampling it, forward runs stay valid under these settings (``docs/llm.md``).
 
@@ -59,7 +60,7 @@ class SweepConfig:
     learning_rate: float = 1e-3
     adam_beta1: float = 0.5
     adam_beta2: float = 0.5
-    adam_epsilon: float = 1e-6
+    adam_epsilon: float = 1e-7
     temperature: float = 1.0
     max_completion_length: int = 4
     eval_every: int = 25
