@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from mara_rl.llm.one_or_two import SweepConfig, aggregate, pareto_front, run_sweep  # noqa: E402
+from mara_rl.llm.one_or_two import SweepConfig, aggregate, pareto_front, run_sweep, train_run  # noqa: E402
 from mara_rl.llm.tiny import build_tokenizer, cache_root, tiny_untrained_model  # noqa: E402
 
 
@@ -90,6 +90,22 @@ def test_parallel_sweep_equals_the_sequential_one_on_one_thread(tmp_path):
 
     assert [strip(r) for r in parallel["runs"]] == [strip(r) for r in sequential["runs"]]
     assert {r["method"] for r in parallel["runs"]} == {"vanilla", "mara"}
+
+
+def test_the_sweeps_optimizer_settings_reach_trl(tmp_path, monkeypatch):
+    import mara_rl.llm.trainers as trainers
+
+    class Built(Exception):
+        pass
+
+    def capture(*, args, **kwargs):
+        raise Built({k: getattr(args, k) for k in ("learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon")})
+
+    monkeypatch.setattr(trainers, "MaraGRPOTrainer", capture)
+    settings = {"learning_rate": 2e-3, "adam_beta1": 0.4, "adam_beta2": 0.6, "adam_epsilon": 3e-7}
+    with pytest.raises(Built) as built:
+        train_run(tiny_sweep_config(tmp_path, **settings), 0.01, "reverse", "mara", 0, tmp_path / "trainer")
+    assert built.value.args[0] == settings
 
 
 def test_sweep_config_rejects_bad_settings():
