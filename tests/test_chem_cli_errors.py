@@ -25,8 +25,10 @@ def files(tmp_path):
     gz.write_bytes(b"not gzip")
     no_column = tmp_path / "no_column.csv"
     no_column.write_text("id,name\n1,CCO\n")
+    not_smiles = tmp_path / "words.txt"
+    not_smiles.write_text("hello\nworld\nCCO\n")
     return {"GARBAGE": str(garbage), "UNWRITABLE": str(blocker / "sub"), "SMILES": str(smiles), "BADGZ": str(gz),
-            "NOCOLUMN": str(no_column), "DIR": str(tmp_path),
+            "NOCOLUMN": str(no_column), "NOTSMILES": str(not_smiles), "DIR": str(tmp_path),
             "MISSING": str(tmp_path / "missing.pt"), "OUT": str(tmp_path / "out")}
 
 
@@ -109,6 +111,7 @@ TRAIN_PRIOR = [
     (["--data", "MISSING"], "does not exist"),
     (["--data", "BADGZ"], "not a SMILES file"),
     (["--data", "NOCOLUMN"], "without a SMILES column"),
+    (["--data", "NOTSMILES"], "2 of the first 3 rows"),
     (["--data", "DIR"], "is a directory"),
     (["--resume"], "does not exist"),
 ]
@@ -173,3 +176,13 @@ def test_smiles_column_is_found_whatever_its_case(tmp_path):
     path = tmp_path / "lower.csv"
     path.write_text("smiles,id\nCCO,1\nc1ccccc1,2\n")
     assert read_smiles(path) == ["CCO", "c1ccccc1"]
+
+
+def test_a_few_unparsable_rows_are_one_warning_line(tmp_path, capsys):
+    from mara_rl.chem.data import check_parsable
+
+    check_parsable(["CCO", "c1ccccc1", "C1CC"], tmp_path / "data.txt")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: 1 of the first 3 rows") and "'C1CC'" in err and err.count("\n") == 1, err
+    check_parsable(["CCO"], tmp_path / "data.txt")
+    assert capsys.readouterr().err == ""

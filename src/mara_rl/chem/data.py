@@ -6,6 +6,7 @@ import csv
 import gzip
 import importlib.metadata
 import site
+import sys
 from pathlib import Path
 
 MOSES_SPLITS = ("train", "test", "test_scaffolds")
@@ -41,6 +42,31 @@ def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
     if not out:
         raise ValueError(f"no SMILES read from {path}")
     return out
+
+
+SMILES_CHECKED_ROWS = 2000
+
+
+def check_parsable(smiles: list[str], path: str | Path) -> None:
+    """RDKit-parse the first ``SMILES_CHECKED_ROWS`` rows before any training is paid for.
+
+    Most of them unparsable means the wrong file or column: a ``ValueError``. A few: one warning line
+    on stderr (training uses every row as it is: the prior learns characters, not molecules).
+    """
+    from rdkit import Chem, RDLogger
+
+    sample = smiles[:SMILES_CHECKED_ROWS]
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        bad = [s for s in sample if Chem.MolFromSmiles(s) is None]
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    if not bad:
+        return
+    what = f"{len(bad)} of the first {len(sample)} rows of {path} are not SMILES RDKit can parse (first: {bad[0][:60]!r})"
+    if 2 * len(bad) > len(sample):
+        raise ValueError(f"{what}; is this the right file?")
+    print(f"warning: {what}; training uses them as they are", file=sys.stderr)
 
 
 def _read_rows(path: Path, limit: int | None) -> list[str]:

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mara_rl.chem.checks import atomic_write_text, check_device, check_float, check_int, check_seed, first_line, parse_device, writable_folder
-from mara_rl.chem.data import moses_path, read_smiles
+from mara_rl.chem.data import check_parsable, moses_path, read_smiles
 from mara_rl.chem.model import PriorConfig, SmilesRNN
 from mara_rl.chem.tokenizer import Vocabulary
 
@@ -87,6 +87,7 @@ def train_prior(config: TrainPriorConfig, resume: bool = False) -> dict[str, Any
     state = _load_checkpoint(checkpoint_path) if resume else None
     data_path = Path(config.data) if config.data else moses_path("train")
     smiles = read_smiles(data_path, config.limit)
+    check_parsable(smiles, data_path)
 
     if state is not None:
         vocab = Vocabulary.from_list(state["model"]["vocabulary"])
