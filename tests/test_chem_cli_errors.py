@@ -123,6 +123,7 @@ EVAL_PRIOR = [
     (["--threads", "0"], "--threads"),
     (["--prior", "GARBAGE"], "--prior"),
     (["--out", "UNWRITABLE"], "--out"),
+    (["--training-smiles", "MISSING"], "--training-smiles"),
 ]
 CASES = ([("run", *case) for case in RUN] + [("compare", *case) for case in COMPARE]
          + [("train-prior", *case) for case in TRAIN_PRIOR] + [("eval-prior", *case) for case in EVAL_PRIOR])
@@ -186,3 +187,26 @@ def test_a_few_unparsable_rows_are_one_warning_line(tmp_path, capsys):
     assert err.startswith("warning: 1 of the first 3 rows") and "'C1CC'" in err and err.count("\n") == 1, err
     check_parsable(["CCO"], tmp_path / "data.txt")
     assert capsys.readouterr().err == ""
+
+
+def test_the_canonical_training_set_is_computed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import mara_rl.metrics.molecules as molecules
+    from mara_rl.chem.evaluate import canonical_training_set
+
+    monkeypatch.setenv("MARA_RL_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "train.txt"
+    data.write_text("OCC\nc1ccccc1\nnot-smiles\n")
+    assert canonical_training_set(data) == {"CCO", "c1ccccc1"}
+
+    def no_more_canonicalising(smiles):
+        raise AssertionError("the cached set was not used")
+
+    monkeypatch.setattr(molecules, "canonical_smiles", no_more_canonicalising)
+    assert canonical_training_set(data) == {"CCO", "c1ccccc1"}
+    data.write_text("OCC\n")  # another file content: another key
+    monkeypatch.undo()
+    monkeypatch.setenv("MARA_RL_CACHE", str(tmp_path / "cache"))
+    assert canonical_training_set(data) == {"CCO"}
+    for cached in (tmp_path / "cache" / "canonical").iterdir():
+        cached.write_bytes(b"damaged")
+    assert canonical_training_set(data) == {"CCO"}  # recomputed

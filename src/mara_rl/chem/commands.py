@@ -79,6 +79,8 @@ def _register_eval_prior(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--training-smiles", default=None,
+                   help="the prior's training set, for novelty (default: MOSES train; canonicalised once, then cached)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.set_defaults(func=_eval_prior)
 
@@ -91,7 +93,8 @@ def _eval_prior(args: argparse.Namespace) -> int:
 
     if args.out:  # checked before minutes of sampling, not after
         writable_file(args.out)
-    metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+    metrics = evaluate_prior(args.prior, num_samples=args.samples, batch_size=args.batch_size, seed=args.seed,
+                            training_smiles=args.training_smiles, threads=args.threads)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:

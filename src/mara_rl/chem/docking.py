@@ -46,9 +46,9 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
+from mara_rl._cache import cache_root
 from mara_rl.chem.oracles import Scored, hbd_below, product, qed, sa_desirability
 
-CACHE_ENV = "MARA_RL_CACHE"
 # the ligand pipeline above; bump it when the pipeline changes so that old cache rows stop matching
 PROTOCOL = "rdkit-etkdgv3-mmff94/meeko/vina-best-pose/1"
 DOCKSTRING_SEED = 974528263
@@ -251,8 +251,7 @@ def dock_smiles(smiles: str, target: Target, settings: DockingSettings) -> DockR
 
 def default_cache_path() -> Path:
     """``$MARA_RL_CACHE/docking.sqlite``, else ``~/.cache/mara-rl/docking.sqlite``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "mara-rl") / "docking.sqlite"
+    return cache_root() / "docking.sqlite"
 
 
 class DockingCache:

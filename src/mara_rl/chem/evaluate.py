@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mara_rl._cache import cache_root
 from mara_rl.chem.checks import check_int, check_seed, open_prior
 from mara_rl.chem.data import moses_path, read_smiles
 from mara_rl.chem.model import SmilesRNN
@@ -25,6 +29,38 @@ def sample_smiles(model: SmilesRNN, num_samples: int, batch_size: int = 500, see
     return out
 
 
+def canonical_training_set(path: str | Path) -> set[str]:
+    """Canonical SMILES of every parsable row of ``path``.
+
+    Canonicalising MOSES train takes minutes, so the set is kept in ``<cache>/canonical/`` under a key
+    of the file's resolved path, size, modification time and the RDKit version; a damaged or
+    unwritable cache only costs the recomputation.
+    """
+    from rdkit import rdBase
+
+    from mara_rl.metrics.molecules import canonical_smiles
+
+    path = Path(path)
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{rdBase.rdkitVersion}".encode()).hexdigest()
+    cached = cache_root() / "canonical" / f"{path.name}.{key[:16]}.txt.gz"
+    try:
+        with gzip.open(cached, "rt") as handle:
+            return set(handle.read().split("\n")) - {""}
+    except (OSError, EOFError, UnicodeDecodeError):
+        pass
+    reference = {c for c in map(canonical_smiles, tqdm(read_smiles(path), desc="canonicalising training set")) if c}
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        with gzip.open(partial, "wt") as handle:
+            handle.write("\n".join(sorted(reference)))
+        partial.replace(cached)
+    except OSError:
+        pass
+    return reference
+
+
 def evaluate_prior(
     prior: str | Path | None = None,
     *,
@@ -36,17 +72,19 @@ def evaluate_prior(
 ) -> dict[str, Any]:
     """Validity, uniqueness and novelty (vs the canonicalised training set, default MOSES train)
     of ``num_samples`` samples from ``prior`` (default: the shipped prior)."""
-    from mara_rl.metrics.molecules import canonical_smiles, novelty, uniqueness, validity
+    from mara_rl.metrics.molecules import novelty, uniqueness, validity
 
     num_samples = check_int(num_samples, "--samples", 1)
     batch_size = check_int(batch_size, "--batch-size", 1)
     seed = check_seed(seed, "--seed")
+    train_path = Path(training_smiles) if training_smiles else moses_path("train")
+    if not train_path.is_file():  # before minutes of sampling
+        raise ValueError(f"--training-smiles {train_path} {'is a directory' if train_path.is_dir() else 'does not exist'}")
     torch.set_num_threads(check_int(threads, "--threads", 1))  # small RNN steps: extra threads mostly wait on each other
     model = open_prior(prior)
     model.eval()
     samples = sample_smiles(model, num_samples, batch_size, seed)
-    train_path = Path(training_smiles) if training_smiles else moses_path("train")
-    reference = {c for c in map(canonical_smiles, tqdm(read_smiles(train_path), desc="canonicalising training set")) if c}
+    reference = canonical_training_set(train_path)
     return {
         "prior": str(prior or "shipped"),
         "samples": num_samples,

@@ -26,23 +26,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mara_rl._cache import cache_root
 from mara_rl.llm.tasks import ONE_OR_TWO, random_choice_prompt
 
-CACHE_ENV = "MARA_RL_CACHE"
 MODEL_DIRNAME = "tiny-random-choice-v1"
 DIGITS = tuple(str(d) for d in range(1, 10))
 INVALID_WORDS = ("maybe", "none", "random", "yes", "no")
 PRE_TRAIN_STEPS = 500
 P_INVALID = 0.05
 P_FIRST = 0.9
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``cache_dir``, else ``$MARA_RL_CACHE``, else ``~/.cache/mara-rl``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mara-rl"
 
 
 def build_tokenizer() -> Any:
