@@ -52,7 +52,6 @@ def mara_rewards_at(revision: str):
     return module.mara_rewards
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1_000_000)

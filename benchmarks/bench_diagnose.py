@@ -83,7 +83,6 @@ def baseline(rollouts: pd.DataFrame, beta: float, kl: str) -> dict[str, dict]:
     return out
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)

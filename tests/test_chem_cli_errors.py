@@ -3,6 +3,7 @@ loaded or oracle called (the run folder stays empty), never a traceback."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,7 @@ EVAL_PRIOR = [
     (["--prior", "GARBAGE"], "--prior"),
     (["--out", "UNWRITABLE"], "--out"),
     (["--training-smiles", "MISSING"], "--training-smiles"),
+    (["--training-smiles", "NOTSMILES"], "2 of the first 3 rows"),
 ]
 CASES = ([("run", *case) for case in RUN] + [("compare", *case) for case in COMPARE]
          + [("train-prior", *case) for case in TRAIN_PRIOR] + [("eval-prior", *case) for case in EVAL_PRIOR])
@@ -210,3 +212,18 @@ def test_the_canonical_training_set_is_computed_once_then_read_from_the_cache(tm
     for cached in (tmp_path / "cache" / "canonical").iterdir():
         cached.write_bytes(b"damaged")
     assert canonical_training_set(data) == {"CCO"}  # recomputed
+    broken = bytearray(gzip.compress(b"CCO\nCCC" * 50))
+    broken[10] ^= 0xFF  # the first byte of the deflate stream: zlib's own error, not gzip's
+    for cached in (tmp_path / "cache" / "canonical").iterdir():
+        cached.write_bytes(bytes(broken))
+    assert canonical_training_set(data) == {"CCO"}
+
+
+def test_the_smiles_check_leaves_rdkit_logging_as_it_found_it(tmp_path, capfd):
+    from mara_rl.chem.data import check_parsable
+    from mara_rl.metrics.molecules import canonical_smiles
+
+    check_parsable(["C1CC", "CCO", "CCC"], tmp_path / "data.txt")
+    assert capfd.readouterr().err.startswith("warning: 1 of the first 3 rows")
+    assert canonical_smiles("C1CC") is None
+    assert capfd.readouterr().err == ""  # the metrics keep RDKit's parse errors silenced

@@ -67,6 +67,11 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     assert any(r["reward"] == 0.123 for r in again["runs"])
     with pytest.raises(ValueError, match="other settings.*steps"):
         run_sweep(tiny_sweep_config(tmp_path, steps=3), out)
+    stored = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "adam_epsilon"}))
+    with pytest.raises(ValueError, match=r"other settings \(adam_epsilon\)"):  # a sweep from before the setting
+        run_sweep(cfg, out)
+    (out / "config.json").write_text(json.dumps(stored))
     run_file.write_text("{bad json")
     with pytest.raises(ValueError, match=f"{run_file.name} is damaged.*delete it"):
         run_sweep(cfg, out)

@@ -27,7 +27,7 @@ def moses_path(split: str = "train") -> Path:
         candidate = Path(root) / relative
         if candidate.is_file():
             return candidate
-    raise ValueError(f"MOSES {split} set not found: install molsets (`pip install --no-deps molsets`) or pass --data")
+    raise ValueError(f"MOSES {split} set not found: install molsets (`pip install --no-deps molsets`) or pass a SMILES file of your own")
 
 
 def read_smiles(path: str | Path, limit: int | None = None) -> list[str]:
@@ -53,14 +53,11 @@ def check_parsable(smiles: list[str], path: str | Path) -> None:
     Most of them unparsable means the wrong file or column: a ``ValueError``. A few: one warning line
     on stderr (training uses every row as it is: the prior learns characters, not molecules).
     """
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
 
     sample = smiles[:SMILES_CHECKED_ROWS]
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with rdBase.BlockLogs():  # restores the caller's logging state afterwards
         bad = [s for s in sample if Chem.MolFromSmiles(s) is None]
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     if not bad:
         return
     what = f"{len(bad)} of the first {len(sample)} rows of {path} are not SMILES RDKit can parse (first: {bad[0][:60]!r})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 
 from mara_rl._cache import cache_root
 from mara_rl.chem.checks import check_int, check_seed, open_prior
-from mara_rl.chem.data import moses_path, read_smiles
+from mara_rl.chem.data import SMILES_CHECKED_ROWS, check_parsable, moses_path, read_smiles
 from mara_rl.chem.model import SmilesRNN
 
 
@@ -47,7 +48,7 @@ def canonical_training_set(path: str | Path) -> set[str]:
     try:
         with gzip.open(cached, "rt") as handle:
             return set(handle.read().split("\n")) - {""}
-    except (OSError, EOFError, UnicodeDecodeError):
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error):
         pass
     reference = {c for c in map(canonical_smiles, tqdm(read_smiles(path), desc="canonicalising training set")) if c}
     try:
@@ -80,6 +81,7 @@ def evaluate_prior(
     train_path = Path(training_smiles) if training_smiles else moses_path("train")
     if not train_path.is_file():  # before minutes of sampling
         raise ValueError(f"--training-smiles {train_path} {'is a directory' if train_path.is_dir() else 'does not exist'}")
+    check_parsable(read_smiles(train_path, SMILES_CHECKED_ROWS), train_path)
     torch.set_num_threads(check_int(threads, "--threads", 1))  # small RNN steps: extra threads mostly wait on each other
     model = open_prior(prior)
     model.eval()

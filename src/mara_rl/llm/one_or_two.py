@@ -336,8 +336,9 @@ def _check_stored_config(cfg: SweepConfig, out: Path) -> None:
     """A resumed sweep must have the settings its finished runs were trained with."""
     stored = out / "config.json"
     wanted = json.loads(json.dumps(asdict(cfg)))
-    if stored.exists() and json.loads(stored.read_text()) != wanted:
-        changed = sorted(k for k, v in json.loads(stored.read_text()).items() if wanted.get(k) != v)
+    previous = json.loads(stored.read_text()) if stored.exists() else wanted
+    if previous != wanted:
+        changed = sorted(k for k in previous.keys() | wanted.keys() if previous.get(k) != wanted.get(k))
         raise ValueError(f"{out} holds a sweep with other settings ({', '.join(changed)}); use another --out")
     stored.write_text(json.dumps(wanted, indent=2))
 
