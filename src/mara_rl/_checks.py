@@ -98,24 +98,31 @@ class NumericKind:
         return array
 
 
-def as_float64(values: Any, name: str) -> tuple[np.ndarray, NumericKind]:
-    """float64 numpy copy of numbers (numpy, torch on any device and dtype, lists) and their kind."""
+def _with_kind(values: Any, name: str) -> tuple[Any, NumericKind]:
+    """``values`` as they are (a torch tensor, or a numpy array of real numbers) and their kind."""
     if type(values).__module__.startswith("torch"):
-        import torch
-
         if values.is_complex():
             raise ValueError(f"{name} must be real numbers, got a complex tensor")
-        return values.detach().to(device="cpu", dtype=torch.float64).numpy(), NumericKind(values.device, values.dtype)
+        return values, NumericKind(values.device, values.dtype)
     try:
         array = np.asarray(values)
         if array.dtype.kind not in "fiub":
             if array.dtype.kind != "O":  # complex, strings, dates, bytes
                 raise TypeError
             array = array.astype(np.float64)
-        kind = NumericKind(None, array.dtype if array.dtype.kind == "f" else np.dtype(np.int64))
-        return array.astype(np.float64, copy=False), kind
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an array of real numbers") from None
+    return array, NumericKind(None, array.dtype if array.dtype.kind == "f" else np.dtype(np.int64))
+
+
+def as_float64(values: Any, name: str) -> tuple[np.ndarray, NumericKind]:
+    """float64 numpy copy of numbers (numpy, torch on any device and dtype, lists) and their kind."""
+    array, kind = _with_kind(values, name)
+    if kind.is_torch:
+        import torch
+
+        return array.detach().to(device="cpu", dtype=torch.float64).numpy(), kind
+    return array.astype(np.float64, copy=False), kind
 
 
 def check_threshold(tau, name: str = "tau") -> float:
@@ -131,11 +138,10 @@ def check_threshold(tau, name: str = "tau") -> float:
     return value
 
 
-def rewards_and_threshold(rewards, tau, name: str = "rewards") -> tuple[np.ndarray, float]:
-    """float64 rewards and ``tau`` rounded to the rewards' own dtype: ``R >= tau`` then means the same
-    for a float32 reward equal to tau as it does for :func:`mara_rl.augment.mara_rewards`."""
-    array, kind = as_float64(rewards, name)
-    return array, kind.round(check_threshold(tau))
+def threshold_for(rewards, tau, name: str = "rewards") -> float:
+    """``tau`` rounded to the rewards' own dtype (``rewards`` are not copied): ``R >= tau`` then means
+    the same for a float32 reward equal to tau as it does for :func:`mara_rl.augment.mara_rewards`."""
+    return _with_kind(rewards, name)[1].round(check_threshold(tau))
 
 
 def as_vector(values, name: str) -> np.ndarray:

@@ -23,7 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from mara_rl._checks import as_float64, as_vector, check_threshold, rewards_and_threshold, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape
+from mara_rl._checks import (
+    as_float64, as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape, check_threshold,
+    threshold_for,
+)
 from mara_rl._groups import Segments
 from mara_rl.augment import mara_rewards
 
@@ -210,7 +213,7 @@ def mara_target(
     """
     if kl not in ("reverse", "forward"):
         raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
-    tau = rewards_and_threshold(rewards, tau)[1]
+    tau = threshold_for(rewards, tau)
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
     augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl="forward", group_ids=segments.index)
@@ -290,7 +293,7 @@ def mass_above(probs, rewards, tau: float) -> float:
     p = as_vector(probs, "probs")
     r = as_vector(rewards, "rewards")
     check_same_shape(p, r, "probs", "rewards")
-    return float(p[r >= rewards_and_threshold(rewards, tau)[1]].sum())
+    return float(p[r >= threshold_for(rewards, tau)].sum())
 
 
 def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
@@ -305,7 +308,7 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
             raise ValueError("rewards is required when tau is given")
         r = as_vector(rewards, "rewards")
         check_same_shape(p, r, "probs", "rewards")
-        p = p[r >= rewards_and_threshold(rewards, tau)[1]]
+        p = p[r >= threshold_for(rewards, tau)]
         if p.size == 0 or p.sum() <= 0:
             return 0.0
     return math.exp(entropy(p))

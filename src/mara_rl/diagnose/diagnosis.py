@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mara_rl._checks import check_beta, rewards_and_threshold
+from mara_rl._checks import check_beta, threshold_for
 from mara_rl.augment import mara_rewards
 from mara_rl.diagnose.classes import AnswerClasses, answer_classes
 from mara_rl.targets import crossover_beta, grouped_logsumexp, kl_target, mara_target, summarize_targets
@@ -89,7 +89,7 @@ def class_thresholds(groups: AnswerClasses, tau: float | None, tau_quantile: flo
             raise ValueError(f"tau must be a number, got {tau!r}") from None
         if not math.isfinite(value):
             raise ValueError(f"tau must be a finite number, got {tau!r}")
-        return np.full(len(groups.prompts), rewards_and_threshold(groups.rows["reward"].to_numpy(), value)[1])
+        return np.full(len(groups.prompts), threshold_for(groups.rows["reward"].to_numpy(), value))
     rows = groups.rows
     result = mara_rewards(
         rows["reward"].to_numpy(),
