@@ -27,9 +27,9 @@ import time
 import torch
 
 from mara_rl.augment import mara_rewards
-from mara_rl.llm.forward_kl import token_forward_kl_loss
+from mara_rl.integrations.forward_kl import token_forward_kl_loss
 from mara_rl.llm.tiny import tiny_config
-from mara_rl.llm.trainers import forward_kl_surrogate
+from mara_rl.integrations.trl.trainers import forward_kl_surrogate
 
 BETA = 0.05
 GROUPS, PER_GROUP, PROMPT_LEN = 2, 8, 8

@@ -35,7 +35,7 @@ def timed_run(model: str, steps: int, length: int, generations: int, prompts: in
 
     from mara_rl.llm import forward_kl
     from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_reward
-    from mara_rl.llm.trainers import MaraGRPOConfig, MaraGRPOTrainer
+    from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
 
     spent: dict[str, float] = defaultdict(float)
     per_step: dict[str, list[float]] = defaultdict(list)

@@ -1,4 +1,4 @@
-"""Forward-KL estimators of mara_rl.llm.forward_kl: exact values, gradients and expectations by enumeration."""
+"""Forward-KL estimators of mara_rl.integrations.forward_kl: exact values, gradients and expectations by enumeration."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mara_rl.llm.forward_kl import (  # noqa: E402
+from mara_rl.integrations.forward_kl import (  # noqa: E402
     mara_forward_coefficients,
     prefix_importance_weights,
     sequence_forward_kl,

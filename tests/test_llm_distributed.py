@@ -29,7 +29,7 @@ def make_trainer(model_dir, out_dir, per_device_batch):
     from datasets import Dataset
 
     from mara_rl.llm.tasks import random_choice_dataset_rows
-    from mara_rl.llm.trainers import MaraGRPOConfig, MaraGRPOTrainer
+    from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
 
     class RecordingTrainer(MaraGRPOTrainer):
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -98,7 +98,7 @@ def test_parallel_sweep_equals_the_sequential_one_on_one_thread(tmp_path):
 
 
 def test_the_sweeps_optimizer_settings_reach_trl(tmp_path, monkeypatch):
-    import mara_rl.llm.trainers as trainers
+    import mara_rl.integrations.trl.trainers as trainers
 
     class Built(Exception):
         pass

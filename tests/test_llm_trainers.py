@@ -11,10 +11,10 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
-from mara_rl.llm.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
+from mara_rl.integrations.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
 from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
-from mara_rl.llm.trainers import (  # noqa: E402
+from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraGRPOConfig,
     MaraGRPOTrainer,
     MaraRLOOConfig,
@@ -298,3 +298,12 @@ def test_token_forward_kl_with_algorithm_2_stays_within_10x_of_forward_alone(len
     for key in ("loss", "grad_norm"):
         ratio = abs(with_mara[key]) / abs(alone[key])
         assert 0.1 <= ratio <= 10.0, (key, with_mara[key], alone[key])
+
+
+def test_the_older_import_paths_name_the_same_modules():
+    import mara_rl.integrations.forward_kl as forward_kl
+    import mara_rl.integrations.trl.trainers as trainers
+    import mara_rl.llm.forward_kl as old_forward_kl
+    import mara_rl.llm.trainers as old_trainers
+
+    assert old_trainers is trainers and old_forward_kl is forward_kl

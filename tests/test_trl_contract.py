@@ -1,4 +1,4 @@
-"""The TRL behaviours ``mara_rl.llm.trainers`` relies on, asserted on TRL's own (stock) trainers.
+"""The TRL behaviours ``mara_rl.integrations.trl.trainers`` relies on, asserted on TRL's own (stock) trainers.
 
 Each check fails with a message naming the assumption and the installed TRL version, so a TRL
 upgrade that breaks MARA is caught here first. The pyproject pin of TRL is the range tested here.
@@ -26,7 +26,7 @@ from packaging.version import Version  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.llm.trainers import TESTED_TRL, capture_completion_hidden, causal_lm, trl_is_tested  # noqa: E402
+from mara_rl.integrations.trl.trainers import TESTED_TRL, capture_completion_hidden, causal_lm, trl_is_tested  # noqa: E402
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

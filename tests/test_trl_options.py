@@ -30,7 +30,7 @@ from transformers import LlamaForCausalLM  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.llm.trainers import (  # noqa: E402
+from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MAX_LOG_RATIO,
     MaraGRPOConfig,
     MaraGRPOTrainer,

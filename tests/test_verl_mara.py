@@ -21,7 +21,7 @@ from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD, forward_kl_ppo_loss  # noqa: E402
 from mara_rl.integrations.verl.rewards import mara_rewrite, session_final_rows  # noqa: E402
 from mara_rl.integrations.verl.settings import KL_IN_LOSS, KL_IN_REWARD, MaraSettings  # noqa: E402
-from mara_rl.llm.forward_kl import sequence_forward_kl  # noqa: E402
+from mara_rl.integrations.forward_kl import sequence_forward_kl  # noqa: E402
 
 torch.set_num_threads(1)
 WIDTH = 7

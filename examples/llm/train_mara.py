@@ -14,7 +14,7 @@ from datasets import Dataset
 from trl import TrlParser
 
 from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_reward
-from mara_rl.llm.trainers import MaraGRPOConfig, MaraGRPOTrainer, MaraRLOOConfig, MaraRLOOTrainer
+from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer, MaraRLOOConfig, MaraRLOOTrainer
 
 
 @dataclass

@@ -133,7 +133,7 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
     from transformers import TrainerCallback
 
     from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_prompt, random_choice_reward
-    from mara_rl.llm.trainers import MaraGRPOConfig, MaraGRPOTrainer
+    from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
 
     model_path, tokenizer = load_policy(cfg)
     prompt = random_choice_prompt(cfg.options)

@@ -3,7 +3,7 @@
 verl's KL types (k1, abs, k2, k3 and their ``+`` variants) all estimate the reverse direction from
 sampled-token log-probs, and the reference worker returns only those (``ref_log_prob``, ``[B, T]``).
 The estimator therefore has to work from sequence log-probs: it is
-:func:`mara_rl.llm.forward_kl.sequence_forward_kl`, with ``y ~ pi_old`` (verl's ``old_log_probs``),
+:func:`mara_rl.integrations.forward_kl.sequence_forward_kl`, with ``y ~ pi_old`` (verl's ``old_log_probs``),
 ``rho = pi_ref(y|x) / pi_old(y|x)`` and gradient ``-rho grad log pi(y|x)``; ``log rho`` is clipped at
 ``max_log_ratio``. (The token-level full-vocabulary estimator in the same module needs the reference's
 logits, or hidden states and LM head, at every completion position: verl's reference pass,
@@ -31,7 +31,7 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 from mara_rl.integrations.verl.rewards import last_token_onehot
-from mara_rl.llm.forward_kl import MAX_LOG_RATIO, sequence_forward_kl
+from mara_rl.integrations.forward_kl import MAX_LOG_RATIO, sequence_forward_kl
 
 MARA_KL_REF_FIELD = "mara_kl_ref_log_prob"
 

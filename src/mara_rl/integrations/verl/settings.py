@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mara_rl.llm.forward_kl import MAX_LOG_RATIO
+from mara_rl.integrations.forward_kl import MAX_LOG_RATIO
 
 KL_DIRECTIONS = ("reverse", "forward")
 DEFAULT_TAU_QUANTILE = 0.9

@@ -1,0 +1,391 @@
+"""Forward-KL regularisers ``KL(pi_ref(.|x) || pi(.|x))`` for LLM policy-gradient trainers (pure torch).
+
+Two estimators, both taking completions ``y ~ pi_old`` (the policy that sampled; ``pi_old = pi`` on-policy):
+
+- :func:`token_forward_kl_loss` (the default): the exact forward KL over the full vocabulary at each
+  sampled prefix, ``K(y) = sum_t KL(pi_ref(.|x, y<t) || pi(.|x, y<t))``, computed in row chunks so no
+  ``[B, T, V]`` tensor is ever materialised beyond the inputs (from hidden states and LM heads, none
+  at all). MARA's Algorithm 2 enters as a per-sample coefficient on ``log pi(y|x)``, self-normalised
+  per prompt group (:func:`mara_forward_coefficients`); off-policy batches get prefix importance
+  weights (:func:`prefix_importance_weights`). Every weight is bounded.
+- :func:`sequence_forward_kl`: the sequence-level score-function estimator with weight
+  ``rho = pi_ref(y|x) / pi_old(y|x)`` (unbiased, but ``rho`` is exponential in the length).
+
+What each estimates, its bias and how Algorithm 2 enters are derived in ``docs/forward_kl.md``.
+Shapes: ``B`` completions, ``T`` completion positions, ``V`` vocabulary, ``H`` hidden width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+MAX_LOG_RATIO = 20.0
+DEFAULT_CHUNK_ROWS = 1024
+DEFAULT_MAX_IMPORTANCE_WEIGHT = 3.0
+
+
+def _check_shape(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def _check_temperature(temperature: float) -> float:
+    value = float(temperature)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def _rows_to_logits(rows: torch.Tensor, head: torch.Tensor | None, inv_t: float) -> torch.Tensor:
+    """fp32 tempered logits of a chunk of rows: ``rows`` are logits, or hidden states projected by ``head``."""
+    logits = rows if head is None else rows @ head.to(rows.dtype).t()
+    return logits.float() * inv_t
+
+
+class _TokenForwardKL(torch.autograd.Function):
+    """``sum_n w_n KL(softmax(r_n / T) || softmax(p_n / T))`` over rows ``n``, gradients built in the forward.
+
+    The weights are constants, so the gradient is known in the forward pass: per row
+    ``d/dp_n = w_n (softmax(p_n/T) - softmax(r_n/T)) / T``, and through a head ``W`` (``p = h W^T``)
+    ``d/dh = (d/dp) W``, ``d/dW = sum_n (d/dp_n)^T h_n``. Only one chunk of ``[rows, V]`` logits exists at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, policy, policy_head, ref, ref_head, weights, inv_t, chunk_rows):  # type: ignore[override]
+        n = policy.shape[0]
+        kl = torch.zeros(n, dtype=torch.float32, device=policy.device)
+        want_input = ctx.needs_input_grad[0]
+        want_head = policy_head is not None and ctx.needs_input_grad[1]
+        grad_policy = torch.zeros_like(policy) if want_input else None
+        grad_head = torch.zeros(policy_head.shape, dtype=torch.float32, device=policy.device) if want_head else None
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, n))
+            log_p = torch.log_softmax(_rows_to_logits(policy[rows], policy_head, inv_t), dim=-1)
+            log_q = torch.log_softmax(_rows_to_logits(ref[rows], ref_head, inv_t), dim=-1)
+            q = log_q.exp()
+            # q = 0 contributes nothing, even where log p or log q is -inf.
+            kl[rows] = torch.where(q > 0, q * (log_q - log_p), 0.0).sum(dim=-1)
+            if not (want_input or want_head):
+                continue
+            d_logits = (log_p.exp() - q) * (weights[rows, None].float() * inv_t)
+            if policy_head is None:
+                grad_policy[rows] = d_logits.to(policy.dtype)
+                continue
+            if want_input:
+                grad_policy[rows] = (d_logits @ policy_head.float()).to(policy.dtype)
+            if want_head:
+                grad_head += d_logits.t() @ policy[rows].float()
+        ctx.mark_non_differentiable(kl)
+        ctx.save_for_backward(grad_policy, None if grad_head is None else grad_head.to(policy_head.dtype))
+        return (weights.float() * kl).sum(), kl
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_kl):  # type: ignore[override]
+        grad_policy, grad_head = ctx.saved_tensors
+        scale = grad_loss.to(torch.float32)
+        grad_policy = None if grad_policy is None else grad_policy * scale.to(grad_policy.dtype)
+        grad_head = None if grad_head is None else grad_head * scale.to(grad_head.dtype)
+        return grad_policy, grad_head, None, None, None, None, None
+
+
+def token_forward_kl(
+    policy: torch.Tensor,
+    ref: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
+    policy_head: torch.Tensor | None = None,
+    ref_head: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-position forward KL over the vocabulary, ``KL_t = sum_v q_t(v) (log q_t(v) - log p_t(v))``.
+
+    ``p_t = softmax(policy logits / T)``, ``q_t = softmax(ref logits / T)`` at completion position ``t``
+    (the distributions of token ``y_t`` given ``x, y<t``; ``T`` the sampling temperature, as TRL's
+    reference pass uses). Gradient w.r.t. the policy logits: ``w_t (p_t - q_t) / T``; the reference gets none.
+
+    Args:
+        policy: ``[B, T, V]`` policy logits, or ``[B, T, H]`` final hidden states when ``policy_head`` is given.
+        ref: the same for the reference (no gradient); ``[B, T, H]`` with ``ref_head``.
+        mask: ``[B, T]`` completion mask; masked positions cost nothing and give ``KL_t = 0``.
+        weights: ``[B, T]`` constant weight of each position in ``loss`` (default: ``mask``).
+        policy_head, ref_head: ``[V, H]`` LM-head weights (``logits = hidden @ head.T``); only
+            ``policy_head`` gets a gradient.
+        temperature: ``T > 0``.
+        chunk_rows: positions per chunk; peak extra memory is a few ``[chunk_rows, V]`` fp32 tensors
+            plus, with heads, an fp32 ``[V, H]`` gradient buffer.
+
+    Returns:
+        ``(loss, kl)``: ``loss = sum_{b,t} weights * KL_t`` (scalar, differentiable w.r.t. ``policy``
+        and ``policy_head``) and ``kl`` ``[B, T]`` (fp32, detached).
+    """
+    if policy.dim() != 3 or ref.dim() != 3:
+        raise ValueError(f"policy and ref must be [B, T, V or H], got {tuple(policy.shape)} and {tuple(ref.shape)}")
+    batch, length = policy.shape[:2]
+    _check_shape(mask, (batch, length), "mask")
+    _check_shape(ref, (batch, length, ref.shape[-1]), "ref")
+    weights = mask if weights is None else weights
+    _check_shape(weights, (batch, length), "weights")
+    if (policy_head is None) != (ref_head is None):
+        raise ValueError("give both policy_head and ref_head (hidden states) or neither (logits)")
+    if policy_head is not None:
+        if policy_head.shape[0] != ref_head.shape[0]:
+            raise ValueError(f"the heads must share a vocabulary, got {policy_head.shape[0]} and {ref_head.shape[0]} rows")
+        _check_shape(policy_head, (policy_head.shape[0], policy.shape[-1]), "policy_head")
+        _check_shape(ref_head, (ref_head.shape[0], ref.shape[-1]), "ref_head")
+    elif policy.shape[-1] != ref.shape[-1]:
+        raise ValueError(f"policy and ref logits must share a vocabulary, got {policy.shape[-1]} and {ref.shape[-1]}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    inv_t = 1.0 / _check_temperature(temperature)
+
+    keep = mask.reshape(-1).bool()
+    # Only unmasked positions are projected; masked rows keep KL 0 and no gradient.
+    loss, kl_rows = _TokenForwardKL.apply(
+        policy.reshape(batch * length, -1)[keep],
+        policy_head,
+        ref.detach().reshape(batch * length, -1)[keep],
+        None if ref_head is None else ref_head.detach(),
+        weights.detach().reshape(-1)[keep],
+        inv_t,
+        int(chunk_rows),
+    )
+    kl = torch.zeros(batch * length, dtype=torch.float32, device=policy.device)
+    kl[keep] = kl_rows
+    return loss, kl.view(batch, length)
+
+
+def prefix_importance_weights(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    max_weight: float | None = DEFAULT_MAX_IMPORTANCE_WEIGHT,
+) -> torch.Tensor:
+    """Off-policy weight of each position's full-vocabulary term: ``W_t = prod_{s<t} pi(y_s) / pi_old(y_s)``.
+
+    ``KL_t`` sums over every next token exactly, so the only sampled part it depends on is the prefix
+    ``y<t``; ``E_{y~pi_old}[W_t KL_t] = E_{y~pi}[KL_t]``. This is the same correction TRL applies to its
+    own per-token terms (``coef_1 = pi(y_t)/pi_old(y_t)`` for a term that depends on the sampled
+    ``y_t``), applied to what ``KL_t`` depends on. ``W_0 = 1``; on-policy every weight is exactly 1.
+
+    Args:
+        logps: ``[B, T]`` current per-token log-probs of the sampled tokens (detached here).
+        old_logps: ``[B, T]`` log-probs under the policy that sampled (TRL's ``old_per_token_logps``,
+            or the inference engine's ``sampling_per_token_logps`` to also correct its mismatch).
+        mask: ``[B, T]`` completion mask.
+        max_weight: truncation ``W_t <= max_weight`` (TRL's ``vllm_importance_sampling_clip_max``
+            default, 3); ``None`` for the exact, unbounded weights.
+
+    Returns:
+        ``[B, T]`` fp32 weights, detached (the prefix distribution is held fixed, as on-policy).
+    """
+    _check_shape(old_logps, tuple(logps.shape), "old_logps")
+    _check_shape(mask, tuple(logps.shape), "mask")
+    step = ((logps.detach() - old_logps.detach()).float() * mask).nan_to_num(nan=0.0)
+    log_w = torch.cumsum(step, dim=1) - step  # exclusive: the prefix before t
+    if max_weight is not None:
+        if not max_weight >= 1.0:
+            raise ValueError(f"max_weight must be >= 1 (a truncation of the ratio), got {max_weight!r}")
+        log_w = log_w.clamp(max=math.log(max_weight))
+    return log_w.exp()
+
+
+def _grouped_softmax(logits: torch.Tensor, codes: torch.Tensor, num_groups: int) -> torch.Tensor:
+    group_max = torch.full((num_groups,), -math.inf, dtype=logits.dtype, device=logits.device)
+    group_max = group_max.scatter_reduce(0, codes, logits, reduce="amax")
+    shifted = (logits - group_max[codes]).exp()
+    total = torch.zeros(num_groups, dtype=logits.dtype, device=logits.device).index_add(0, codes, shifted)
+    return shifted / total[codes]
+
+
+def mara_forward_coefficients(
+    ref_logps: torch.Tensor,
+    mara_ref_logps: torch.Tensor,
+    sample_logps: torch.Tensor,
+    group_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Algorithm 2's reshaping of the forward regulariser, as bounded per-sample coefficients ``c_i``.
+
+    Alg. 2 replaces ``pi_ref(y)`` by ``m(y) = pi_ref(z)`` on good samples (``z`` the group's anchor).
+    With ``q = m / sum m`` (the anchored reference), ``grad [KL(q||pi) - KL(pi_ref||pi)] =
+    -(E_q - E_ref)[grad log pi(y)]``. Per group ``g`` of ``n_g`` samples from ``pi_old``, both
+    expectations are estimated by self-normalised importance sampling:
+
+        a_i = softmax_g(log m(y_i) - log pi_old(y_i)),   b_i = softmax_g(log pi_ref(y_i) - log pi_old(y_i)),
+        c_i = n_g (a_i - b_i)
+
+    so the per-sample loss term ``c_i (sg(log pi(y_i)) - log pi(y_i))``, averaged over samples, has gradient
+    ``-sum_i (a_i - b_i) grad log pi(y_i)``. ``|c_i| < n_g`` whatever the lengths, ``sum_g c_i = 0``,
+    and ``c = 0`` exactly where ``m = pi_ref`` (no anchor: forward KL alone).
+
+    Args:
+        ref_logps: ``[B]`` ``log pi_ref(y_i|x)``.
+        mara_ref_logps: ``[B]`` ``log m(y_i)``: :func:`mara_rl.augment.mara_rewards`' ``ref_logprobs``
+            with ``kl="forward"`` (the anchor's on good samples, ``ref_logps`` elsewhere).
+        sample_logps: ``[B]`` ``log pi_old(y_i|x)`` of the policy that sampled (``log pi`` on-policy).
+        group_ids: ``[B]`` integer prompt-group id per sample; ``None``: one group.
+
+    Returns:
+        ``[B]`` fp32 coefficients ``c_i`` (detached).
+    """
+    if ref_logps.dim() != 1:
+        raise ValueError(f"ref_logps must be 1-D [B], got shape {tuple(ref_logps.shape)}")
+    n = ref_logps.shape[0]
+    _check_shape(mara_ref_logps, (n,), "mara_ref_logps")
+    _check_shape(sample_logps, (n,), "sample_logps")
+    ref = ref_logps.detach().double()
+    mara_ref = mara_ref_logps.detach().double()
+    sample = sample_logps.detach().double()
+    for name, values in (("ref_logps", ref), ("mara_ref_logps", mara_ref), ("sample_logps", sample)):
+        if torch.isnan(values).any() or torch.isposinf(values).any():
+            raise ValueError(f"{name} must not contain NaN or +inf")
+    if torch.isneginf(sample).any():
+        raise ValueError("sample_logps must be finite: every completion was sampled, so it has probability > 0")
+    if group_ids is None:
+        codes = torch.zeros(n, dtype=torch.long, device=ref.device)
+    else:
+        _check_shape(group_ids, (n,), "group_ids")
+        codes = torch.unique(group_ids, return_inverse=True)[1].to(ref.device)
+    num_groups = int(codes.max()) + 1 if n else 0
+    sizes = torch.bincount(codes, minlength=num_groups).to(ref.dtype)
+    # A group where pi_ref(y) = 0 on every sample has no reference mass to reshape (and no anchor): c = 0.
+    log_v = ref - sample
+    finite = torch.zeros(num_groups, dtype=ref.dtype, device=ref.device).index_add(0, codes, torch.isfinite(log_v).to(ref.dtype))
+    has_ref = (finite > 0)[codes]
+    a = _grouped_softmax(torch.where(has_ref, mara_ref - sample, 0.0), codes, num_groups)
+    b = _grouped_softmax(torch.where(has_ref, log_v, 0.0), codes, num_groups)
+    coefficients = torch.where(has_ref, sizes[codes] * (a - b), 0.0)
+    return coefficients.float()
+
+
+@dataclass(frozen=True)
+class ForwardKLOutput:
+    """Result of :func:`token_forward_kl_loss`.
+
+    Attributes:
+        loss: scalar surrogate; ``loss.backward()`` gives the regulariser's gradient (multiply by beta).
+        kl: ``[B]`` per-sample value ``sum_t KL_t`` (detached, unweighted).
+        mara_coefficients: ``[B]`` Alg. 2 coefficients ``c_i`` (zeros without MARA).
+        importance_weights: ``[B, T]`` prefix weights ``W_t`` (ones on-policy).
+    """
+
+    loss: torch.Tensor
+    kl: torch.Tensor
+    mara_coefficients: torch.Tensor
+    importance_weights: torch.Tensor
+
+
+def token_forward_kl_loss(
+    policy: torch.Tensor,
+    ref: torch.Tensor,
+    mask: torch.Tensor,
+    logps: torch.Tensor,
+    *,
+    ref_logps: torch.Tensor | None = None,
+    mara_ref_logps: torch.Tensor | None = None,
+    group_ids: torch.Tensor | None = None,
+    old_logps: torch.Tensor | None = None,
+    max_importance_weight: float | None = DEFAULT_MAX_IMPORTANCE_WEIGHT,
+    prefix_correction: bool = True,
+    policy_head: torch.Tensor | None = None,
+    ref_head: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ForwardKLOutput:
+    """The token-level forward-KL regulariser with MARA's Algorithm 2 and off-policy correction.
+
+    Per sample ``i`` (mean over the ``B`` samples):
+
+        loss_i = sum_t W_it KL_it  +  c_i * (sg(log pi(y_i|x)) - log pi(y_i|x)),   log pi(y_i|x) = sum_t mask_it logps_it
+
+    ``KL_it`` from :func:`token_forward_kl`, ``W`` from :func:`prefix_importance_weights` (ones when
+    ``old_logps`` is None), ``c`` from :func:`mara_forward_coefficients` (zeros when
+    ``mara_ref_logps`` is None). On-policy without MARA the gradient is exactly that of
+    ``E_{y~sg(pi)}[sum_t KL(pi_ref(.|x,y<t) || pi(.|x,y<t))]``; for one-token completions it is
+    ``grad KL(q || pi)`` with ``q`` the anchored reference (``docs/forward_kl.md``).
+
+    Args:
+        policy, ref, mask, policy_head, ref_head, temperature, chunk_rows: as in :func:`token_forward_kl`.
+        logps: ``[B, T]`` current per-token log-probs of the sampled tokens, with grad (TRL's
+            ``per_token_logps`` of the loss pass).
+        ref_logps: ``[B, T]`` reference per-token log-probs; required with ``mara_ref_logps``.
+        mara_ref_logps: ``[B]`` Alg. 2's regulariser log-probs from ``mara_rewards(..., kl="forward")``.
+        group_ids: ``[B]`` prompt-group ids for Alg. 2 (``None``: one group).
+        old_logps: ``[B, T]`` per-token log-probs of the policy that sampled; ``None``: on-policy.
+        max_importance_weight: truncation of the prefix weights (``None``: exact).
+        prefix_correction: ``False`` keeps ``W = 1`` off-policy (as TRL's ``use_bias_correction_kl=False``
+            leaves its own KL term uncorrected); Alg. 2's coefficients still use ``old_logps``, the sampler.
+
+    Returns:
+        :class:`ForwardKLOutput`.
+    """
+    batch, length = mask.shape
+    _check_shape(logps, (batch, length), "logps")
+    mask_f = mask.to(torch.float32)
+    if old_logps is None:
+        importance = mask_f.clone()
+        sample_seq = (logps.detach().float() * mask_f).sum(dim=1)
+    else:
+        _check_shape(old_logps, (batch, length), "old_logps")
+        importance = mask_f.clone()
+        if prefix_correction:
+            importance *= prefix_importance_weights(logps, old_logps, mask_f, max_weight=max_importance_weight)
+        sample_seq = (old_logps.detach().float() * mask_f).sum(dim=1)
+    kl_sum, kl = token_forward_kl(
+        policy, ref, mask, weights=importance / batch, policy_head=policy_head, ref_head=ref_head,
+        temperature=temperature, chunk_rows=chunk_rows,
+    )
+    seq_logps = (logps * mask_f).sum(dim=1)
+    if mara_ref_logps is None:
+        coefficients = torch.zeros(batch, dtype=torch.float32, device=mask.device)
+    else:
+        if ref_logps is None:
+            raise ValueError("mara_ref_logps needs ref_logps (the reference's own per-token log-probs)")
+        _check_shape(ref_logps, (batch, length), "ref_logps")
+        ref_seq = (ref_logps.detach().float() * mask_f).sum(dim=1)
+        coefficients = mara_forward_coefficients(ref_seq, mara_ref_logps.float(), sample_seq, group_ids).to(mask.device)
+    # c_i (sg(log pi) - log pi): gradient -c_i grad log pi, value 0, so the loss reads as the KL estimate.
+    loss = kl_sum + (coefficients.to(seq_logps.dtype) * (seq_logps.detach() - seq_logps)).sum() / batch
+    return ForwardKLOutput(loss=loss, kl=kl.sum(dim=1), mara_coefficients=coefficients, importance_weights=importance)
+
+
+def sequence_forward_kl(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    old_logps: torch.Tensor | None = None,
+    *,
+    max_log_ratio: float = MAX_LOG_RATIO,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence-level forward-KL surrogate and value for ``y ~ pi_old`` (``pi_old = pi`` when ``old_logps`` is None).
+
+    With ``rho = pi_ref(y)/pi_old(y)`` (log clipped at ``max_log_ratio``) and ``r = pi(y)/pi_old(y)``:
+    value ``rho log(pi_ref/pi) - rho + r`` (non-negative; unbiased for ``KL(pi_ref || pi)`` below the
+    clip, since ``E_old[rho f] = E_ref[f]`` and ``E_old[r] = 1``); surrogate ``value + rho (sg(log pi) - log pi)``,
+    gradient ``-rho grad log pi(y)``. On-policy this is ``rho log rho - rho + 1``. MARA's Alg. 2: pass
+    the anchor's log-prob on good samples as ``ref_logps``.
+
+    Args:
+        logps: ``[B]`` current ``log pi(y|x)`` (with grad).
+        ref_logps: ``[B]`` ``log pi_ref(y|x)`` (Alg. 2: ``mara_rewards(..., kl="forward").ref_logprobs``).
+        old_logps: ``[B]`` ``log pi_old(y|x)`` of the policy that sampled.
+        max_log_ratio: clip on ``log rho``; it bounds the weight by ``e^max_log_ratio`` and biases the
+            estimate wherever it binds.
+
+    Returns:
+        ``(surrogate [B], value [B])``.
+    """
+    _check_shape(ref_logps, tuple(logps.shape), "ref_logps")
+    current = logps.detach()
+    sampled = current if old_logps is None else old_logps.detach()
+    _check_shape(sampled, tuple(logps.shape), "old_logps")
+    log_rho = (ref_logps - sampled).clamp(max=max_log_ratio)
+    rho = log_rho.exp()
+    ratio = (current - sampled).exp()
+    # log(pi_ref/pi) = log rho + log(pi_old/pi); rho = 0 contributes nothing.
+    value = torch.where(rho > 0, rho * (log_rho + sampled - current), 0.0) - rho + ratio
+    return value + rho * (current - logps), value

@@ -1,0 +1,611 @@
+"""TRL's GRPO and RLOO trainers with MARA and a forward-KL option (subclasses, not forks).
+
+``MaraGRPOTrainer`` / ``MaraRLOOTrainer`` take ``MaraGRPOConfig`` / ``MaraRLOOConfig``, which add
+
+- ``mara`` (bool): apply Mode Anchored Reward Augmentation (Alg. 1; Alg. 2 for forward KL);
+- ``mara_tau`` / ``mara_tau_quantile``: the quality threshold, a reward value or a per-prompt-group
+  quantile (default: the 0.9 quantile, the paper's choice for rewards of unknown scale);
+- ``kl_direction``: ``"reverse"`` (TRL's own KL term, unchanged) or ``"forward"``;
+- ``forward_kl_estimator``: ``"token"`` (default) or ``"sequence"``, the forward-KL estimator.
+
+Tested against TRL 1.16 (``TESTED_TRL``); ``tests/test_trl_contract.py`` asserts every TRL
+behaviour listed here, and the trainers warn when another TRL version is installed.
+
+Where MARA hooks in. TRL scores a generation batch in ``_generate_and_score_completions``: its
+no-grad log-prob passes (``_get_per_token_logps_and_entropies``: the policy when it needs old
+log-probs, then the reference, last) all run before ``_calculate_rewards`` returns the rewards
+gathered from every process, and only then are rewards turned into advantages. The subclasses
+record the passes made while that method runs (references to tensors TRL computed anyway: no extra
+forward pass), each with the completion mask TRL passed to it, and override ``_calculate_rewards``:
+they sum the reference log-probs over that mask (``log pi_ref(y|x)``), gather them like the rewards
+and call :func:`mara_rl.augment.mara_rewards` with one group per prompt (``group_ids = global index
+// num_generations``; a group may span processes). Every process sees the same gathered batch, so
+all compute the same anchors. The change is folded back into the reward columns, so TRL's weighted
+sum is the augmented reward: MARA is the last reward transform before TRL's advantages.
+
+- Masked completions (``mask_truncated_completions=True``: TRL zeroes the mask of completions cut
+  at ``max_completion_length``) are outside the loss; MARA leaves them as they are: never anchors,
+  never augmented, not counted in a tau quantile.
+- Unscorable completions (every reward function returned ``None``) are likewise left to TRL.
+- RLOO's ``reward_clip_range`` clips the task reward before MARA (TRL's own clip, which would run
+  after, is switched off for that batch).
+- GRPO's reward scaling divides reward gaps by a reward std while its KL term keeps ``beta``; the
+  MARA config therefore defaults to ``scale_rewards="none"`` and warns on ``"group"`` / ``"batch"``.
+
+The reference log-probs come from TRL's reference pass, which divides the logits by the sampling
+``temperature`` (as TRL's KL term does): MARA's anchor and the regulariser thus use the same
+tempered reference ``pi_ref^T``; use ``temperature=1`` to anchor on the reference model itself.
+With a PEFT model and no ``ref_model``, TRL's reference pass runs the model with its adapter
+disabled: the anchor is the base model's.
+
+Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``forward_kl_estimator``:
+
+- ``"token"`` (default): :func:`mara_rl.integrations.forward_kl.token_forward_kl_loss`, the exact forward KL
+  over the vocabulary at each sampled prefix, added as ``beta`` times a loss term by both trainers
+  (its gradient is analytic, not a reward). The reference's last hidden states at the completion
+  positions are captured from TRL's own reference pass (a forward hook on the model's ``base_model``,
+  the backbone TRL's fused LM head projects) and travel with each row; the loss pass's hidden states
+  are captured the same way, and both are projected through the LM heads chunk by chunk. MARA's
+  Alg. 2 enters as bounded per-sample coefficients built from ``mara_rewards(..., kl="forward")``'s
+  ``ref_logprobs``, per prompt group within the micro-batch; off-policy batches (TRL's old per-token
+  log-probs, or vLLM's sampling log-probs with ``vllm_importance_sampling_correction``) get prefix
+  importance weights, truncated at ``vllm_importance_sampling_clip_max``, when ``use_bias_correction_kl``
+  (RLOO: always). Needs an LM head without bias, logit scale or soft-capping.
+- ``"sequence"``: :func:`forward_kl_estimate` over whole completions. With ``log rho = log pi_ref(y|x)
+  - log pi(y|x)`` for ``y ~ pi``: value ``rho log rho - rho + 1`` (unbiased, non-negative), gradient
+  ``-rho * grad log pi(y|x)``. GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi)
+  - log pi)`` to the loss; RLOO's reward gets ``+ beta * rho`` in place of TRL's ``- beta * (log pi_old -
+  log pi_ref)``. Alg. 2 puts the anchor's ``log pi_ref(z|x)`` inside ``rho``; ``log rho`` is clipped at
+  ``MAX_LOG_RATIO``. ``rho`` is exponential in the length (``docs/forward_kl.md``).
+
+With either, MARA's forward variant also gives each good sample the anchor's reward, and RLOO drops
+TRL's reverse penalty from its reward.
+
+With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
+trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
+``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
+(mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` (the task reward before MARA;
+TRL's ``reward`` then shows the augmented reward), ``mara/frac_masked`` (scored samples TRL masks
+from the loss, which MARA leaves alone).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import trl
+from accelerate.utils import gather
+from packaging.version import Version
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+from mara_rl.augment import mara_rewards
+from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
+
+MAX_LOG_RATIO = 20.0
+KL_DIRECTIONS = ("reverse", "forward")
+FORWARD_KL_ESTIMATORS = ("token", "sequence")
+DEFAULT_TAU_QUANTILE = 0.9
+TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
+
+
+def trl_is_tested(version: str = trl.__version__) -> bool:
+    """Whether ``version`` is a TRL release the subclasses were tested against (``TESTED_TRL``)."""
+    return Version(version).release[:2] in TESTED_TRL
+
+
+def validate_mara_config(config: Any) -> None:
+    """Check the MARA fields of a config; fills the default tau quantile when neither tau is given.
+
+    Raises:
+        ValueError: unknown ``kl_direction``; ``mara`` with ``beta == 0`` (MARA is inert without a
+            KL term); both ``mara_tau`` and ``mara_tau_quantile``; a quantile outside ``[0, 1]``.
+    """
+    if config.kl_direction not in KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {config.kl_direction!r}")
+    if config.forward_kl_estimator not in FORWARD_KL_ESTIMATORS:
+        raise ValueError(
+            f"forward_kl_estimator must be one of {FORWARD_KL_ESTIMATORS}, got {config.forward_kl_estimator!r}"
+        )
+    if config.mara_tau is not None and config.mara_tau_quantile is not None:
+        raise ValueError("give at most one of mara_tau (a reward threshold) and mara_tau_quantile (a group quantile)")
+    if config.mara_tau_quantile is not None and not 0.0 <= config.mara_tau_quantile <= 1.0:
+        raise ValueError(f"mara_tau_quantile must lie in [0, 1], got {config.mara_tau_quantile!r}")
+    if not config.mara:
+        return
+    if config.beta == 0:
+        raise ValueError(
+            "mara=True needs beta > 0: MARA reshapes the KL-regularised target and is inert without a KL term"
+        )
+    if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+        raise ValueError("mara=True needs multi_objective_aggregation='sum_then_normalize' (one reward per sample)")
+    if config.mara_tau is None and config.mara_tau_quantile is None:
+        config.mara_tau_quantile = DEFAULT_TAU_QUANTILE
+
+
+def reward_scaling_message(scale_rewards: str) -> str:
+    """What MARA's target becomes when GRPO divides rewards by a std (``"group"`` or ``"batch"``)."""
+    where = "each prompt group's" if scale_rewards == "group" else "the batch's"
+    return (
+        f"mara=True with scale_rewards={scale_rewards!r}: GRPO divides reward gaps by {where} reward std s "
+        "while its KL term keeps beta, so the target is that of beta * s, not beta. MARA's target is then no "
+        "longer uniform over good samples: with reverse KL it is proportional to pi_ref(y|x)^(1 - 1/s) "
+        "(favouring reference-unlikely answers when s < 1). Use scale_rewards='none' (the default with mara=True)."
+    )
+
+
+_MARA_HELP = {
+    "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed.",
+    "mara_tau": "MARA's quality threshold: samples with reward >= mara_tau are 'good'.",
+    "mara_tau_quantile": "Instead of mara_tau, the per-group reward quantile (default 0.9 when neither is set).",
+    "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi)).",
+    "forward_kl_estimator": "With kl_direction='forward': 'token' (exact full-vocabulary forward KL at each sampled "
+    "prefix, in the loss; bounded weights at any length) or 'sequence' (score-function estimator over whole "
+    "completions, weight pi_ref(y|x)/pi(y|x)).",
+    "scale_rewards": "GRPO's reward scaling: 'group', 'batch' or 'none'. Default: 'none' with mara=True (MARA's "
+    "target is uniform only unscaled; 'group' or 'batch' then warn), else TRL's 'group'.",
+}
+
+
+@dataclass
+class _MaraFields:
+    """The five fields both configs add; listed after the base config's own fields."""
+
+    mara: bool = field(default=False, metadata={"help": _MARA_HELP["mara"]})
+    mara_tau: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau"]})
+    mara_tau_quantile: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau_quantile"]})
+    kl_direction: str = field(default="reverse", metadata={"help": _MARA_HELP["kl_direction"]})
+    forward_kl_estimator: str = field(default="token", metadata={"help": _MARA_HELP["forward_kl_estimator"]})
+
+
+@dataclass
+class MaraGRPOConfig(_MaraFields, GRPOConfig):
+    """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
+
+    ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
+    explicit ``"group"`` or ``"batch"`` with MARA warns (:func:`reward_scaling_message`).
+    """
+
+    scale_rewards: str | None = field(default=None, metadata={"help": _MARA_HELP["scale_rewards"]})
+
+    def __post_init__(self) -> None:
+        if self.scale_rewards is None:
+            self.scale_rewards = "none" if self.mara else "group"
+        super().__post_init__()
+        validate_mara_config(self)
+        if self.mara and self.scale_rewards != "none":
+            warnings.warn(reward_scaling_message(self.scale_rewards), UserWarning, stacklevel=3)
+
+
+@dataclass
+class MaraRLOOConfig(_MaraFields, RLOOConfig):
+    """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
+
+    RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
+    the reward side that only rescales the step, so MARA's target is unchanged.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_mara_config(self)
+
+
+def sequence_logprobs(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` sums of ``per_token_logps [B, T]`` over the tokens ``mask [B, T]`` keeps (TRL's completion mask)."""
+    return (per_token_logps * mask).sum(dim=1)
+
+
+class ForwardKL(NamedTuple):
+    """Per-sequence forward-KL terms of :func:`forward_kl_estimate`, each ``[B]``."""
+
+    surrogate: torch.Tensor  # value + rho * (stop_grad(log pi) - log pi): gradient -rho * grad log pi
+    value: torch.Tensor  # rho log rho - rho + 1, unbiased for KL(pi_ref || pi)
+    weight: torch.Tensor  # rho (no grad): RLOO's reward-side penalty is +beta * rho
+
+
+def forward_kl_estimate(per_token_logps: torch.Tensor, mask: torch.Tensor, ref_logprobs: torch.Tensor) -> ForwardKL:
+    """Forward-KL estimate ``KL(pi_ref(.|x) || pi(.|x))`` per sampled completion ``y ~ pi``.
+
+    With ``log rho = min(log pi_ref(y|x) - log pi(y|x), MAX_LOG_RATIO)`` (``rho`` held constant):
+    value ``rho log rho - rho + 1`` estimates the forward KL without bias; the surrogate
+    ``value + rho * (stop_grad(log pi) - log pi)`` has that value and gradient ``-rho * grad log pi``,
+    whose expectation is ``grad KL(pi_ref || pi)``.
+
+    Args:
+        per_token_logps: ``[B, T]`` policy log-probs of the completion tokens (with grad for a loss).
+        mask: ``[B, T]`` TRL's completion mask; ``log pi(y|x)`` is the masked sum.
+        ref_logprobs: ``[B]`` sequence ``log pi_ref(y|x)`` over the same mask (MARA's forward
+            variant: the anchor's on good samples).
+    """
+    logps = sequence_logprobs(per_token_logps, mask)
+    log_rho = (ref_logprobs - logps.detach()).clamp(max=MAX_LOG_RATIO)
+    rho = log_rho.exp()
+    value = rho * log_rho - rho + 1.0
+    return ForwardKL(value + rho * (logps.detach() - logps), value, rho)
+
+
+def forward_kl_surrogate(logps: torch.Tensor, ref_logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(surrogate [B], value [B])`` of :func:`forward_kl_estimate` from sequence log-probs ``logps [B]``."""
+    estimate = forward_kl_estimate(logps[:, None], torch.ones_like(logps[:, None]), ref_logps)
+    return estimate.surrogate, estimate.value
+
+
+def fold_into_columns(
+    rewards_per_func: torch.Tensor, weights: torch.Tensor, old: torch.Tensor, new: torch.Tensor
+) -> torch.Tensor:
+    """``rewards_per_func`` changed so that its weighted ``nansum`` over functions goes from ``old`` to ``new``.
+
+    Each row's change goes into its first column with a non-zero weight and a reward (else the
+    first column with a non-zero weight), so rows whose functions returned ``None`` keep their NaNs.
+    """
+    delta = torch.nan_to_num(new - old, nan=0.0)
+    rows = torch.nonzero(delta != 0).flatten()
+    if rows.numel() == 0:
+        return rewards_per_func
+    weighted = weights != 0
+    usable = weighted[None, :] & ~torch.isnan(rewards_per_func)
+    first_weighted = int(torch.nonzero(weighted).flatten()[0])
+    columns = torch.where(usable.any(dim=1), usable.int().argmax(dim=1), first_weighted)[rows]
+    adjusted = rewards_per_func.clone()
+    adjusted[rows, columns] = torch.nan_to_num(adjusted[rows, columns], nan=0.0) + delta[rows] / weights[columns]
+    return adjusted
+
+
+class _LogprobPass(NamedTuple):
+    """One ``_get_per_token_logps_and_entropies`` call made while TRL scored a batch."""
+
+    model: Any
+    per_token_logps: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T]: the completion part of the attention mask TRL passed
+    hidden: torch.Tensor | None  # [B, T, H] last hidden states predicting the completion tokens (token estimator)
+
+
+def _contract_error(assumption: str) -> RuntimeError:
+    return RuntimeError(
+        f"TRL {trl.__version__} broke an assumption of mara_rl's trainers (tested with TRL "
+        f"{', '.join('.'.join(map(str, v)) for v in TESTED_TRL)}): {assumption}"
+    )
+
+
+def causal_lm(model: Any) -> Any:
+    """The transformers model inside an accelerate / DDP / PEFT wrapper: the one TRL gives its fused LM head."""
+    while hasattr(model, "module"):  # DDP and similar wrappers
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def capture_completion_hidden(model: Any, logits_to_keep: int, sink: list[torch.Tensor]) -> Iterator[None]:
+    """Append to ``sink`` the backbone's last hidden states at the positions that predict the completion tokens.
+
+    TRL's fused LM head projects ``backbone(...).last_hidden_state[:, :-1]`` (the backbone is the model's
+    ``base_model``): the last ``logits_to_keep`` of those rows score the completion. One entry per forward
+    call (TRL may split a pass into chunks of rows).
+    """
+
+    def keep(_module, _args, output):
+        sink.append(output.last_hidden_state[:, -logits_to_keep - 1 : -1])
+
+    handle = causal_lm(model).base_model.register_forward_hook(keep)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_token_estimator_model(model: Any) -> None:
+    """Raise ``ValueError`` unless the LM head is ``logits = hidden @ W.T`` (what the token estimator projects).
+
+    A bias, a logit scale or final-logit soft-capping would make its KL that of other logits than TRL's.
+    """
+    lm = causal_lm(model)
+    config = lm.config.get_text_config()
+    scaled = [k for k in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+              if getattr(config, k, None) not in (None, 1, 1.0)]
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        scaled.append("final_logit_softcapping")
+    if getattr(lm.get_output_embeddings(), "bias", None) is not None:
+        scaled.append("an LM-head bias")
+    if scaled:
+        raise ValueError(f"forward_kl_estimator='token' needs an unscaled, bias-free LM head; this model has "
+                         f"{', '.join(scaled)}: use forward_kl_estimator='sequence'")
+
+
+class _MaraMixin:
+    """MARA on the gathered rewards of TRL's GRPO / RLOO trainers (see the module docstring)."""
+
+    _forward_kl_metric = "kl"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._mara_window: str | None = None  # "scoring" inside _generate_and_score_completions, "loss" in the loss
+        self._mara_want_hidden = False  # capture the completion hidden states in that window (token estimator)
+        self._mara_passes: list[_LogprobPass] = []
+        self._mara_loss_pass: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
+        self._mara_token_inputs: dict[str, torch.Tensor] = {}  # row-aligned keys the token estimator reads
+        self._mara_clip_range: tuple[float, float] | None = None
+        if not trl_is_tested():
+            warnings.warn(
+                f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
+                "run tests/test_trl_contract.py before trusting MARA with this version",
+                UserWarning,
+                stacklevel=2,
+            )
+        super().__init__(*args, **kwargs)
+        if self._mara_token_forward():
+            check_token_estimator_model(self.model)
+
+    def _mara_setting(self, name: str, default: Any) -> Any:
+        return getattr(self.args, name, default)
+
+    def _mara_forward(self) -> bool:
+        return self._mara_setting("kl_direction", "reverse") == "forward" and self.beta != 0.0
+
+    def _mara_token_forward(self) -> bool:
+        return self._mara_forward() and self._mara_setting("forward_kl_estimator", "token") == "token"
+
+    def _mara_forward_in_loss(self) -> bool:
+        """Whether the forward-KL term is added to the loss (GRPO: always; RLOO: the token estimator)."""
+        return self._mara_token_forward()
+
+    def _mara_rewrites_rewards(self) -> bool:
+        return bool(self._mara_setting("mara", False)) or self._mara_forward()
+
+    @contextmanager
+    def _mara_capture(self, window: str) -> Iterator[None]:
+        # Decided here: GRPO's loss runs with beta set to 0, which _mara_token_forward reads.
+        previous = self._mara_window, self._mara_want_hidden
+        self._mara_window, self._mara_want_hidden = window, self._mara_token_forward()
+        try:
+            yield
+        finally:
+            self._mara_window, self._mara_want_hidden = previous
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        hidden: list[torch.Tensor] = []
+        capture = self._mara_window is not None and self._mara_want_hidden
+        with capture_completion_hidden(model, logits_to_keep, hidden) if capture else nullcontext():
+            out = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        states = torch.cat(hidden) if hidden else None
+        if self._mara_window == "scoring":
+            self._mara_passes.append(_LogprobPass(model, out[0], attention_mask[:, -logits_to_keep:], states))
+        elif self._mara_window == "loss":
+            self._mara_loss_pass = (out[0], states)
+        return out
+
+    def _generate_and_score_completions(self, inputs):
+        self._mara_passes, self._mara_kl_ref_logps, self._mara_token_inputs = [], None, {}
+        clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
+        if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
+            self._mara_clip_range, self.reward_clip_range = clip, None
+        try:
+            with self._mara_capture("scoring"):
+                output = super()._generate_and_score_completions(inputs)
+        finally:
+            if clip:
+                self.reward_clip_range, self._mara_clip_range = clip, None
+            self._mara_passes = []
+        if self._mara_kl_ref_logps is not None:
+            output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
+        output.update(self._mara_token_inputs)
+        self._mara_kl_ref_logps, self._mara_token_inputs = None, {}
+        return output
+
+    def _mara_local(self, gathered: torch.Tensor, local: int) -> torch.Tensor:
+        """This process's rows of a tensor gathered over processes."""
+        start = self.accelerator.process_index * local
+        return gathered[start : start + local]
+
+    def _mara_reference_pass(self) -> _LogprobPass:
+        """The batch's reference pass: the last log-prob pass before ``_calculate_rewards``."""
+        if not self._mara_passes:
+            raise _contract_error("a reference log-prob pass runs before _calculate_rewards when beta > 0")
+        last = self._mara_passes[-1]
+        reference = self.ref_model if self.ref_model is not None else self.model
+        if last.model is not reference:
+            raise _contract_error("the last log-prob pass before _calculate_rewards is the reference model's")
+        return last
+
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor | None:
+        """Additive reward term for the KL on the reward side (RLOO); None when KL lives in the loss."""
+        return None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if not self._mara_rewrites_rewards():
+            return rewards_per_func
+        if getattr(self, "tools", None):
+            raise ValueError("mara / kl_direction='forward' do not support tool-calling rollouts")
+        weights = self.reward_weights.to(rewards_per_func.device)
+        if not (weights != 0).any():
+            raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
+        ref_pass = self._mara_reference_pass()
+        local = torch.stack(
+            [sequence_logprobs(ref_pass.per_token_logps.float(), ref_pass.mask), ref_pass.mask.any(dim=1).float()],
+            dim=1,
+        )
+        ref_logps, in_loss = gather(local).unbind(dim=1)
+
+        raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
+        scorable = ~torch.isnan(rewards_per_func).all(dim=1)
+        rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
+        new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
+        if self._mara_setting("mara", False):
+            self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
+        if self._mara_forward():
+            self._mara_kl_ref_logps = kl_ref_logps
+            if self._mara_token_forward():
+                if ref_pass.hidden is None:
+                    raise _contract_error("the reference pass runs the model's base_model (TRL's fused LM head)")
+                ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+                self._mara_token_inputs = {
+                    "mara_ref_hidden": ref_pass.hidden,
+                    "mara_ref_token_logps": ref_pass.per_token_logps,
+                    "mara_group": self._mara_local(ids, ref_pass.mask.size(0)),
+                }
+            shift = self._kl_reward_shift(kl_ref_logps)
+            if shift is not None:
+                new_rewards = new_rewards + shift
+        return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
+                                 torch.where(scorable, new_rewards, 0.0))
+
+    def _mara_group_size(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
+
+    def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> None:
+        """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two."""
+        mode = "train" if self.model.training else "eval"
+        group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+        eligible = scorable & in_loss
+        if self.mask_truncated_completions:
+            masked = (scorable & ~in_loss).sum() / scorable.sum().clamp(min=1)
+            self._metrics[mode]["mara/frac_masked"].append(float(masked))
+        if not eligible.any():
+            return
+        result = mara_rewards(
+            rewards[eligible],
+            ref_logps[eligible],
+            beta=self.beta,
+            tau=self.args.mara_tau,
+            tau_quantile=self.args.mara_tau_quantile,
+            group_ids=group_ids[eligible],
+            kl=self.args.kl_direction,
+        )
+        new_rewards[eligible] = result.rewards.to(new_rewards.dtype)
+        kl_ref_logps[eligible] = result.ref_logprobs.to(kl_ref_logps.dtype)
+        self._log_mara_metrics(mode, rewards[eligible], result)
+
+    def _log_mara_metrics(self, mode: str, raw_rewards: torch.Tensor, result: Any) -> None:
+        metrics = self._metrics[mode]
+        metrics["mara/frac_groups_augmented"].append(result.fraction_groups_augmented)
+        metrics["mara/reward_raw"].append(float(raw_rewards.mean()))
+        shift = (result.rewards - raw_rewards)[result.augmented]
+        metrics["mara/mean_augmentation"].append(float(shift.mean()) if shift.numel() else 0.0)
+        anchors = result.anchor_index[result.anchor_index >= 0]
+        if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
+            metrics["mara/anchor_ref_logprob"].append(float(result.ref_logprobs[anchors].mean()))
+
+    @contextmanager
+    def _mara_without_trl_kl(self) -> Iterator[None]:
+        """While the stock loss runs: drop any KL term of TRL's own from it."""
+        yield
+
+    def _mara_loss_normalizer(self, mode: str) -> float:
+        """What the stock loss divides by (gradient accumulation), so the added term is scaled alike."""
+        return 1.0
+
+    def _compute_loss(self, model, inputs):
+        if not self._mara_forward_in_loss():
+            return super()._compute_loss(model, inputs)
+        self._mara_loss_pass = None
+        with self._mara_capture("loss"), self._mara_without_trl_kl():
+            loss = super()._compute_loss(model, inputs)
+        captured, self._mara_loss_pass = self._mara_loss_pass, None
+        if captured is None:
+            raise _contract_error("_compute_loss computes the policy log-probs with _get_per_token_logps_and_entropies")
+        per_token_logps, hidden = captured
+        if self._mara_token_forward():
+            out = self._token_forward_kl(model, inputs, per_token_logps, hidden)
+            value, term = out.kl, out.loss
+        else:
+            estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
+            value, term = estimate.value, estimate.surrogate.mean()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][self._forward_kl_metric].append(self.accelerator.gather(value.mean()).mean().item())
+        return loss + self.beta * term / self._mara_loss_normalizer(mode)
+
+    def _mara_sampler_logps(self, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """Per-token log-probs of the policy that sampled the batch; None when it is the current policy."""
+        old = inputs.get("mara_old_token_logps", inputs.get("old_per_token_logps"))
+        sampling = inputs.get("sampling_per_token_logps")
+        if old is not None and sampling is not None and getattr(self, "vllm_importance_sampling_correction", False):
+            return torch.where(torch.isnan(sampling), old, sampling)  # TRL: a NaN vLLM log-prob gets no correction
+        return old
+
+    def _token_forward_kl(self, model: Any, inputs: dict[str, Any], per_token_logps: torch.Tensor,
+                          hidden: torch.Tensor | None) -> ForwardKLOutput:
+        """The token-level forward-KL term of one micro-batch (:func:`token_forward_kl_loss`)."""
+        if hidden is None:
+            raise _contract_error("the loss pass runs the model's base_model (TRL's fused LM head)")
+        mask = inputs["completion_mask"]
+        mara = bool(self._mara_setting("mara", False))
+        groups = None
+        if mara:
+            rows = torch.arange(mask.size(0), device=mask.device)
+            # A masked completion is outside the loss: as a group of its own it gets c = 0.
+            groups = torch.where(mask.any(dim=1), inputs["mara_group"], -1 - rows)
+        reference = self.ref_model if self.ref_model is not None else self.model
+        cap = self._mara_setting("vllm_importance_sampling_clip_max", DEFAULT_MAX_IMPORTANCE_WEIGHT)
+        return token_forward_kl_loss(
+            hidden,
+            inputs["mara_ref_hidden"],
+            mask,
+            per_token_logps,
+            ref_logps=inputs["mara_ref_token_logps"] if mara else None,
+            mara_ref_logps=inputs["mara_ref_logps"] if mara else None,
+            group_ids=groups,
+            old_logps=self._mara_sampler_logps(inputs),
+            max_importance_weight=cap,
+            prefix_correction=bool(self._mara_setting("use_bias_correction_kl", True)),
+            policy_head=causal_lm(model).get_output_embeddings().weight,
+            ref_head=causal_lm(reference).get_output_embeddings().weight,
+            temperature=self.temperature,
+        )
+
+
+class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
+    """``GRPOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
+
+    ``kl_direction="reverse"`` keeps TRL's per-token KL term; ``"forward"`` replaces it by ``beta`` times
+    the token-level estimator (:func:`mara_rl.integrations.forward_kl.token_forward_kl_loss`, the default) or the
+    :func:`forward_kl_estimate` surrogate (``forward_kl_estimator="sequence"``), averaged over the
+    micro-batch's sequences, on the policy of this very loss call (training and ``evaluate()`` alike).
+    """
+
+    def _mara_forward_in_loss(self) -> bool:
+        return self._mara_forward()
+
+    @contextmanager
+    def _mara_without_trl_kl(self) -> Iterator[None]:
+        beta, self.beta = self.beta, 0.0  # the stock loss without its reverse-KL term
+        try:
+            yield
+        finally:
+            self.beta = beta
+
+    def _mara_loss_normalizer(self, mode: str) -> float:
+        return self.current_gradient_accumulation_steps if mode == "train" else 1.0
+
+
+class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
+    """``RLOOTrainer`` with MARA (per prompt group, on gathered rewards) and a forward-KL option.
+
+    ``kl_direction="reverse"`` keeps TRL's reward penalty ``-beta * (log pi_old - log pi_ref)``.
+    ``"forward"`` drops it; the token-level estimator (default) adds ``beta`` times its term to the loss,
+    as GRPO does (its gradient is analytic, not a reward); ``forward_kl_estimator="sequence"`` puts the
+    reward ``+beta * rho`` in its place (see :func:`forward_kl_estimate`).
+    """
+
+    _forward_kl_metric = "mara/kl_forward"
+
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor:
+        # Scoring passes are [old policy, reference]; TRL will subtract beta * (old - ref) after this.
+        passes = self._mara_passes
+        if len(passes) != 2 or passes[0].model is not self.model:
+            raise _contract_error("RLOO scores a batch with two log-prob passes: the policy's, then the reference's")
+        old, ref = passes
+        trl_kl = sequence_logprobs(old.per_token_logps, old.mask) - sequence_logprobs(ref.per_token_logps, ref.mask)
+        if self._mara_token_forward():
+            self._mara_token_inputs["mara_old_token_logps"] = old.per_token_logps
+            return self.beta * gather(trl_kl)
+        estimate = forward_kl_estimate(old.per_token_logps, old.mask, self._mara_local(kl_ref_logps, trl_kl.size(0)))
+        value, weight, trl_kl = gather(torch.stack([estimate.value, estimate.weight, trl_kl], dim=1)).unbind(1)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][self._forward_kl_metric].append(float(value.mean()))
+        return self.beta * trl_kl + self.beta * weight
