@@ -9,30 +9,64 @@ from typing import Any
 import numpy as np
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` on one line and at most ``limit`` characters, for error messages."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is one real number (Python, numpy or 0-d torch), else None.
+
+    Bools, strings, bytes and sequences are not numbers here, even where ``float()`` would take
+    them: ``True`` as 1.0 or ``"0.9"`` as 0.9 is a setting mistyped, not a threshold.
+    """
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
+        return None
+    try:
+        if np.ndim(value) != 0:
+            return None
+        return float(value)
+    except OverflowError:  # an integer beyond float64's range
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        return None
+
+
 def check_beta(beta: float, name: str = "beta") -> float:
     """Return ``beta`` as a float after checking it is a finite number > 0."""
-    if isinstance(beta, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a number, got {beta!r}")
-    try:
-        value = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {beta!r}") from None
+    value = _real(beta)
+    if value is None:
+        raise ValueError(f"{name} must be a number, got {shown(beta)}")
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(
             f"{name} must be a finite number > 0 (the KL coefficient; with {name}=0 the "
-            f"objective has no target distribution), got {beta!r}"
+            f"objective has no target distribution), got {shown(beta)}"
         )
     return value
 
 
 def check_nonnegative(value: float, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out) or out < 0.0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    """Return ``value`` as a float after checking it is a finite number >= 0."""
+    out = _real(value)
+    if out is None or not math.isfinite(out) or out < 0.0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {shown(value)}")
     return out
+
+
+def check_quantile(q: float, name: str = "tau_quantile") -> float:
+    """Return ``q`` as a float after checking it is a number in ``[0, 1]`` (NaN is not)."""
+    value = _real(q)
+    if value is None or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {shown(q)}")
+    return value
+
+
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> str:
+    """Return ``value`` after checking it is one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {shown(value)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -126,15 +160,16 @@ def as_float64(values: Any, name: str) -> tuple[np.ndarray, NumericKind]:
 
 
 def check_threshold(tau, name: str = "tau") -> float:
-    """A finite-or-infinite float threshold (not NaN, not a bool, not a sequence)."""
-    if isinstance(tau, (bool, np.bool_, str, bytes)) or np.ndim(tau) != 0:
-        raise ValueError(f"{name} must be a number, got {tau!r}")
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {tau!r}") from None
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number, got NaN")
+    """Return the threshold ``tau`` as a float: a finite real number (not a bool, string or sequence).
+
+    An infinite tau would make every sample bad (``+inf``) or every sample good (``-inf``): MARA
+    would then silently do nothing, or anchor every group on its most likely sample whatever its reward.
+    """
+    value = _real(tau)
+    if value is None:
+        raise ValueError(f"{name} must be a number, got {shown(tau)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {'NaN' if math.isnan(value) else shown(tau)}")
     return value
 
 

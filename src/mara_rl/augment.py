@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mara_rl._checks import as_float64, check_beta, check_ref_logprobs, check_threshold
+from mara_rl._checks import as_float64, check_beta, check_choice, check_quantile, check_ref_logprobs, check_threshold
 from mara_rl._groups import group_codes
 
 KLDirection = Literal["reverse", "forward"]
+KL_DIRECTIONS: tuple[KLDirection, ...] = ("reverse", "forward")
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def mara_rewards(
         ref_logprobs: ``[n]`` sequence log-probs ``log pi_ref(y_i)`` (for LLMs ``log pi_ref(y|x)``).
             ``-inf`` is allowed only for samples below ``tau``.
         beta: the KL coefficient the trainer uses (> 0; MARA is inert at beta = 0).
-        tau: quality threshold; samples with ``R_i >= tau`` are "good".
+        tau: quality threshold, a finite number; samples with ``R_i >= tau`` are "good".
         tau_quantile: instead of ``tau``, the per-group quantile of the rewards in ``[0, 1]``
             (e.g. 0.9 for the 90th percentile), linear interpolation.
         group_ids: ``[n]`` group label per sample (one anchor per group, e.g. the prompt index).
@@ -117,23 +118,18 @@ def mara_rewards(
         is good.
 
     Raises:
-        ValueError: on beta <= 0, both or neither of tau / tau_quantile, shape mismatch, non-finite reward,
+        ValueError: on beta <= 0, both or neither of tau / tau_quantile, a non-finite tau or a quantile
+            outside [0, 1], shape mismatch, non-finite reward,
             NaN or +inf ref log-prob, or -inf ref log-prob on a good sample.
     """
     beta = check_beta(beta)
-    if kl not in ("reverse", "forward"):
-        raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    check_choice(kl, KL_DIRECTIONS, "kl")
     if (tau is None) == (tau_quantile is None):
         raise ValueError("give exactly one of tau (a reward threshold) and tau_quantile (a per-group quantile)")
     if tau is not None:
         tau = check_threshold(tau)
     if tau_quantile is not None:
-        try:
-            in_range = 0.0 <= float(tau_quantile) <= 1.0
-        except (TypeError, ValueError):
-            in_range = False
-        if not in_range:
-            raise ValueError(f"tau_quantile must be a number in [0, 1], got {tau_quantile!r}")
+        tau_quantile = check_quantile(tau_quantile)
 
     reward_np, kind = as_float64(rewards, "rewards")
     ref_np, ref_kind = as_float64(ref_logprobs, "ref_logprobs")
@@ -162,7 +158,7 @@ def mara_rewards(
         group_tau = np.full(num_groups, threshold)
         good = reward_np >= threshold
     else:
-        group_tau = _grouped_quantile(reward_np, codes, group_size, float(tau_quantile))
+        group_tau = _grouped_quantile(reward_np, codes, group_size, tau_quantile)
         good = reward_np >= group_tau[codes]
     good_index = np.flatnonzero(good)
     good_ref = ref_np[good_index]

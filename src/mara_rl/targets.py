@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from mara_rl._checks import (
-    as_float64, as_vector, check_beta, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape, check_threshold,
-    threshold_for,
+    as_float64, as_vector, check_beta, check_choice, check_finite, check_nonnegative, check_ref_logprobs, check_same_shape,
+    check_threshold, threshold_for,
 )
 from mara_rl._groups import Segments
-from mara_rl.augment import mara_rewards
-
-KLDirection = Literal["reverse", "forward"]
+from mara_rl.augment import KL_DIRECTIONS, KLDirection, mara_rewards
 
 
 def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, Segments]:
@@ -192,9 +189,8 @@ def kl_target(rewards, ref_logprobs, beta: float, kl: KLDirection = "reverse", *
     """The vanilla target for either KL direction (see the two functions above)."""
     if kl == "reverse":
         return reverse_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
-    if kl == "forward":
-        return forward_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
-    raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    check_choice(kl, KL_DIRECTIONS, "kl")
+    return forward_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
 
 
 def mara_target(
@@ -211,8 +207,7 @@ def mara_target(
     Returns:
         ``[K]`` probabilities summing to 1 (within each group).
     """
-    if kl not in ("reverse", "forward"):
-        raise ValueError(f"kl must be 'reverse' or 'forward', got {kl!r}")
+    check_choice(kl, KL_DIRECTIONS, "kl")
     tau = threshold_for(rewards, tau)
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
@@ -370,8 +365,7 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     taus = np.full(segments.num_groups, check_threshold(tau)) if np.ndim(tau) == 0 else as_vector(tau, "tau")
     if taus.shape != (segments.num_groups,):
         raise ValueError(f"tau must be a scalar or one threshold per group ({segments.num_groups}), got shape {taus.shape}")
-    if np.isnan(taus).any():
-        raise ValueError("tau must be a number, got NaN")
+    check_finite(taus, "tau", "threshold")
     taus = reward_kind.round(taus)  # compared in the rewards' own dtype, like mara_rewards
     good = r >= taus[segments.index]
     num_good = segments.count(good)

@@ -83,13 +83,7 @@ def class_thresholds(groups: AnswerClasses, tau: float | None, tau_quantile: flo
     same rows, so the diagnosis and the trainer agree on which answers are good.
     """
     if tau is not None:
-        try:
-            value = float(tau)
-        except (TypeError, ValueError):
-            raise ValueError(f"tau must be a number, got {tau!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"tau must be a finite number, got {tau!r}")
-        return np.full(len(groups.prompts), threshold_for(groups.rows["reward"].to_numpy(), value))
+        return np.full(len(groups.prompts), threshold_for(groups.rows["reward"].to_numpy(), tau))
     rows = groups.rows
     result = mara_rewards(
         rows["reward"].to_numpy(),

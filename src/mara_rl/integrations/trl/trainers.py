@@ -83,13 +83,14 @@ from accelerate.utils import gather
 from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+from mara_rl._checks import check_beta, check_choice
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
+from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, KL_DIRECTIONS, check_mara_options
 
 MAX_LOG_RATIO = 20.0
-KL_DIRECTIONS = ("reverse", "forward")
 FORWARD_KL_ESTIMATORS = ("token", "sequence")
-DEFAULT_TAU_QUANTILE = 0.9
+MARA_FIELDS = {"enable": "mara", "tau": "mara_tau", "tau_quantile": "mara_tau_quantile", "kl": "kl_direction"}
 TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
 
 
@@ -98,23 +99,38 @@ def trl_is_tested(version: str = trl.__version__) -> bool:
     return Version(version).release[:2] in TESTED_TRL
 
 
-def validate_mara_config(config: Any) -> None:
-    """Check the MARA fields of a config; fills the default tau quantile when neither tau is given.
+def check_mara_fields(config: Any) -> None:
+    """Check the five MARA fields one by one and store them normalised (``mara="no"`` becomes ``False``).
+
+    The configs run it first in ``__post_init__``, before anything reads the fields; the checks are
+    :func:`mara_rl.integrations.settings.check_mara_options`, the ones verl's section gets.
 
     Raises:
-        ValueError: unknown ``kl_direction``; ``mara`` with ``beta == 0`` (MARA is inert without a
-            KL term); both ``mara_tau`` and ``mara_tau_quantile``; a quantile outside ``[0, 1]``.
+        ValueError: one line naming the field: ``mara`` not a switch, ``mara_tau`` not a finite
+            number, ``mara_tau_quantile`` not in ``[0, 1]``, both given, an unknown ``kl_direction``
+            or ``forward_kl_estimator``.
     """
-    if config.kl_direction not in KL_DIRECTIONS:
-        raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {config.kl_direction!r}")
-    if config.forward_kl_estimator not in FORWARD_KL_ESTIMATORS:
-        raise ValueError(
-            f"forward_kl_estimator must be one of {FORWARD_KL_ESTIMATORS}, got {config.forward_kl_estimator!r}"
-        )
-    if config.mara_tau is not None and config.mara_tau_quantile is not None:
-        raise ValueError("give at most one of mara_tau (a reward threshold) and mara_tau_quantile (a group quantile)")
-    if config.mara_tau_quantile is not None and not 0.0 <= config.mara_tau_quantile <= 1.0:
-        raise ValueError(f"mara_tau_quantile must lie in [0, 1], got {config.mara_tau_quantile!r}")
+    options = check_mara_options(
+        enable=config.mara,
+        tau=config.mara_tau,
+        tau_quantile=config.mara_tau_quantile,
+        kl=config.kl_direction,
+        names=MARA_FIELDS,
+    )
+    config.mara, config.mara_tau, config.mara_tau_quantile, config.kl_direction = options
+    config.forward_kl_estimator = check_choice(
+        config.forward_kl_estimator, FORWARD_KL_ESTIMATORS, "forward_kl_estimator"
+    )
+
+
+def validate_mara_config(config: Any) -> None:
+    """Check MARA against the rest of a config (after :func:`check_mara_fields`); fills the default tau
+    quantile when neither tau is given.
+
+    Raises:
+        ValueError: ``mara`` with ``beta == 0`` (MARA is inert without a KL term), a ``beta`` the core
+            rejects (NaN, infinite, negative), another ``multi_objective_aggregation`` than TRL's default.
+    """
     if not config.mara:
         return
     if config.beta == 0:
@@ -123,6 +139,8 @@ def validate_mara_config(config: Any) -> None:
         )
     if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
         raise ValueError("mara=True needs multi_objective_aggregation='sum_then_normalize' (one reward per sample)")
+    if config.beta != 0:  # beta == 0 has its own rule above
+        check_beta(config.beta, "beta")
     if config.mara_tau is None and config.mara_tau_quantile is None:
         config.mara_tau_quantile = DEFAULT_TAU_QUANTILE
 
@@ -173,6 +191,7 @@ class MaraGRPOConfig(_MaraFields, GRPOConfig):
     scale_rewards: str | None = field(default=None, metadata={"help": _MARA_HELP["scale_rewards"]})
 
     def __post_init__(self) -> None:
+        check_mara_fields(self)  # first: mara="no" must not pick MARA's scale_rewards default
         if self.scale_rewards is None:
             self.scale_rewards = "none" if self.mara else "group"
         super().__post_init__()
@@ -190,6 +209,7 @@ class MaraRLOOConfig(_MaraFields, RLOOConfig):
     """
 
     def __post_init__(self) -> None:
+        check_mara_fields(self)
         super().__post_init__()
         validate_mara_config(self)
 

@@ -16,16 +16,16 @@ MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mara_rl._checks import check_beta, check_nonnegative, shown
 from mara_rl.integrations.forward_kl import MAX_LOG_RATIO
+from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
 
-KL_DIRECTIONS = ("reverse", "forward")
-DEFAULT_TAU_QUANTILE = 0.9
+SECTION = "algorithm.mara"
 KL_IN_REWARD = "reward"
 KL_IN_LOSS = "loss"
 
@@ -54,39 +54,36 @@ class MaraSettings:
         """Read and check ``config.algorithm.mara`` against verl's KL, estimator and distillation settings.
 
         Raises:
-            ValueError: an unknown key, a bad ``kl``, quantile or ``max_log_ratio`` (or one with
-                reverse KL), both taus; unless ``enable=false``
+            ValueError: one line naming the key: an unknown key, a value
+                :func:`mara_rl.integrations.settings.check_mara_options` rejects (``enable`` not a switch,
+                ``tau`` not a finite number, a quantile outside ``[0, 1]``, an unknown ``kl``, both taus),
+                a bad ``max_log_ratio`` (or one with reverse KL); unless ``enable=false``
                 with reverse KL (stock verl, any KL setting): no KL term on (MARA is inert without
                 one), KL both in the reward and in the loss (two coefficients, no single beta), forward
-                KL without ``use_kl_loss`` or with in-reward KL or distillation.
+                KL without ``use_kl_loss`` or with in-reward KL or distillation, a KL coefficient that
+                is not a finite number > 0 (MARA's beta).
         """
-        section = _get(config, "algorithm.mara", {})
-        raw = dict(section.items()) if hasattr(section, "items") else {}
+        section = _get(config, SECTION, {})
+        if not hasattr(section, "items"):
+            raise ValueError(f"{SECTION} must be a section of settings (+{SECTION}.tau=..., ...), got {shown(section)}")
+        raw = dict(section.items())
         known = {f.name for f in fields(cls)} - {"kl_source"}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"algorithm.mara: unknown key(s) {unknown}; known: {sorted(known)}")
-        enable = bool(raw.get("enable", True))
-        kl = raw.get("kl", "reverse")
-        if kl not in KL_DIRECTIONS:
-            raise ValueError(f"algorithm.mara.kl must be one of {KL_DIRECTIONS}, got {kl!r}")
+            raise ValueError(f"{SECTION}: unknown key(s) {unknown}; known: {sorted(known)}")
+        options = check_mara_options(
+            enable=raw.get("enable", True),
+            tau=raw.get("tau"),
+            tau_quantile=raw.get("tau_quantile"),
+            kl=raw.get("kl", "reverse"),
+            names={key: f"{SECTION}.{key}" for key in ("enable", "tau", "tau_quantile", "kl")},
+        )
+        enable, tau, tau_quantile, kl = options
         if "max_log_ratio" in raw and kl != "forward":
-            raise ValueError("algorithm.mara.max_log_ratio clips the forward-KL weight: it needs algorithm.mara.kl=forward")
-        try:
-            max_log_ratio = float(raw.get("max_log_ratio", MAX_LOG_RATIO))
-        except (TypeError, ValueError):
-            max_log_ratio = math.nan
-        if not (math.isfinite(max_log_ratio) and max_log_ratio >= 0.0):
-            raise ValueError(f"algorithm.mara.max_log_ratio must be a finite number >= 0, got {raw['max_log_ratio']!r}")
-        tau, tau_quantile = raw.get("tau"), raw.get("tau_quantile")
-        if tau is not None and tau_quantile is not None:
-            raise ValueError("algorithm.mara: give at most one of tau (a reward value) and tau_quantile (a group quantile)")
-        if tau_quantile is not None and not 0.0 <= float(tau_quantile) <= 1.0:
-            raise ValueError(f"algorithm.mara.tau_quantile must lie in [0, 1], got {tau_quantile!r}")
+            raise ValueError(f"{SECTION}.max_log_ratio clips the forward-KL weight: it needs {SECTION}.kl=forward")
+        max_log_ratio = check_nonnegative(raw.get("max_log_ratio", MAX_LOG_RATIO), f"{SECTION}.max_log_ratio")
         if tau is None and tau_quantile is None:
             tau_quantile = DEFAULT_TAU_QUANTILE
-        tau = None if tau is None else float(tau)
-        tau_quantile = None if tau_quantile is None else float(tau_quantile)
 
         in_reward = bool(_get(config, "algorithm.use_kl_in_reward", False))
         in_loss = bool(_get(config, "actor_rollout_ref.actor.use_kl_loss", False))
@@ -113,10 +110,8 @@ class MaraSettings:
                 "Set algorithm.use_kl_in_reward=True (beta = algorithm.kl_ctrl.kl_coef) or "
                 "actor_rollout_ref.actor.use_kl_loss=True (beta = actor_rollout_ref.actor.kl_loss_coef)"
             )
-        if source == KL_IN_LOSS and not float(_get(config, "actor_rollout_ref.actor.kl_loss_coef", 0.0)) > 0.0:
-            raise ValueError("mara_sync needs actor_rollout_ref.actor.kl_loss_coef > 0 (MARA's beta)")
-        if source == KL_IN_REWARD and not float(_get(config, "algorithm.kl_ctrl.kl_coef", 0.0)) > 0.0:
-            raise ValueError("mara_sync needs algorithm.kl_ctrl.kl_coef > 0 (MARA's beta)")
+        coef = "actor_rollout_ref.actor.kl_loss_coef" if source == KL_IN_LOSS else "algorithm.kl_ctrl.kl_coef"
+        check_beta(_get(config, coef, 0.0), coef)  # MARA's beta
         if (
             enable
             and str(_get(config, "algorithm.adv_estimator", "")) == "grpo"

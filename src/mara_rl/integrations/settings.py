@@ -1,0 +1,75 @@
+"""MARA's settings as the host adapters read them: one check for TRL's config fields and verl's ``algorithm.mara``.
+
+Both hosts give MARA the same four settings (on/off, ``tau`` or ``tau_quantile``, the KL direction),
+under their own names: ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction`` in a TRL
+config; ``algorithm.mara.enable``, ``.tau``, ``.tau_quantile``, ``.kl`` in verl's. They are checked
+here, when the config is built, with the core's own checks (:mod:`mara_rl._checks`, the ones
+:func:`mara_rl.augment.mara_rewards` runs), so a host accepts exactly the values the core accepts and
+a mistake costs no model load. Each error is one line naming the setting as the user wrote it.
+
+Switches take booleans or the words YAML and Hydra users write for them: a TRL config parsed by
+``TrlParser`` already turns ``"no"`` into ``False``, but a Hydra override ``enable=no`` arrives as the
+string ``"no"`` and ``enable=1`` as the integer 1. Any other value (``"maybe"``, ``2``, ``None``) is an
+error rather than Python's truthiness, under which every non-empty string switches MARA on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from mara_rl._checks import check_choice, check_quantile, check_threshold, shown
+from mara_rl.augment import KL_DIRECTIONS, KLDirection
+
+__all__ = ["DEFAULT_TAU_QUANTILE", "KL_DIRECTIONS", "MaraOptions", "check_flag", "check_mara_options"]
+
+DEFAULT_TAU_QUANTILE = 0.9  # the paper's choice for rewards of unknown scale, when neither tau is given
+_FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool: a bool, the integers 0 / 1, or true/false, yes/no, on/off, 1/0 in any case."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.lower()]
+    raise ValueError(f"{name} must be true or false (or yes/no, on/off, 1/0), got {shown(value)}")
+
+
+class MaraOptions(NamedTuple):
+    """The four MARA settings, checked: what the host passes to :func:`mara_rl.augment.mara_rewards`."""
+
+    enable: bool
+    tau: float | None  # a finite reward threshold, or None
+    tau_quantile: float | None  # a per-group reward quantile in [0, 1], or None
+    kl: KLDirection
+
+
+def check_mara_options(
+    *, enable: Any, tau: Any, tau_quantile: Any, kl: Any, names: Mapping[str, str]
+) -> MaraOptions:
+    """Check MARA's settings as the user gave them; ``names`` maps each keyword to the user's name for it.
+
+    ``tau`` and ``tau_quantile`` may each be None (unset) but not both set; filling a default
+    quantile is the host's (its rule differs: TRL fills it only with MARA on).
+
+    Raises:
+        ValueError: one line naming the setting (``names[keyword]``): ``enable`` not a switch,
+            ``tau`` not a finite real number, ``tau_quantile`` not a number in ``[0, 1]``, ``kl`` not
+            one of ``KL_DIRECTIONS``, or both taus given.
+    """
+    options = MaraOptions(
+        enable=check_flag(enable, names["enable"]),
+        tau=None if tau is None else check_threshold(tau, names["tau"]),
+        tau_quantile=None if tau_quantile is None else check_quantile(tau_quantile, names["tau_quantile"]),
+        kl=check_choice(kl, KL_DIRECTIONS, names["kl"]),
+    )
+    if options.tau is not None and options.tau_quantile is not None:
+        raise ValueError(
+            f"give at most one of {names['tau']} (a reward threshold) and {names['tau_quantile']} (a group quantile)"
+        )
+    return options
