@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # verl pins transformers < 5.11 (TRL needs newer): its adapter is tested in a virtualenv of its own.
 VERL_VENV := .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed
-VERL_TESTS := tests/test_verl_contract.py tests/test_verl_mara.py tests/test_verl_transferqueue.py tests/test_verl_example.py
+VERL_TESTS := tests/test_verl_contract.py tests/test_verl_mara.py tests/test_verl_settings.py tests/test_verl_transferqueue.py tests/test_verl_example.py
 
 .PHONY: install demo test bench clean
 
