@@ -86,7 +86,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from mara_rl._checks import check_beta, check_choice
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
-from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, KL_DIRECTIONS, check_mara_options
+from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
 
 MAX_LOG_RATIO = 20.0
 FORWARD_KL_ESTIMATORS = ("token", "sequence")
