@@ -9,7 +9,7 @@ VERL_VENV := .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed
 VERL_TESTS := tests/test_verl_contract.py tests/test_verl_mara.py tests/test_verl_settings.py tests/test_verl_transferqueue.py tests/test_verl_example.py
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,20 @@ $(VERL_STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The page tests drive a real headless browser: Debian's chromium and its chromedriver (selenium is in
+# [dev]). Installed when missing and this is root with apt-get; elsewhere those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| echo "could not install chromium and chromium-driver: the browser tests will skip (fail under CI)"; \
+	else echo "no chromium/chromedriver and no root apt-get: the browser tests will skip (install chromium and chromium-driver)"; fi
+
 demo: $(STAMP)
 	$(BIN)/mara targets --rewards 0 1 1 --ref-probs 0.68 0.30 0.02 --labels wrong common rare --beta 0.001 1 --tau 0.5 --plot runs/didactic/targets.png
 	$(BIN)/mara reproduce didactic --out runs/didactic
 
-test: $(STAMP) $(VERL_STAMP)
+test: $(STAMP) $(VERL_STAMP) browser
 	$(BIN)/python -m pytest
 	$(VERL_VENV)/bin/python -m pytest $(VERL_TESTS)
 

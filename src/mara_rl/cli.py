@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "mara_rl.llm.commands",
     "mara_rl.chem.commands",
     "mara_rl.diagnose.commands",
+    "mara_rl.web.commands",
 )
 
 # Mistakes about a path the user named. Any other OSError that carries a file name (read-only file

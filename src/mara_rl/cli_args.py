@@ -110,6 +110,15 @@ def check_figure_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def check_html_file(path: str | os.PathLike, flag: str) -> Path:
+    """:func:`check_output_file`, and the name must end in ``.html`` or ``.htm`` (a browser opens a file
+    by its extension)."""
+    path = check_output_file(path, flag)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{flag}: {path} should end in .html (a browser opens it by its extension)")
+    return path
+
+
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     """Check that ``path`` is (or can be created as) a writable folder."""
     path = Path(path).expanduser()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mara_rl.cli_args import check_figure_file, check_output_file, finite_float, int_at_least, positive_float
+from mara_rl.cli_args import check_figure_file, check_html_file, check_output_file, finite_float, int_at_least, positive_float
 
 EXAMPLE = """examples:
-  mara diagnose rollouts.jsonl --beta 0.001 0.01 0.1 --plot classes.png --json diagnosis.json
+  mara diagnose rollouts.jsonl --beta 0.001 0.01 0.1 --plot classes.png --json diagnosis.json --html report.html
   mara diagnose math.parquet --beta 0.01 --answer-key '\\\\boxed\\{([^}]*)\\}' --tau 1
   mara diagnose chat.csv --beta 0.05 --kl forward --tau-quantile 0.9
 
@@ -51,6 +51,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--answer-key", metavar="REGEX", help="classes by the regex's first group (default: exact text)")
     parser.add_argument("--json", metavar="PATH", help="write every prompt's classes and diagnostics as JSON")
+    parser.add_argument("--html", metavar="PATH", help="write a browsable report: sortable prompt table, class bars")
     parser.add_argument("--plot", metavar="PNG", help="bar charts of the class masses for the first prompts")
     parser.add_argument("--plot-prompts", type=int_at_least(0), default=4, help="prompts in the figure (default: 4)")
     parser.add_argument("--max-rows", type=int_at_least(0), default=20, help="prompts printed per beta (default: 20)")
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     compile_answer_key(args.answer_key)
     if args.json:
         check_output_file(args.json, "--json")
+    if args.html:
+        check_html_file(args.html, "--html")
     if args.plot:
         check_figure_file(args.plot, "--plot")
         if args.plot_prompts == 0:
@@ -104,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ... {len(groups.warnings) - args.max_warnings} more {rest('--max-warnings')}", file=sys.stderr)
     if args.json:
         print(f"wrote {write_json(results, args.json, rollouts=str(args.rollouts))}")
+    if args.html:
+        from mara_rl.diagnose.html import write_html
+
+        print(f"wrote {write_html(results, args.html, rollouts=str(args.rollouts))}")
     if args.plot:
         print(f"wrote {plot_classes(results, args.plot, num_prompts=args.plot_prompts)}")
     return 0

@@ -97,9 +97,10 @@ def to_dict(diagnosis: Diagnosis, *, with_classes: bool = True) -> dict:
     prompts = diagnosis.prompts.to_dict("records")
     if with_classes:
         columns = [c for c in diagnosis.classes.columns if c not in ("prompt", "prompt_id")]
-        grouped = diagnosis.classes.groupby("prompt_id", sort=True)
-        for prompt_id, frame in grouped:
-            prompts[int(prompt_id)]["classes"] = frame[columns].to_dict("records")
+        # One conversion of the whole table, then dealt out: classes are sorted by prompt.
+        records = diagnosis.classes[columns].to_dict("records")
+        for prompt_id, record in zip(diagnosis.classes["prompt_id"].tolist(), records):
+            prompts[prompt_id].setdefault("classes", []).append(record)
     return _jsonable(
         {
             "config": diagnosis.config,
