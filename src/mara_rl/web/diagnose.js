@@ -19,13 +19,16 @@
   const current = () => results[view.result];
   const columns = () => COLUMNS.filter(([key]) => key in (current().prompts[0] || {}));
 
+  // One line, shortened in the middle: prompts often differ only at the end (like report._middle).
   function oneLine(text, width) {
     const flat = String(text).split(/\s+/).filter(Boolean).join(" ");
-    return flat.length <= width ? flat : `${flat.slice(0, width - 1)}\u2026`;
+    if (flat.length <= width) return flat;
+    const head = Math.floor((width - 1) / 2);
+    return `${flat.slice(0, head)}\u2026${flat.slice(flat.length - (width - 1 - head))}`;
   }
 
   function cell(key, value) {
-    if (key === "prompt") return `<td data-key="prompt" title="${MaraPage.escapeHtml(value)}">${MaraPage.escapeHtml(oneLine(value, 60))}</td>`;
+    if (key === "prompt") return `<td data-key="prompt" title="${MaraPage.escapeHtml(value)}">${MaraPage.escapeHtml(oneLine(value, 48))}</td>`;
     if (typeof value === "boolean") return `<td data-key="${key}" data-value="${value}" class="${value ? "yes" : "no"}">${value ? "yes" : "no"}</td>`;
     return `<td data-key="${key}" ${MaraPage.valueAttr(value)}>${MaraPage.short(MaraPage.number(value))}</td>`;
   }
@@ -81,14 +84,14 @@
     const chart = classes.length <= 12
       ? MaraPage.legend(series) + MaraPage.chart(series, labels, { width: 520, height: 220, yMax: 1, marks: classes.flatMap((c, i) => (c.good ? [i] : [])) })
       : "";
-    const rows = classes.map((c, i) => `<tr data-class="${i}"><td data-key="answer" title="${MaraPage.escapeHtml(c.answer)}">${MaraPage.escapeHtml(oneLine(c.answer, 40))}</td>` +
+    const rows = classes.map((c, i) => `<tr data-class="${i}"><td data-key="answer" title="${MaraPage.escapeHtml(c.answer)}">${MaraPage.escapeHtml(oneLine(c.answer, 30) || "''")}</td>` +
       `<td data-key="reward" ${MaraPage.valueAttr(c.reward)}>${MaraPage.short(c.reward)}</td>` +
       `<td data-key="good" class="${c.good ? "yes" : "no"}">${c.good ? "yes" : "no"}</td><td data-key="num_samples">${c.num_samples}</td>` +
       bars.map(([key, , color]) => `<td>${MaraPage.bar(c[key], color, key)}</td>`).join("") + "</tr>").join("");
     $("detail").innerHTML = `<h3>Prompt ${view.selected + 1}</h3><div class="prompt-text" id="detail-prompt">${MaraPage.escapeHtml(prompt.prompt)}</div>` +
-      `<p>tau = ${MaraPage.short(prompt.tau)}; ${prompt.num_good} good of ${prompt.num_classes} classes (shaded)</p>${chart}` +
-      `<table id="classes" class="numbers"><thead><tr><th>answer</th><th>reward</th><th>good</th><th>samples</th>` +
-      `${bars.map(([, label]) => `<th>${label}</th>`).join("")}</tr></thead><tbody>${rows}</tbody></table>`;
+      `<p>tau = ${MaraPage.short(prompt.tau)}; ${prompt.num_good} good of ${prompt.num_classes} classes (shaded)</p>` +
+      `<div class="detail-body"><div>${chart}</div><table id="classes" class="numbers"><thead><tr><th>answer</th><th>reward</th><th>good</th><th>samples</th>` +
+      `${bars.map(([, label]) => `<th>${label}</th>`).join("")}</tr></thead><tbody>${rows}</tbody></table></div>`;
   }
 
   function renderAll() {

@@ -79,7 +79,7 @@
       `<text class="tick" x="${left - 4}" y="${y(lo) + 4}" text-anchor="end">${MaraPage.short(lo)}</text>` +
       `<polyline fill="none" stroke="#333" stroke-width="1.5" points="${points}"/>` +
       `<line id="tau-line" stroke="#1f5fbf" stroke-dasharray="4 3" x1="${left}" x2="${width - right}" y1="${y(state.tau)}" y2="${y(state.tau)}"/>` +
-      `<text class="tick" x="${width - right}" y="${y(state.tau) - 3}" text-anchor="end">reward, tau = ${MaraPage.short(state.tau)}</text></svg>`;
+      `<text class="tick" x="${width - right - 4}" y="${y(state.tau) + (y(state.tau) < height / 2 ? 13 : -4)}" text-anchor="end">reward (line), tau = ${MaraPage.short(state.tau)} (dashed)</text></svg>`;
   }
 
   function render() {

@@ -75,8 +75,8 @@ BODY = """
   <label>tau <input id="tau-slider" type="range" min="0" max="1000" step="1">
     <input id="tau-input" type="text" size="10" spellcheck="false"></label>
   <fieldset><legend>KL direction</legend>
-    <label><input type="radio" name="kl" value="reverse" checked> reverse KL(&pi;||&pi;<sub>ref</sub>)</label>
-    <label><input type="radio" name="kl" value="forward"> forward KL(&pi;<sub>ref</sub>||&pi;)</label>
+    <label><input type="radio" name="kl" value="reverse" checked> reverse KL(&pi; || &pi;_ref)</label>
+    <label><input type="radio" name="kl" value="forward"> forward KL(&pi;_ref || &pi;)</label>
   </fieldset>
   <label class="inline"><input id="mara-toggle" type="checkbox" checked> MARA (uniform over R &ge; tau)</label>
   <label>Rewards <textarea id="rewards-input" rows="3" spellcheck="false"></textarea></label>
