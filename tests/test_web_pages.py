@@ -19,7 +19,7 @@ from _browser import start_browser
 from mara_rl.cli import main
 from mara_rl.targets import describe_target, forward_kl_target, mara_target, reverse_kl_target
 from mara_rl.toy.problems import binary_interval_problem
-from mara_rl.web.explorer import presets
+from mara_rl.web.explorer import PRESET_NAMES, presets
 
 TOL = 1e-9
 
@@ -86,8 +86,14 @@ def _random_problems(seed: int, count: int) -> list[dict]:
                 ref[0] = 0.0
         beta = float(rng.choice([1e-300, 5e-324 * 2**40, 1e-17, 10 ** rng.uniform(-6, 1)]))
         tau = float(np.sort(rewards)[int(rng.integers(k))])
+        if i % 10 == 9:  # no outcome reaches tau
+            tau = float(rewards.max()) + 0.5
         problems.append({"rewards": rewards.tolist(), "ref": [None if np.isneginf(v) else float(v) for v in ref],
                          "beta": beta, "tau": tau, "kl": "reverse" if i % 2 else "forward"})
+    # The best reward outside the reference support: the forward multiplier sits at it and the
+    # leftover mass goes there (and MARA is undefined: a good outcome has probability 0).
+    for beta in (1e-300, 0.01, 10.0):
+        problems.append({"rewards": [0.0, 1.0, 2.0, 2.0], "ref": [0.0, -1.0, None, None], "beta": beta, "tau": 1.0, "kl": "forward"})
     return problems
 
 
@@ -106,6 +112,8 @@ def test_page_numbers_equal_the_core_on_random_extreme_problems(browser, explore
 
 def test_presets_are_the_papers_problems_and_match_the_core(browser, explorer_url):
     browser.get(explorer_url)
+    assert tuple(presets()) == PRESET_NAMES
+    assert browser.execute_script("return [...document.querySelectorAll('#preset option')].map((o) => o.value);") == list(PRESET_NAMES)
     for name, preset in presets().items():
         for kl in ("reverse", "forward"):
             page = browser.execute_script("const p = arguments[0]; return window.maraExplorer.compute(p.rewards, p.ref_logprobs, p.beta, p.tau, arguments[1]);",
@@ -204,6 +212,16 @@ def test_sliders_toggles_and_presets_change_what_is_shown(browser, explorer_url)
 
     Select(find("id", "preset")).select_by_value("binary-intervals")
     assert _state(browser)["rewards"] == binary_interval_problem().rewards.tolist()
+
+
+def test_open_hands_the_pages_file_uri_to_the_web_browser(tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda uri: opened.append(uri) or True)
+    out = tmp_path / "page.html"
+    assert main(["explore", "--out", str(out), "--open"]) == 0
+    assert opened == [out.resolve().as_uri()]
 
 
 def test_explore_writes_one_self_contained_page(tmp_path, capsys):

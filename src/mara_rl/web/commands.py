@@ -15,10 +15,9 @@ EXAMPLE = """examples:
 The page needs no server and no network: open the file in any browser, move beta and tau, switch
 the KL direction and MARA, edit rewards and reference probabilities."""
 
-PRESETS = ("three-actions-gap", "three-actions-rare", "two-bumps", "binary-intervals")
-
-
 def register(subparsers) -> None:
+    from mara_rl.web.explorer import PRESET_NAMES
+
     parser = subparsers.add_parser(
         "explore",
         help="interactive page: move beta and tau, watch the reverse, forward and MARA targets",
@@ -28,7 +27,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", default="mara-explorer.html", help="HTML file to write (default: mara-explorer.html)")
     parser.add_argument("--open", action="store_true", help="open the page in the default web browser")
-    parser.add_argument("--preset", choices=PRESETS, default="three-actions-rare",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="three-actions-rare",
                         help="problem shown first (default: three-actions-rare, the paper's Fig. 4)")
     parser.add_argument("--rewards", type=finite_float, nargs="+", help="your own problem: the reward of each outcome")
     reference = parser.add_mutually_exclusive_group()

@@ -27,7 +27,7 @@ const MaraPage = (() => {
   // outcomes, step lines for many. series: [{name, label, color, values, width?}]; labels: [K].
   function chart(series, labels, { height = 260, width = 720, yMax = null, marks = [] } = {}) {
     const k = labels.length;
-    const left = 46, right = 8, top = 10, bottom = k <= BAR_LIMIT ? 34 : 24;
+    const left = 58, right = 8, top = 10, bottom = k <= BAR_LIMIT ? 34 : 24;
     const plotW = width - left - right, plotH = height - top - bottom;
     const peak = yMax ?? Math.max(1e-12, ...series.flatMap((s) => s.values.filter(Number.isFinite)));
     const y = (v) => top + plotH * (1 - Math.min(Math.max(v, 0), peak) / peak);

@@ -24,11 +24,19 @@
     ? state.refLogprobs.map((l) => String(Number(Math.exp(l).toPrecision(6)))).join(" ")
     : state.refLogprobs.map((l) => (l === -Infinity ? "-inf" : String(l))).join(" "));
 
-  let shownRefText = null; // the reference text as the page last wrote it
+  // The texts as the page last wrote them (six significant digits): while a box still holds its
+  // text, the exact values behind it are kept.
+  let shownRefText = null;
+  let shownRewardsText = null;
 
   function showRef() {
     shownRefText = refText();
     $("ref-input").value = shownRefText;
+  }
+
+  function showRewards() {
+    shownRewardsText = state.rewards.map((r) => String(Number(r.toPrecision(6)))).join(" ");
+    $("rewards-input").value = shownRewardsText;
   }
 
   function setError(message) {
@@ -59,7 +67,7 @@
     state.beta = p.beta;
     $("preset").value = name;
     $("preset-description").textContent = p.description;
-    $("rewards-input").value = state.rewards.join(" ");
+    showRewards();
     showRef();
     syncBeta();
     syncTau();
@@ -68,7 +76,7 @@
   const labelsFor = (k) => (state.labels.length === k ? state.labels : Array.from({ length: k }, (_, i) => String(i)));
 
   function rewardChart(labels) {
-    const width = 720, height = 110, left = 46, right = 8, top = 8, bottom = 18;
+    const width = 720, height = 110, left = 58, right = 8, top = 8, bottom = 18;
     const [lo0, hi0] = rewardRange();
     const lo = Math.min(lo0, state.tau), hi = Math.max(hi0, state.tau, lo + 1e-12);
     const slot = (width - left - right) / labels.length;
@@ -188,9 +196,8 @@
     showRef();
   }));
   // Rewards and reference are edited one after the other: apply them once both parse with one length.
-  // An untouched reference keeps its exact values (the probabilities shown are rounded).
   function applyProblem() {
-    const rewards = parseList($("rewards-input").value, "rewards", false);
+    const rewards = $("rewards-input").value === shownRewardsText ? state.rewards : parseList($("rewards-input").value, "rewards", false);
     let ref = state.refLogprobs;
     if ($("ref-input").value !== shownRefText) {
       const values = parseList($("ref-input").value, "reference", state.refMode === "logprobs");

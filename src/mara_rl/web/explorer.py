@@ -12,6 +12,9 @@ from typing import Sequence
 
 from mara_rl.web import render_page
 
+PRESET_NAMES = ("three-actions-gap", "three-actions-rare", "two-bumps", "binary-intervals")
+"""The keys of :func:`presets`, in the page's order (``mara explore --preset``)."""
+
 def _jsonable_logprobs(ref_logprobs) -> list[float | None]:
     """``-inf`` (probability 0) as ``null``: JSON has no infinities."""
     return [None if math.isinf(v) else float(v) for v in ref_logprobs]
@@ -34,7 +37,7 @@ def problem(rewards: Sequence[float], ref_logprobs: Sequence[float], *, name: st
 
 
 def presets() -> dict[str, dict]:
-    """The paper's didactic problems (Figs. 2-5), keyed by the names ``mara explore --preset`` takes."""
+    """The paper's didactic problems (Figs. 2-5), keyed by ``PRESET_NAMES``."""
     from mara_rl.toy.problems import binary_interval_problem, three_action_examples, two_bumps_problem
 
     gap, rare = three_action_examples()
