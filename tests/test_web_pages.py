@@ -113,12 +113,26 @@ def test_page_numbers_equal_the_core_on_random_extreme_problems(browser, explore
 def test_presets_are_the_papers_problems_and_match_the_core(browser, explorer_url):
     browser.get(explorer_url)
     assert tuple(presets()) == PRESET_NAMES
-    assert browser.execute_script("return [...document.querySelectorAll('#preset option')].map((o) => o.value);") == list(PRESET_NAMES)
-    for name, preset in presets().items():
+    options = browser.execute_script("return [...document.querySelectorAll('#preset option')].map((o) => o.value);")
+    assert options == list(PRESET_NAMES)
+    compute = "const p = arguments[0]; return window.maraExplorer.compute(p.rewards, p.ref_logprobs, p.beta, p.tau, arguments[1]);"
+    for preset in presets().values():
         for kl in ("reverse", "forward"):
-            page = browser.execute_script("const p = arguments[0]; return window.maraExplorer.compute(p.rewards, p.ref_logprobs, p.beta, p.tau, arguments[1]);",
-                                          preset, kl)
+            page = browser.execute_script(compute, preset, kl)
             _assert_page_equals_core(page, preset["rewards"], _logprobs(preset["ref_logprobs"]), preset["beta"], preset["tau"], kl)
+
+
+def test_sentences_format_numbers_as_python_does_ties_included(browser, explorer_url):
+    rng = np.random.default_rng(2)
+    ties = [k / 8 for k in range(-80, 80)] + [123456.5, 999999.5, 0.125, 12.25, 2.5e-7, 9999995.0]
+    values = ties + list(rng.uniform(-1e3, 1e3, 200)) + list(10 ** rng.uniform(-320, 300, 200)) + [0.0, 1e-5, 5e-324]
+    shares = [k / 1600 for k in range(1601)] + list(rng.random(200))
+    moderate = [x for x in values if abs(x) < 1e6]  # fixed point is only used for shares and effective numbers
+    browser.get(explorer_url)
+    shown = browser.execute_script(
+        "return [arguments[0].map(MaraTargets.formatG), arguments[1].map((x) => MaraTargets.fixed(x, 2)),"
+        " arguments[2].map((x) => MaraTargets.fixed(x * 100, 1) + '%')];", values, moderate, shares)
+    assert shown == [[f"{x:g}" for x in values], [f"{x:.2f}" for x in moderate], [f"{x:.1%}" for x in shares]]
 
 
 def _type(element, text: str, *, enter: bool = False) -> None:

@@ -37,14 +37,15 @@ def register(subparsers) -> None:
     parser.add_argument("--beta", type=positive_float, help="initial KL coefficient (> 0; default: the problem's)")
     parser.add_argument("--tau", type=finite_float, help="initial quality threshold (default: the problem's)")
     parser.add_argument("--kl", choices=("reverse", "forward"), default="reverse", help="initial KL direction (default: reverse)")
-    parser.add_argument("--mara", action=argparse.BooleanOptionalAction, default=True, help="show MARA's target at first (default: yes)")
+    parser.add_argument("--mara", action=argparse.BooleanOptionalAction, default=True,
+                        help="show MARA's target at first (default: yes)")
     parser.set_defaults(func=run)
 
 
 def _custom_problem(args: argparse.Namespace) -> dict | None:
     """The problem given by --rewards and --ref-probs / --ref-logprobs, checked; None without --rewards."""
-    given = [flag for flag, value in (("--ref-probs", args.ref_probs), ("--ref-logprobs", args.ref_logprobs), ("--labels", args.labels))
-             if value is not None]
+    problem_flags = (("--ref-probs", args.ref_probs), ("--ref-logprobs", args.ref_logprobs), ("--labels", args.labels))
+    given = [flag for flag, value in problem_flags if value is not None]
     if args.rewards is None:
         if given:
             raise ValueError(f"{given[0]} describes your own problem: give --rewards too")

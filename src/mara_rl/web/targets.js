@@ -159,24 +159,39 @@ const MaraTargets = (() => {
     return { massAboveTau: mass, numGood, effectiveGood, topGoodShare, spread, entropy: Math.max(entropy, 0), multimodal };
   }
 
-  // Python's fixed-point formatting: the double's exact decimal value, ties to even.
+  // Python rounds an exact tie to even; toFixed and toExponential round it away from zero. A tie is
+  // read off the exact decimal expansion (100 digits hold every double this page formats).
+  const isTie = (digits, keep) => digits[keep] === "5" && /^0*$/.test(digits.slice(keep + 1)) && Number(digits[keep - 1] ?? 0) % 2 === 0;
+
+  // Python's format(x, ".Nf")
   function fixed(x, digits) {
-    const text = x.toFixed(digits);
-    const scaled = x * 10 ** digits;
-    const floor = Math.floor(scaled);
-    if (scaled - floor === 0.5 && scaled / 10 ** digits === x && floor % 2 === 0) return (floor / 10 ** digits).toFixed(digits);
-    return text;
+    const sign = x < 0 || Object.is(x, -0) ? "-" : "";
+    const a = Math.abs(x);
+    const [whole, frac] = a.toFixed(100).split(".");
+    if (isTie(whole + frac, whole.length + digits)) return sign + (digits ? `${whole}.${frac.slice(0, digits)}` : whole);
+    return sign + a.toFixed(digits);
   }
 
   // Python's format(x, "g"): six significant digits, trailing zeros dropped.
   function formatG(x) {
     if (x === 0) return Object.is(x, -0) ? "-0" : "0";
     if (!Number.isFinite(x)) return Number.isNaN(x) ? "nan" : x > 0 ? "inf" : "-inf";
-    const [mantissa, exponentText] = x.toExponential(5).split("e");
+    const sign = x < 0 ? "-" : "";
+    const a = Math.abs(x);
+    const [exactMantissa, exactExponent] = a.toExponential(100).split("e");
+    const exactDigits = exactMantissa.replace(".", "");
+    let [mantissa, exponentText] = a.toExponential(5).split("e");
+    if (isTie(exactDigits, 6)) [mantissa, exponentText] = [`${exactDigits[0]}.${exactDigits.slice(1, 6)}`, exactExponent];
     const exponent = Number(exponentText);
-    const strip = (s) => (s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s);
-    if (exponent >= -4 && exponent < 6) return strip(x.toFixed(5 - exponent));
-    return `${strip(mantissa)}e${exponent < 0 ? "-" : "+"}${String(Math.abs(exponent)).padStart(2, "0")}`;
+    const digits = mantissa.replace(".", "");
+    const strip = (text) => (text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text);
+    if (exponent >= -4 && exponent < 6) {
+      const text = exponent >= 0
+        ? `${digits.slice(0, exponent + 1)}.${digits.slice(exponent + 1)}`
+        : `0.${"0".repeat(-exponent - 1)}${digits}`;
+      return sign + strip(text);
+    }
+    return `${sign}${strip(mantissa)}e${exponent < 0 ? "-" : "+"}${String(Math.abs(exponent)).padStart(2, "0")}`;
   }
 
   const percent = (x) => `${fixed(x * 100, 1)}%`;
