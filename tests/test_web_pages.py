@@ -273,18 +273,17 @@ def test_explore_flag_mistakes_are_one_line_errors(tmp_path, capsys, monkeypatch
 
 
 def _rollouts(num_prompts: int, seed: int, per_prompt: int = 8) -> pd.DataFrame:
-    """Prompts with 2-6 answers each, some good, varied reference log-probs; one prompt holds markup."""
+    """Prompts with 2-6 answers each, rewards 0, 0.5 or 1 per answer, reference log-probs in [-12, 0];
+    prompt 3 holds markup."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for p in range(num_prompts):
-        prompt = f"Prompt {p}: pick a number" if p != 3 else "Prompt 3 </script><b>bold</b> & friends"
-        answers = [f"answer {a}" for a in range(int(rng.integers(2, 7)))]
-        rewards = {a: float(rng.choice([0.0, 1.0, 0.5])) for a in answers}
-        logprobs = {a: float(-rng.uniform(0, 12)) for a in answers}
-        for _ in range(per_prompt):
-            a = answers[int(rng.integers(len(answers)))]
-            rows.append({"prompt": prompt, "completion": a, "reward": rewards[a], "ref_logprob": logprobs[a]})
-    return pd.DataFrame(rows)
+    prompt = np.repeat(np.arange(num_prompts), per_prompt)
+    answer = (rng.random(prompt.size) * rng.integers(2, 7, num_prompts)[prompt]).astype(int)
+    reward = rng.choice([0.0, 0.5, 1.0], (num_prompts, 6))[prompt, answer]
+    ref_logprob = -rng.uniform(0, 12, (num_prompts, 6))[prompt, answer]
+    texts = [f"Prompt {p}: pick a number" for p in range(num_prompts)]
+    texts[3] = "Prompt 3 </script><b>bold</b> & friends"
+    return pd.DataFrame({"prompt": np.array(texts, dtype=object)[prompt], "completion": [f"answer {a}" for a in answer],
+                         "reward": reward, "ref_logprob": ref_logprob})
 
 
 @pytest.fixture(scope="module")
