@@ -34,7 +34,7 @@ browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-		|| echo "could not install chromium and chromium-driver: the browser tests will skip (fail under CI)"; \
+		|| echo "could not install chromium and chromium-driver: the browser tests will skip"; \
 	else echo "no chromium/chromedriver and no root apt-get: the browser tests will skip (install chromium and chromium-driver)"; fi
 
 demo: $(STAMP)
