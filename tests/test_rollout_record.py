@@ -207,17 +207,19 @@ def test_recorded_logprobs_and_rewards_equal_a_recomputation(kind, mara, kl, mod
     assert len(logged) == 2
 
 
-def test_lora_records_the_base_model_as_reference(model_dir, tmp_path):
+@pytest.mark.parametrize("beta", [0.1, 0.0], ids=["trl-reference-pass", "record-reference-pass"])
+def test_lora_records_the_base_model_as_reference(beta, model_dir, tmp_path):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
     from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
 
     lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    mara = dict(mara=True, mara_tau=1.0) if beta else dict(record_reference_pass=True)
     _, record, seen = recorded_run(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, peft_config=lora,
-                                   mara=True, mara_tau=1.0)
+                                   beta=beta, **mara)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    check_record(record, seen, base, 0.7, mara=True, beta=0.1)
+    check_record(record, seen, base, 0.7, mara=bool(beta), beta=beta)
     # The adapter starts away from the base (init_lora_weights=False): policy and reference differ.
     assert not np.allclose(record["policy_logprob"], record["ref_logprob"], atol=1e-3)
 
@@ -244,6 +246,13 @@ def test_truncated_completions_masked_by_trl_record_null_logprobs(model_dir, tmp
     assert truncated.any() and not truncated.all()
     assert record.loc[truncated, ["ref_logprob", "policy_logprob"]].isna().all().all()
     assert record.loc[~truncated, ["ref_logprob", "policy_logprob"]].notna().all().all()
+
+
+def test_a_bad_answer_key_is_refused_before_training(model_dir, tmp_path):
+    from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
+
+    with pytest.raises(ValueError, match="collapse_answer_key: .*capturing group"):
+        recorded_run(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, collapse_answer_key="no group")
 
 
 def test_mara_settings_are_logged_once(model_dir, tmp_path, caplog):

@@ -126,6 +126,13 @@ class BatchRecorder:
         self.record_dir = getattr(args, "record_rollouts_dir", None)
         self.monitor = bool(getattr(args, "collapse_metrics", False))
         self.answer_key = getattr(args, "collapse_answer_key", None)
+        if self.monitor:
+            from mara_rl.diagnose.classes import compile_answer_key
+
+            try:
+                compile_answer_key(self.answer_key)
+            except ValueError as err:
+                raise ValueError(f"collapse_answer_key: {err}") from None
         self.reference_pass = bool(getattr(args, "record_reference_pass", False)) and trainer.beta == 0.0
         self.writer: RolloutRecorder | None = None
         if self.record_dir:

@@ -61,6 +61,12 @@ Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``f
 With either, MARA's forward variant also gives each good sample the anchor's reward, and RLOO drops
 TRL's reverse penalty from its reward.
 
+The rollout record (``record_rollouts_dir``, ``record_reference_pass``) and the live collapse
+metrics (``collapse_metrics``, ``collapse_answer_key``) hook in at the same places, through
+:class:`mara_rl.integrations.trl.recording.BatchRecorder`: TRL's raw rewards as ``_calculate_rewards``
+returns them, MARA's rewards and anchors, then TRL's output and scoring passes once
+``_generate_and_score_completions`` has run (``docs/llm.md``, "Recording rollouts and watching collapse").
+
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
