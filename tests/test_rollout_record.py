@@ -76,6 +76,30 @@ def test_writer_refuses_other_settings_and_continues_from_a_step(tmp_path):
     assert read_record(tmp_path).column("step").to_pylist() == [0] * 8 + [1] * 4
 
 
+@pytest.mark.parametrize("kind", ["float16", "float32", "int64", "torch.bfloat16", "torch.float64"])
+def test_writer_takes_every_numeric_kind(kind, tmp_path):
+    values = np.array([-1.5, -2.25, 0.0, 3.0])
+    if kind.startswith("torch."):
+        torch = pytest.importorskip("torch")
+        cast = lambda v: torch.tensor(v).to(getattr(torch, kind[6:]))  # noqa: E731
+    else:
+        cast = lambda v: v.astype(kind)  # noqa: E731
+    recorder = RolloutRecorder(tmp_path, metadata(reward_funcs=["a"], reward_weights=[1.0]))
+    recorder.write(0, group_ids=cast(np.array([0, 0, 1, 1])), prompts=["p"] * 4, completions=list("abcd"),
+                   completion_lengths=cast(np.array([1, 2, 3, 4])), truncated=[True, False, True, False],
+                   rewards_per_func=cast(values[:, None]), reward=cast(values), ref_logprobs=cast(values),
+                   policy_logprobs=cast(values), mara_rewards=cast(values), mara_anchors=cast(np.array([1, 0, 0, 1])))
+    table = read_record(tmp_path)
+    expected = np.trunc(values) if kind == "int64" else values  # exact in every float kind
+    for column in ("reward_a", "reward", "ref_logprob", "policy_logprob", "mara_reward"):
+        assert table.column(column).to_pylist() == expected.tolist()
+    assert table.column("mara_anchor").to_pylist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="3 values for 4"):
+        recorder.write(1, group_ids=np.zeros(4), prompts=["p"] * 4, completions=list("abcd"),
+                       completion_lengths=np.ones(4), truncated=np.zeros(4), rewards_per_func=np.ones((4, 1)),
+                       reward=np.ones(4), ref_logprobs=np.ones(3))
+
+
 def test_metadata_rejects_duplicate_reward_names():
     with pytest.raises(ValueError, match="distinct"):
         metadata(reward_funcs=["a", "a"])
