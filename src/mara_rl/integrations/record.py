@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -348,8 +347,3 @@ def read_record(folder: str | os.PathLike) -> Any:
         if not table.schema.equals(schema):
             raise ValueError(f"shard {path} has columns {table.schema.names}, expected {schema.names}")
     return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def sequence_nan_where_masked(sums: np.ndarray, kept_tokens: np.ndarray) -> np.ndarray:
-    """``sums`` with NaN where no token was kept (the host masked the whole completion)."""
-    return np.where(np.asarray(kept_tokens) > 0, sums, math.nan)

@@ -23,7 +23,6 @@ Evaluation batches are not recorded.
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ from accelerate.utils import gather, gather_object, is_peft_model
 from mara_rl.integrations.monitor import collapse_metrics
 from mara_rl.integrations.record import RecordMetadata, RolloutRecorder, canonical_text, completion_text
 
-logger = logging.getLogger("mara_rl")
 
 # TRL's output keys of multimodal batches: the recorder's own passes do not forward them.
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
