@@ -245,6 +245,19 @@ def test_group_codes_factorise_every_label_kind():
         group_codes([0, 1], 3)
 
 
+def test_group_codes_of_strings_are_those_of_np_unique():
+    rng = np.random.default_rng(0)
+    words = np.array(["b", "a", "é", "Z", "", "ab", "a\x00", "日本", "zz", "😀"], dtype=object)
+    for values in (words[rng.integers(0, len(words), 500)], words[rng.integers(0, 3, 50)].astype(str)):
+        codes, labels = group_codes(values, len(values))
+        expected_labels, expected_codes = np.unique(values, return_inverse=True)
+        assert codes.dtype == np.int64 and codes.tolist() == expected_codes.tolist()
+        assert labels.dtype == expected_labels.dtype and labels.tolist() == expected_labels.tolist()
+    for mixed in (["a", None], [3, "a"]):  # not all strings: np.unique's path and its error
+        with pytest.raises(ValueError, match="orderable"):
+            group_codes(np.array(mixed, dtype=object), 2)
+
+
 def test_segments_reduce_per_group_in_label_order():
     segments = Segments(np.array([5, 1, 5, 1, 3]), 5)
     values = segments.sort(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))

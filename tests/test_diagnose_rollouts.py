@@ -55,7 +55,7 @@ def test_sample_rollouts_rows_rewards_and_determinism(tiny, tmp_path):
     prompts = [random_choice_prompt(o) for o in options]
     seen = {}
 
-    def reward_fn(prompts, completions, options):
+    def reward_fn(prompts, completions, options, **kwargs):
         seen["columns"] = (len(prompts), len(completions), len(options))
         return random_choice_reward(completions, options)
 
@@ -82,7 +82,7 @@ def test_policy_logprobs_come_from_the_sampling_model(tiny):
     other, _ = tiny_untrained_model(seed=1)
     prompts = [random_choice_prompt(("1", "2"))]
     rows = sample_rollouts(
-        model, tokenizer, prompts, lambda prompts, completions: [0.0] * len(completions), num_samples=3, max_new_tokens=2, ref_model=other
+        model, tokenizer, prompts, lambda prompts, completions, **kwargs: [0.0] * len(completions), num_samples=3, max_new_tokens=2, ref_model=other
     )
     completions = [prompt_ids(tokenizer, r["completion"]) for r in rows]
     for row, completion in zip(rows, completions):

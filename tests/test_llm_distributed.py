@@ -25,7 +25,7 @@ def parity_reward(completion_ids, **kwargs):
     return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
 
 
-def make_trainer(model_dir, out_dir, per_device_batch):
+def make_trainer(model_dir, out_dir, per_device_batch, record_dir=None):
     from datasets import Dataset
 
     from mara_rl.llm.tasks import random_choice_dataset_rows
@@ -38,20 +38,22 @@ def make_trainer(model_dir, out_dir, per_device_batch):
             adjusted = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             if not hasattr(self, "recorded"):
                 self.recorded = {"ids": gather_object([list(map(int, c)) for c in completion_ids_list]),
-                                 "augmented": adjusted[:, 0].tolist()}
+                                 "augmented": adjusted[:, 0].tolist(),
+                                 "completions": gather_object(list(completions))}
             return adjusted
 
     args = MaraGRPOConfig(
         output_dir=str(out_dir), per_device_train_batch_size=per_device_batch, num_generations=NUM_GENERATIONS,
         max_completion_length=4, beta=BETA, mara=True, mara_tau=1.0, max_steps=1, report_to="none",
-        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, learning_rate=1e-3,
+        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, learning_rate=1e-3, bf16=False,
+        record_rollouts_dir=record_dir,
     )
     dataset = Dataset.from_list(random_choice_dataset_rows(num_prompts=48))
     return RecordingTrainer(model=model_dir, reward_funcs=parity_reward, args=args, train_dataset=dataset)
 
 
 def worker(out_dir: str, model_dir: str) -> None:
-    trainer = make_trainer(model_dir, Path(out_dir) / "trainer", PER_RANK)
+    trainer = make_trainer(model_dir, Path(out_dir) / "trainer", PER_RANK, record_dir=str(Path(out_dir) / "record"))
     trainer.train()
     rank = trainer.accelerator.process_index
     record = dict(trainer.recorded, world_size=trainer.accelerator.num_processes)
@@ -114,6 +116,22 @@ def test_two_processes_give_one_anchor_per_group_and_the_single_process_rewards(
         assert augmented[sl][best] == pytest.approx(raw[sl][best].item(), abs=1e-6)
         assert torch.equal(augmented[sl][~good], raw[sl][~good])
     assert anchored >= 1
+
+    # The record: one shard per rank, each completion exactly once, with the single-process values.
+    from mara_rl.integrations.record import read_record, shard_name
+
+    shards = sorted(p.name for p in (tmp_path / "record" / "shards").iterdir())
+    assert shards == [shard_name(0, 0), shard_name(0, 1)]
+    record = read_record(tmp_path / "record").to_pandas()
+    assert len(record) == 2 * PER_RANK
+    assert record["completion"].tolist() == ranks[0]["completions"]
+    assert record["group_id"].tolist() == [i // NUM_GENERATIONS for i in range(len(ids))]
+    assert record["completion_length"].tolist() == [len(c) for c in ids]
+    assert torch.allclose(torch.tensor(record["ref_logprob"].to_numpy()), ref.double(), atol=1e-5)
+    assert torch.allclose(torch.tensor(record["reward"].to_numpy()), raw.double())
+    assert torch.allclose(torch.tensor(record["mara_reward"].to_numpy()), expected.double(), atol=1e-5)
+    anchors = record["mara_anchor"].to_numpy(dtype=bool)
+    assert anchors.sum() == anchored  # one per group with a good sample, wherever its rows were written
 
 
 if __name__ == "__main__":

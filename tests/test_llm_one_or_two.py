@@ -61,6 +61,12 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     rows = aggregate(metrics["runs"])
     assert {(r["kl"], r["method"]) for r in rows} == {(k, m) for k in ("reverse", "forward")
                                                      for m in ("vanilla", "mara")}
+    from mara_rl.integrations.record import read_record
+
+    for r in metrics["runs"]:  # every run's training rollouts, recorded in its own folder
+        record = read_record(out / "records" / r["name"]).to_pandas()
+        assert record.groupby("step").size().to_dict() == {0: 8, 1: 8}
+        assert record["mara_anchor"].notna().all() == (r["method"] == "mara")
     run_file = out / "runs" / f"{run['name']}.json"
     run_file.write_text(json.dumps({**run, "reward": 0.123}))
     again = run_sweep(cfg, out)  # finished runs are reused, not retrained

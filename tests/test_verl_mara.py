@@ -166,6 +166,15 @@ def config(**overrides):
     return cfg
 
 
+@pytest.mark.parametrize("value", ["", 3, ["a"]])
+def test_record_dir_must_be_a_folder_path(value):
+    with pytest.raises(ValueError, match="record_dir must be a folder path"):
+        MaraSettings.from_config(config(**{"algorithm.mara": {"record_dir": value}}))
+    assert MaraSettings.from_config(config(**{"algorithm.mara": {"record_dir": "runs/r"}})).record_dir == "runs/r"
+    off = MaraSettings.from_config(config(**{"algorithm.mara": {"enable": False, "record_dir": "runs/r"}}))
+    assert off.record_dir == "runs/r" and not off.enable
+
+
 def test_settings_defaults_and_sources():
     s = MaraSettings.from_config(config())
     assert (s.enable, s.tau, s.tau_quantile, s.kl, s.kl_source) == (True, None, 0.9, "reverse", KL_IN_REWARD)

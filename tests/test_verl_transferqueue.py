@@ -58,17 +58,26 @@ REAL = [i for i, row in enumerate(ROWS) if not row[5]]
 GRPO_SAMPLES = [i for i in REAL if KEYS[i] not in ("b_0_0", "b_0_1")]  # each session's final output
 
 
+EOS = 1  # the tiny tokenizer's end of sequence
+
+
 def row_fields() -> list[dict]:
-    """Per-row nested fields: a reward on the last response token, random old and reference log-probs."""
+    """Per-row nested fields: a reward on the last response token, random old and reference log-probs,
+    prompt and response token ids (every other response ends with the end-of-sequence token)."""
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for uid, _, _, length, reward, padding in ROWS:
+    for i, (uid, _, _, length, reward, padding) in enumerate(ROWS):
         mask = torch.zeros(length, dtype=torch.int64) if padding else torch.ones(length, dtype=torch.int64)
         rm = torch.zeros(length)
         rm[-1] = reward
         old = -torch.rand(length, generator=gen)
+        prompt = torch.full((3 + ord(uid[0]) % 3,), 3 + ord(uid[0]) % 20, dtype=torch.int64)
+        response = torch.randint(3, 29, (length,), generator=gen)
+        if i % 2:
+            response[-1] = EOS
         rows.append({"uid": uid, "response_mask": mask, "rm_scores": rm, "old_log_probs": old,
-                     "ref_log_prob": old - torch.rand(length, generator=gen)})
+                     "ref_log_prob": old - torch.rand(length, generator=gen), "prompts": prompt,
+                     "responses": response})
     return rows
 
 
@@ -186,3 +195,46 @@ def test_disabled_mara_is_verl_stock_sync_bit_for_bit(transfer_queue, kl_in, est
     for field in tensors:
         for i, (mine, theirs) in enumerate(zip(read(f"off_{part}", field), read(f"stock_{part}", field))):
             assert mine.dtype == theirs.dtype and torch.equal(mine, theirs), f"{field} of row {KEYS[i]} differs from stock verl"
+
+
+@pytest.mark.parametrize("enable", [True, False])
+def test_record_dir_writes_every_response_with_its_values(transfer_queue, tmp_path, enable):
+    from mara_rl.integrations.record import read_record, shard_name
+    from mara_rl.llm.tiny import build_tokenizer
+
+    config = verl_config(
+        "trainer.v1.trainer_mode=mara_sync", "algorithm.adv_estimator=grpo", f"+algorithm.mara.tau={TAU}",
+        f"+algorithm.mara.enable={str(enable).lower()}", f"+algorithm.mara.record_dir={tmp_path}",
+        *kl_overrides("reward"),
+    )
+    trainer = get_trainer_cls("mara_sync")(config)
+    trainer.tokenizer = build_tokenizer()  # what verl's _setup loads from actor_rollout_ref.model
+    trainer.global_steps = 4
+    trainer._compute_advantage(put_batch(f"record_{enable}"), {})
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [shard_name(4, 0)]
+    meta = read_record(tmp_path).schema.names
+    assert "reward_score" in meta
+    record = read_record(tmp_path).to_pandas()
+    assert len(record) == len(REAL) and (record["step"] == 4).all()
+    tokenizer = trainer.tokenizer
+    first_uid = {}
+    for j, i in enumerate(REAL):
+        row, fields = record.iloc[j], FIELDS[i]
+        assert row["group_id"] == first_uid.setdefault(ROWS[i][0], len(first_uid))
+        assert row["prompt"] == tokenizer.decode(fields["prompts"].tolist(), skip_special_tokens=True)
+        assert row["completion"] == tokenizer.decode(fields["responses"].tolist(), skip_special_tokens=True)
+        assert row["completion_length"] == ROWS[i][3] and row["truncated"] == (fields["responses"][-1] != EOS)
+        assert row["reward"] == row["reward_score"] == pytest.approx(ROWS[i][4], abs=1e-7)
+        assert row["ref_logprob"] == pytest.approx(masked_sum(fields["ref_log_prob"].double(), fields["response_mask"]))
+        assert row["policy_logprob"] == pytest.approx(math.fsum(fields["old_log_probs"].double().tolist()))
+    if not enable:
+        assert record["mara_reward"].isna().all() and record["mara_anchor"].isna().all()
+        return
+    expected, _ = expected_mara(GRPO_SAMPLES, "reverse")
+    by_row = dict(zip(GRPO_SAMPLES, expected.rewards))
+    anchors = {GRPO_SAMPLES[a] for a in expected.anchor_index[expected.anchor_index >= 0]}
+    for j, i in enumerate(REAL):
+        want = by_row.get(i, ROWS[i][4])  # a session's non-final outputs are no MARA sample: unchanged
+        assert record["mara_reward"].iloc[j] == pytest.approx(float(np.float32(want)), abs=1e-6)
+        assert bool(record["mara_anchor"].iloc[j]) == (i in anchors)
+    assert len(anchors) == 3  # one per prompt group

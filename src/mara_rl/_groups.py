@@ -38,11 +38,43 @@ def group_codes(group_ids: Any, n: int, *, compact: bool = True) -> tuple[np.nda
             if used.all():
                 return codes, np.arange(hi + 1)
             return (np.cumsum(used) - 1)[codes], np.flatnonzero(used)
+    if ids.dtype.kind in "UO":
+        hashed = _string_codes(ids)
+        if hashed is not None:
+            return hashed
     try:
         labels, codes = np.unique(ids, return_inverse=True)
     except TypeError:  # e.g. None among ints: labels that cannot be ordered
         raise ValueError("group_ids must be labels of one orderable kind (all ints, or all strings)") from None
     return codes.reshape(n).astype(np.int64, copy=False), labels
+
+
+def _string_codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``group_codes`` of strings by hashing (pyarrow's dictionary encoding), then sorting only the distinct labels.
+
+    ``np.unique`` sorts all ``n`` strings; this sorts the ``G`` distinct ones. ``None`` when pyarrow is
+    missing or the labels are not all strings (the caller falls back to ``np.unique``).
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return None
+    try:
+        strings = pa.array(ids, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if strings.null_count:
+        return None
+    if isinstance(strings, pa.ChunkedArray):  # what pyarrow makes of a large numpy unicode array
+        strings = strings.combine_chunks()
+    encoded = pc.dictionary_encode(strings)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()  # UTF-8 byte order = code point order
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    labels = encoded.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    return codes, labels.astype(ids.dtype) if ids.dtype.kind == "U" else labels
 
 
 class Segments:

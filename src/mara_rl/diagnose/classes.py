@@ -11,6 +11,7 @@ completion twice does not make it twice as likely under the reference.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,10 +80,13 @@ def _drop_unusable(rows: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFram
     return rows.loc[keep].reset_index(drop=True), prompt_id, np.asarray(prompt_labels, dtype=object)[used]
 
 
-def compile_answer_key(answer_key: str | None) -> re.Pattern | None:
-    """The compiled ``answer_key``; ``ValueError`` unless it is a valid regex with a capturing group."""
-    if answer_key is None:
-        return None
+def compile_answer_key(answer_key: str | Callable[[str], object] | None) -> re.Pattern | Callable | None:
+    """The compiled ``answer_key``; ``ValueError`` unless it is a valid regex with a capturing group.
+
+    A callable (completion text -> answer) is returned as it is.
+    """
+    if answer_key is None or callable(answer_key):
+        return answer_key
     try:
         pattern = re.compile(answer_key)
     except re.error as err:
@@ -92,14 +96,17 @@ def compile_answer_key(answer_key: str | None) -> re.Pattern | None:
     return pattern
 
 
-def answer_keys(completions: pd.Series, answer_key: str | None) -> pd.Series:
-    """Class key of each completion: the text itself, or the first group of ``answer_key``.
+def answer_keys(completions: pd.Series, answer_key: str | Callable[[str], object] | None) -> pd.Series:
+    """Class key of each completion: the text itself, the first group of ``answer_key``, or its value.
 
-    Completions the pattern does not match keep their exact text as key.
+    Completions the pattern does not match keep their exact text as key; a callable's answers are
+    compared as strings.
     """
     pattern = compile_answer_key(answer_key)
     if pattern is None:
         return completions
+    if callable(pattern):
+        return completions.map(pattern).astype(str)
     extracted = completions.str.extract(pattern, expand=True).iloc[:, 0]  # a named group names its column
     return extracted.where(extracted.notna(), completions).astype(str)
 
@@ -142,7 +149,7 @@ def _duplicate_disagreements(
     )
 
 
-def answer_classes(rollouts: pd.DataFrame, answer_key: str | None = None) -> AnswerClasses:
+def answer_classes(rollouts: pd.DataFrame, answer_key: str | Callable[[str], object] | None = None) -> AnswerClasses:
     """Group each prompt's completions into answer classes (see the module docstring).
 
     Identical completions of a prompt count once in the class's reference mass, with the mean of

@@ -28,7 +28,10 @@ The sweep (beta x KL direction x method x seed) writes into its folder: ``config
 ``runs/<run>.json`` (one per finished run: the sweep resumes by skipping them; ``jobs > 1`` trains
 runs in that many processes, each on one torch thread), ``metrics.json``,
 ``runs.csv`` (per-run table), ``pareto.png`` (reward vs answer entropy with the Pareto front),
-``curves.png`` and ``summary.md``.
+``curves.png``, ``summary.md`` and ``records/<run>/``: each run's rollout record (every training
+completion with its reward and sequence log pi_ref, :mod:`mara_rl.integrations.record`), which
+``mara diagnose`` reads. A run killed before its ``runs/<run>.json`` trains again from the start and
+its record starts over with it.
 """
 
 from __future__ import annotations
@@ -126,8 +129,12 @@ def load_policy(cfg: SweepConfig) -> tuple[str, Any]:
     return path, tokenizer
 
 
-def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, output_dir: Path) -> dict[str, Any]:
-    """Train one policy and return its metrics (final sample, curves, reference sample)."""
+def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, output_dir: Path,
+              record_dir: Path | None = None) -> dict[str, Any]:
+    """Train one policy and return its metrics (final sample, curves, reference sample).
+
+    With ``record_dir``, the run's rollouts are recorded there (``record_rollouts_dir``).
+    """
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -162,6 +169,7 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
         report_to="none",
         disable_tqdm=True,
         use_cpu=cfg.model is None or not torch.cuda.is_available(),
+        record_rollouts_dir=None if record_dir is None else str(record_dir),
     )
 
     def evaluate(model: Any, n: int, sample_seed: int) -> dict[str, Any]:
@@ -318,7 +326,7 @@ def write_summary(rows: list[dict[str, Any]], reference: dict[str, Any], path: P
 def _train_and_store(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, out: Path) -> dict[str, Any]:
     """Train one run and write ``out/runs/<run>.json`` (renamed into place, so a kill leaves no torn file)."""
     name = run_name(beta, kl, method, seed)
-    result = train_run(cfg, beta, kl, method, seed, out / "trainer" / name)
+    result = train_run(cfg, beta, kl, method, seed, out / "trainer" / name, record_dir=out / "records" / name)
     run_file = out / "runs" / f"{name}.json"
     partial = run_file.with_suffix(f".json.{os.getpid()}.tmp")
     partial.write_text(json.dumps(result, indent=2))

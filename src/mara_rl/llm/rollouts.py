@@ -7,9 +7,13 @@ including the end-of-sequence token when the model stopped by itself (a completi
 ``max_new_tokens`` has no such token). Log-probs are those of the model itself (temperature 1),
 whatever temperature was used to sample.
 
-``reward_fn`` follows TRL's reward-function convention, ``reward_fn(prompts=[...],
-completions=[...], **columns) -> list[float]``, so a trainer's reward function can be reused;
-``columns`` are extra per-prompt fields (e.g. a task's ``options``), repeated for each completion.
+``reward_fn`` gets what TRL's trainers pass, ``reward_fn(prompts=[...], completions=[...],
+completion_ids=[...], **columns) -> list[float]``, so a trainer's reward function can be reused:
+plain-text prompts give text completions; conversational prompts (lists of ``{"role", "content"}``
+messages, rendered with the tokenizer's chat template) give the conversations as prompts and
+``[{"role": "assistant", "content": text}]`` as completions. ``columns`` are extra per-prompt
+fields (e.g. a task's ``options``), repeated for each completion. A row's ``prompt`` is the text, or
+the conversation as canonical JSON (as the rollout record writes it).
 
 torch and transformers are imported inside the functions (extra ``[llm]``).
 """
@@ -77,10 +81,23 @@ def sequence_logprobs(
     return out
 
 
+def _prompt_texts(tokenizer: Any, prompts: Sequence[Any]) -> tuple[list[str], bool]:
+    """The texts to generate from, and whether the prompts are conversations (all or none)."""
+    conversational = [not isinstance(p, str) for p in prompts]
+    if not any(conversational):
+        return list(prompts), False
+    if not all(conversational):
+        raise ValueError("prompts must be all texts or all conversations (lists of messages), not a mix")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("conversational prompts need a tokenizer with a chat template (tokenizer.chat_template)")
+    texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    return texts, True
+
+
 def sample_rollouts(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[list[dict[str, Any]]],
     reward_fn: RewardFn,
     *,
     num_samples: int = 16,
@@ -99,8 +116,9 @@ def sample_rollouts(
             ``ref_model`` is given, in which case the rows carry ``policy_logprob`` (``model``) and
             ``ref_logprob`` (``ref_model``).
         tokenizer: its tokenizer (needs ``pad_token_id`` and ``eos_token_id``).
-        prompts: prompt texts (used as they are: apply a chat template before if needed).
-        reward_fn: ``reward_fn(prompts=..., completions=..., **columns) -> list[float]``.
+        prompts: prompt texts (used as they are), or conversations (rendered with the chat template).
+        reward_fn: ``reward_fn(prompts=..., completions=..., completion_ids=..., **columns) -> list[float]``,
+            given what TRL gives a reward function (see the module docstring).
         num_samples: completions per prompt.
         max_new_tokens, temperature, top_p: sampling settings.
         seed: seeds torch before sampling (same seed, same rollouts on the same machine).
@@ -113,8 +131,10 @@ def sample_rollouts(
     """
     import torch
 
+    from mara_rl.integrations.record import canonical_text
+
     if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError("prompts must be a non-empty list of prompt texts")
+        raise ValueError("prompts must be a non-empty list of prompt texts or conversations")
     _check_positive_int(num_samples, "num_samples")
     _check_positive_int(max_new_tokens, "max_new_tokens")
     _check_positive_int(batch_size, "batch_size")
@@ -127,6 +147,7 @@ def sample_rollouts(
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     if pad_id is None or eos_id is None:
         raise ValueError("the tokenizer needs a pad_token_id and an eos_token_id")
+    texts, conversational = _prompt_texts(tokenizer, prompts)
 
     torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -135,7 +156,7 @@ def sample_rollouts(
     completion_ids: list[list[int]] = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
+            batch = texts[start : start + batch_size]
             encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch]
             width = max(len(e) for e in encoded)
             # Left padding: every prompt ends where generation starts.
@@ -161,12 +182,14 @@ def sample_rollouts(
     completions = [tokenizer.decode(c, skip_special_tokens=True) for c in completion_ids]
     repeated_prompts = [p for p in prompts for _ in range(num_samples)]
     repeated_columns = {name: [v for v in values for _ in range(num_samples)] for name, values in columns.items()}
-    rewards = [float(r) for r in reward_fn(prompts=repeated_prompts, completions=completions, **repeated_columns)]
+    scored = [[{"role": "assistant", "content": c}] for c in completions] if conversational else completions
+    rewards = [float(r) for r in reward_fn(prompts=repeated_prompts, completions=scored,
+                                           completion_ids=completion_ids, **repeated_columns)]
     if len(rewards) != len(completions):
         raise ValueError(f"reward_fn returned {len(rewards)} rewards for {len(completions)} completions")
     ref_logprobs = sequence_logprobs(ref_model or model, prompt_ids, completion_ids, pad_token_id=pad_id)
     rows = [
-        {"prompt": p, "completion": c, "reward": r, "ref_logprob": lp}
+        {"prompt": canonical_text(p), "completion": c, "reward": r, "ref_logprob": lp}
         for p, c, r, lp in zip(repeated_prompts, completions, rewards, ref_logprobs)
     ]
     if ref_model is not None:

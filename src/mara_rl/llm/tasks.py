@@ -64,11 +64,16 @@ def parse_answer(completion: str, options: Sequence[str]) -> str | None:
     return answer if answer in options else None
 
 
-def random_choice_reward(completions: Sequence[str], options: Sequence[Sequence[str]], **kwargs: Any) -> list[float]:
-    """TRL reward function: 1.0 for a valid answer, 0.0 otherwise; ``options[i]`` belongs to completion i."""
+def random_choice_reward(completions: Sequence[Any], options: Sequence[Sequence[str]], **kwargs: Any) -> list[float]:
+    """TRL reward function: 1.0 for a valid answer, 0.0 otherwise; ``options[i]`` belongs to completion i.
+
+    Completions are texts, or conversations (TRL's ``[{"role": "assistant", "content": text}]``):
+    the last message's text is the answer.
+    """
     if len(completions) != len(options):
         raise ValueError(f"got {len(completions)} completions but {len(options)} option lists")
-    return [float(parse_answer(c, o) is not None) for c, o in zip(completions, options)]
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [float(parse_answer(c, o) is not None) for c, o in zip(texts, options)]
 
 
 def answer_histogram(completions: Sequence[str], options: Sequence[str]) -> dict[str, int]:

@@ -35,6 +35,9 @@ INVALID_WORDS = ("maybe", "none", "random", "yes", "no")
 PRE_TRAIN_STEPS = 500
 P_INVALID = 0.05
 P_FIRST = 0.9
+# A conversation renders as its messages' texts, so a one-message chat is the plain prompt the model
+# was trained on: conversational datasets work and give the same completions as plain prompts.
+CHAT_TEMPLATE = "{% for message in messages %}{% if not loop.first %} {% endif %}{{ message['content'] }}{% endfor %}"
 
 
 def build_tokenizer() -> Any:
@@ -49,9 +52,11 @@ def build_tokenizer() -> Any:
     vocab = {w: i for i, w in enumerate(vocab_words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_config(vocab_size: int) -> Any:
@@ -162,6 +167,7 @@ def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebu
     if rebuild and target.exists():
         shutil.rmtree(target)
     if (target / "info.json").exists():
+        _add_chat_template(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     model, tokenizer = tiny_untrained_model(seed=0)
@@ -177,6 +183,27 @@ def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebu
     except OSError:
         shutil.rmtree(tmp)  # another process finished first; its copy is identical in kind
     return target
+
+
+def _add_chat_template(folder: Path) -> None:
+    """Give a reference cached before the tokenizer had a chat template its template (weights unchanged).
+
+    The tokenizer is saved into a temporary folder and its files are moved in one by one with
+    ``os.replace``: a concurrent reader sees the old or the new file, never half of one.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.chat_template is not None:
+        return
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".chat-template-"))
+    try:
+        tokenizer.save_pretrained(tmp)
+        for path in tmp.iterdir():
+            os.replace(path, folder / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tiny_reference(cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:

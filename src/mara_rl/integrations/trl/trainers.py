@@ -61,6 +61,12 @@ Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``f
 With either, MARA's forward variant also gives each good sample the anchor's reward, and RLOO drops
 TRL's reverse penalty from its reward.
 
+The rollout record (``record_rollouts_dir``, ``record_reference_pass``) and the live collapse
+metrics (``collapse_metrics``, ``collapse_answer_key``) hook in at the same places, through
+:class:`mara_rl.integrations.trl.recording.BatchRecorder`: TRL's raw rewards as ``_calculate_rewards``
+returns them, MARA's rewards and anchors, then TRL's output and scoring passes once
+``_generate_and_score_completions`` has run (``docs/llm.md``, "Recording rollouts and watching collapse").
+
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
@@ -71,6 +77,7 @@ from the loss, which MARA leaves alone).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -87,6 +94,9 @@ from mara_rl._checks import check_beta, check_choice
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
 from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
+from mara_rl.integrations.trl.recording import BatchRecorder, mara_settings_message
+
+logger = logging.getLogger("mara_rl")
 
 MAX_LOG_RATIO = 20.0
 FORWARD_KL_ESTIMATORS = ("token", "sequence")
@@ -180,8 +190,31 @@ class _MaraFields:
     forward_kl_estimator: str = field(default="token", metadata={"help": _MARA_HELP["forward_kl_estimator"]})
 
 
+_RECORD_HELP = {
+    "record_rollouts_dir": "Folder of the rollout record: one Parquet row per training completion (prompt, completion, "
+    "rewards, sequence log pi_ref and sampler log-prob, MARA's reward and anchor), in shards per step and process; "
+    "a resumed run continues it (mara_rl.integrations.record).",
+    "record_reference_pass": "With beta = 0 (TRL runs no reference pass): run one for the record and the collapse "
+    "metrics (one extra forward pass per batch).",
+    "collapse_metrics": "Log per-step collapse metrics (collapse/*): distinct good answer classes per prompt and the "
+    "effective number of good classes of the vanilla and MARA targets (mara_rl.integrations.monitor).",
+    "collapse_answer_key": "Answer classes of the collapse metrics: a regex whose first group is the answer (or, from "
+    "Python, a callable text -> answer); default: the exact completion text.",
+}
+
+
 @dataclass
-class MaraGRPOConfig(_MaraFields, GRPOConfig):
+class _RecordFields:
+    """The rollout record and collapse-metric fields both configs add."""
+
+    record_rollouts_dir: str | None = field(default=None, metadata={"help": _RECORD_HELP["record_rollouts_dir"]})
+    record_reference_pass: bool = field(default=False, metadata={"help": _RECORD_HELP["record_reference_pass"]})
+    collapse_metrics: bool = field(default=True, metadata={"help": _RECORD_HELP["collapse_metrics"]})
+    collapse_answer_key: str | None = field(default=None, metadata={"help": _RECORD_HELP["collapse_answer_key"]})
+
+
+@dataclass
+class MaraGRPOConfig(_MaraFields, _RecordFields, GRPOConfig):
     """``GRPOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
@@ -201,7 +234,7 @@ class MaraGRPOConfig(_MaraFields, GRPOConfig):
 
 
 @dataclass
-class MaraRLOOConfig(_MaraFields, RLOOConfig):
+class MaraRLOOConfig(_MaraFields, _RecordFields, RLOOConfig):
     """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
@@ -358,6 +391,9 @@ class _MaraMixin:
         super().__init__(*args, **kwargs)
         if self._mara_token_forward():
             check_token_estimator_model(self.model)
+        self._mara_recorder = BatchRecorder(self)
+        if self.accelerator.is_main_process:
+            logger.warning(mara_settings_message(self))  # once per trainer, visible without logging set up
 
     def _mara_setting(self, name: str, default: Any) -> Any:
         return getattr(self.args, name, default)
@@ -407,6 +443,7 @@ class _MaraMixin:
         try:
             with self._mara_capture("scoring"):
                 output = super()._generate_and_score_completions(inputs)
+            self._mara_recorder.finish(self, output, self._mara_passes)
         finally:
             if clip:
                 self.reward_clip_range, self._mara_clip_range = clip, None
@@ -422,11 +459,12 @@ class _MaraMixin:
         start = self.accelerator.process_index * local
         return gathered[start : start + local]
 
-    def _mara_reference_pass(self) -> _LogprobPass:
+    def _mara_reference_pass(self, passes: list[_LogprobPass] | None = None) -> _LogprobPass:
         """The batch's reference pass: the last log-prob pass before ``_calculate_rewards``."""
-        if not self._mara_passes:
+        passes = self._mara_passes if passes is None else passes
+        if not passes:
             raise _contract_error("a reference log-prob pass runs before _calculate_rewards when beta > 0")
-        last = self._mara_passes[-1]
+        last = passes[-1]
         reference = self.ref_model if self.ref_model is not None else self.model
         if last.model is not reference:
             raise _contract_error("the last log-prob pass before _calculate_rewards is the reference model's")
@@ -438,6 +476,7 @@ class _MaraMixin:
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._mara_recorder.scored(self, prompts, completions, completion_ids_list, rewards_per_func)
         if not self._mara_rewrites_rewards():
             return rewards_per_func
         if getattr(self, "tools", None):
@@ -457,7 +496,8 @@ class _MaraMixin:
         rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
         new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
         if self._mara_setting("mara", False):
-            self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
+            anchors = self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
+            self._mara_recorder.augmented(torch.where(scorable, new_rewards, torch.nan), anchors)
         if self._mara_forward():
             self._mara_kl_ref_logps = kl_ref_logps
             if self._mara_token_forward():
@@ -478,8 +518,11 @@ class _MaraMixin:
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
 
-    def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> None:
-        """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two."""
+    def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> torch.Tensor:
+        """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two.
+
+        Returns the row index of each group's anchor.
+        """
         mode = "train" if self.model.training else "eval"
         group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
         eligible = scorable & in_loss
@@ -487,7 +530,7 @@ class _MaraMixin:
             masked = (scorable & ~in_loss).sum() / scorable.sum().clamp(min=1)
             self._metrics[mode]["mara/frac_masked"].append(float(masked))
         if not eligible.any():
-            return
+            return torch.zeros(0, dtype=torch.long, device=rewards.device)
         result = mara_rewards(
             rewards[eligible],
             ref_logps[eligible],
@@ -500,6 +543,7 @@ class _MaraMixin:
         new_rewards[eligible] = result.rewards.to(new_rewards.dtype)
         kl_ref_logps[eligible] = result.ref_logprobs.to(kl_ref_logps.dtype)
         self._log_mara_metrics(mode, rewards[eligible], result)
+        return torch.nonzero(eligible).flatten()[result.anchor_index[result.anchor_index >= 0]]
 
     def _log_mara_metrics(self, mode: str, raw_rewards: torch.Tensor, result: Any) -> None:
         metrics = self._metrics[mode]

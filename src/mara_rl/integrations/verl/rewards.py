@@ -21,7 +21,7 @@ anchor's ``log pi_ref(z|x)`` on good samples (the shift sits on the last masked 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,11 +39,13 @@ class MaraRewrite:
         kl_ref_log_prob: ``[B, T]`` regulariser reference log-probs for the forward-KL loss, or None
             for reverse KL.
         metrics: ``mara/...`` scalars for verl's metrics dict.
+        anchor_rows: ``[A]`` batch row of each group's anchor (empty when MARA changed nothing).
     """
 
     rm_scores: torch.Tensor
     kl_ref_log_prob: torch.Tensor | None
     metrics: dict[str, float]
+    anchor_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def session_final_rows(keys: Sequence[str]) -> np.ndarray:
@@ -154,4 +156,4 @@ def mara_rewrite(
     )
     if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
         metrics["mara/anchor_ref_logprob"] = float(result.ref_logprobs[anchors].mean())
-    return MaraRewrite(new_rm, kl_ref, metrics)
+    return MaraRewrite(new_rm, kl_ref, metrics, rows[anchors].cpu().numpy())

@@ -8,7 +8,10 @@ has no ``mara`` section):
 - ``tau``: reward threshold of a good sample; or ``tau_quantile``: per-group reward quantile
   (default 0.9 when neither is given, the paper's choice for rewards of unknown scale);
 - ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss);
-- ``max_log_ratio`` (forward only, default 20): clip on the sequence weight's ``log(pi_ref/pi_old)``.
+- ``max_log_ratio`` (forward only, default 20): clip on the sequence weight's ``log(pi_ref/pi_old)``;
+- ``record_dir``: a folder for the rollout record (:mod:`mara_rl.integrations.record`: one Parquet
+  row per response with its reward, sequence ``log pi_ref``, sampler log-prob and MARA's reward and
+  anchor), written every step, with MARA on or off.
 
 MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s current value with
 ``algorithm.use_kl_in_reward``, else ``actor_rollout_ref.actor.kl_loss_coef`` with ``use_kl_loss``.
@@ -48,6 +51,7 @@ class MaraSettings:
     kl: str = "reverse"
     max_log_ratio: float = MAX_LOG_RATIO
     kl_source: str = KL_IN_REWARD
+    record_dir: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> MaraSettings:
@@ -84,12 +88,16 @@ class MaraSettings:
         max_log_ratio = check_nonnegative(raw.get("max_log_ratio", MAX_LOG_RATIO), f"{SECTION}.max_log_ratio")
         if tau is None and tau_quantile is None:
             tau_quantile = DEFAULT_TAU_QUANTILE
+        record_dir = raw.get("record_dir")
+        if record_dir is not None and (not isinstance(record_dir, str) or not record_dir):
+            raise ValueError(f"{SECTION}.record_dir must be a folder path, got {shown(record_dir)}")
 
         in_reward = bool(_get(config, "algorithm.use_kl_in_reward", False))
         in_loss = bool(_get(config, "actor_rollout_ref.actor.use_kl_loss", False))
         source = KL_IN_LOSS if in_loss else KL_IN_REWARD
         if not enable and kl == "reverse":  # the stock sync trainer: every KL setting of verl's is valid
-            return cls(enable=False, tau=tau, tau_quantile=tau_quantile, kl=kl, kl_source=source)
+            return cls(enable=False, tau=tau, tau_quantile=tau_quantile, kl=kl, kl_source=source,
+                       record_dir=record_dir)
         if in_reward and in_loss:
             raise ValueError(
                 "mara_sync needs one KL coefficient as MARA's beta: turn off either algorithm.use_kl_in_reward "
@@ -131,4 +139,5 @@ class MaraSettings:
             kl=kl,
             max_log_ratio=max_log_ratio,
             kl_source=source,
+            record_dir=record_dir,
         )

@@ -6,7 +6,9 @@ TransferQueue and runs the stock KL-in-reward, rollout-correction and advantage 
 rewrites ``rm_scores`` there (:func:`~mara_rl.integrations.verl.rewards.mara_rewrite`, one MARA
 group per ``uid``) and then calls the stock method, so everything downstream is verl's own.
 With ``algorithm.mara.kl=forward`` it also writes Alg. 2's regulariser log-probs and installs
-:func:`~mara_rl.integrations.verl.loss.forward_kl_ppo_loss` on the actor workers.
+:func:`~mara_rl.integrations.verl.loss.forward_kl_ppo_loss` on the actor workers. With
+``algorithm.mara.record_dir`` it writes each step's rollouts there
+(:mod:`~mara_rl.integrations.verl.recording`), MARA on or off.
 
 Tested against verl 0.9.1 (``TESTED_VERL``); ``tests/test_verl_contract.py`` asserts each verl
 behaviour relied on here.
@@ -31,6 +33,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_to_nested
 
 from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD, forward_kl_ppo_loss
+from mara_rl.integrations.verl.recording import VerlRecorder, record_metadata
 from mara_rl.integrations.verl.rewards import mara_rewrite
 from mara_rl.integrations.verl.settings import KL_IN_REWARD, MaraSettings
 
@@ -65,6 +68,9 @@ class MaraSyncTrainer(PPOTrainerSync):
             )
         self.mara = MaraSettings.from_config(config)
         super().__init__(config)
+        self.mara_recorder = None
+        if self.mara.record_dir:
+            self.mara_recorder = VerlRecorder(self.mara.record_dir, record_metadata(config, self.mara, self.mara_beta()))
 
     # verl branches on ``trainer_mode == "sync"`` (replay buffer, refill, checkpoints): this mode is
     # the sync schedule, so verl must see "sync" while the config keeps the user's "mara_sync".
@@ -78,8 +84,10 @@ class MaraSyncTrainer(PPOTrainerSync):
             raise ValueError(f"MaraSyncTrainer runs trainer.v1.trainer_mode={MODE!r}, got {value!r}")
 
     def mara_beta(self) -> float:
-        """The KL coefficient verl applies this step (the in-reward controller's value, else kl_loss_coef)."""
+        """The KL coefficient verl applies this step (the in-reward controller's value, else kl_loss_coef; 0: none)."""
         if self.mara.kl_source == KL_IN_REWARD:
+            if not self.config.algorithm.use_kl_in_reward:
+                return 0.0
             return float(self.kl_ctrl_in_reward.value)
         return float(self.config.actor_rollout_ref.actor.kl_loss_coef)
 
@@ -99,7 +107,12 @@ class MaraSyncTrainer(PPOTrainerSync):
 
         With ``enable=false`` and reverse KL there is nothing to rewrite: this is verl's stock method.
         """
+        recorded = None
+        if self.mara_recorder is not None:  # read before MARA rewrites rm_scores
+            recorded = self.mara_recorder.read(tq, batch, self.tokenizer)
         if not self.mara.enable and self.mara.kl == "reverse":
+            if recorded is not None:
+                self.mara_recorder.write(self.global_steps, recorded)
             return super()._compute_advantage(batch, metrics)
         data = tq.kv_batch_get(
             keys=batch.keys,
@@ -128,4 +141,6 @@ class MaraSyncTrainer(PPOTrainerSync):
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )
         metrics.update(rewrite.metrics)
+        if recorded is not None:
+            self.mara_recorder.write(self.global_steps, recorded, rewrite if self.mara.enable else None)
         return super()._compute_advantage(batch, metrics)
