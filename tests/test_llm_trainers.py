@@ -307,3 +307,19 @@ def test_the_older_import_paths_name_the_same_modules():
     import mara_rl.llm.trainers as old_trainers
 
     assert old_trainers is trainers and old_forward_kl is forward_kl
+
+
+@pytest.mark.parametrize("config_cls", [MaraGRPOConfig, MaraRLOOConfig], ids=["grpo", "rloo"])
+def test_mara_refuses_beta_zero_and_says_what_mara_would_be_there(config_cls, tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", mara=True)
+    for beta in ({"beta": 0.0}, {"beta": 0}, {} if config_cls is MaraGRPOConfig else {"beta": 0.0}):
+        with pytest.raises(ValueError) as caught:
+            config_cls(**base, **beta)  # GRPO: TRL's default beta is 0.0
+        message = str(caught.value)
+        assert "beta > 0" in message and "r_i = R(z) for every sample with reward >= tau" in message
+        assert "reference model" in message and "beta=0.04" in message
+    # The formula's limit, by the core: as beta -> 0 every good reward becomes the anchor's, R(z)
+    rewards = torch.tensor([0.2, 0.9, 0.95, 1.0], dtype=torch.float64)
+    ref = torch.tensor([-1.0, -2.0, -0.5, -9.0], dtype=torch.float64)
+    out = mara_rewards(rewards, ref, beta=1e-300, tau=0.9)
+    assert out.rewards.tolist() == [0.2, 0.95, 0.95, 0.95]  # z = the good sample with log pi_ref -0.5

@@ -82,6 +82,7 @@ import trl
 from accelerate.utils import gather
 from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+from trl.trainer.utils import nanstd
 
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
@@ -93,6 +94,16 @@ DEFAULT_TAU_QUANTILE = 0.9
 TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
 
 
+BETA_ZERO_MESSAGE = (
+    "mara=True needs beta > 0 (TRL's GRPOConfig defaults to beta=0.0; set e.g. beta=0.04): at beta = 0 MARA's "
+    "r_i = R(z) + beta * (log pi_ref(z|x) - log pi_ref(y_i|x)) is r_i = R(z) for every sample with reward >= tau, "
+    "z the most reference-likely of them. With 0/1 rewards that changes nothing; with graded rewards it only flattens "
+    "the rewards above tau to R(z). Without a KL term there is no target for MARA to make uniform over the good "
+    "answers: the objective is maximised by any policy on them, collapsed or not. TRL also loads no reference model "
+    "at beta = 0, and MARA would need one to choose z."
+)
+
+
 def trl_is_tested(version: str = trl.__version__) -> bool:
     """Whether ``version`` is a TRL release the subclasses were tested against (``TESTED_TRL``)."""
     return Version(version).release[:2] in TESTED_TRL
@@ -102,8 +113,8 @@ def validate_mara_config(config: Any) -> None:
     """Check the MARA fields of a config; fills the default tau quantile when neither tau is given.
 
     Raises:
-        ValueError: unknown ``kl_direction``; ``mara`` with ``beta == 0`` (MARA is inert without a
-            KL term); both ``mara_tau`` and ``mara_tau_quantile``; a quantile outside ``[0, 1]``.
+        ValueError: unknown ``kl_direction``; ``mara`` with ``beta == 0`` (``BETA_ZERO_MESSAGE``);
+            both ``mara_tau`` and ``mara_tau_quantile``; a quantile outside ``[0, 1]``.
     """
     if config.kl_direction not in KL_DIRECTIONS:
         raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {config.kl_direction!r}")
@@ -118,9 +129,7 @@ def validate_mara_config(config: Any) -> None:
     if not config.mara:
         return
     if config.beta == 0:
-        raise ValueError(
-            "mara=True needs beta > 0: MARA reshapes the KL-regularised target and is inert without a KL term"
-        )
+        raise ValueError(BETA_ZERO_MESSAGE)
     if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
         raise ValueError("mara=True needs multi_objective_aggregation='sum_then_normalize' (one reward per sample)")
     if config.mara_tau is None and config.mara_tau_quantile is None:
@@ -139,7 +148,8 @@ def reward_scaling_message(scale_rewards: str) -> str:
 
 
 _MARA_HELP = {
-    "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed.",
+    "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed. "
+    "Needs beta > 0 (at beta = 0 MARA only sets every good reward to the anchor's: nothing to make uniform).",
     "mara_tau": "MARA's quality threshold: samples with reward >= mara_tau are 'good'.",
     "mara_tau_quantile": "Instead of mara_tau, the per-group reward quantile (default 0.9 when neither is set).",
     "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi)).",
@@ -168,6 +178,9 @@ class MaraGRPOConfig(_MaraFields, GRPOConfig):
 
     ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
     explicit ``"group"`` or ``"batch"`` with MARA warns (:func:`reward_scaling_message`).
+    ``mara=True`` needs ``beta > 0``, which TRL's GRPO default (``beta=0.0``) is not: at ``beta = 0``
+    MARA's formula gives every good sample the anchor's reward ``R(z)`` and nothing else, since the
+    objective has no KL term whose target MARA could make uniform (``BETA_ZERO_MESSAGE``).
     """
 
     scale_rewards: str | None = field(default=None, metadata={"help": _MARA_HELP["scale_rewards"]})
@@ -186,7 +199,8 @@ class MaraRLOOConfig(_MaraFields, RLOOConfig):
     """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
-    the reward side that only rescales the step, so MARA's target is unchanged.
+    the reward side that only rescales the step, so MARA's target is unchanged. ``mara=True``
+    needs ``beta > 0`` (``BETA_ZERO_MESSAGE``).
     """
 
     def __post_init__(self) -> None:
@@ -328,6 +342,7 @@ class _MaraMixin:
         self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
         self._mara_token_inputs: dict[str, torch.Tensor] = {}  # row-aligned keys the token estimator reads
         self._mara_clip_range: tuple[float, float] | None = None
+        self._mara_task_rewards: torch.Tensor | None = None  # [B, F] gathered, before MARA: for TRL's metrics
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -381,6 +396,7 @@ class _MaraMixin:
 
     def _generate_and_score_completions(self, inputs):
         self._mara_passes, self._mara_kl_ref_logps, self._mara_token_inputs = [], None, {}
+        self._mara_task_rewards = None
         clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
         if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
             self._mara_clip_range, self.reward_clip_range = clip, None
@@ -391,6 +407,9 @@ class _MaraMixin:
             if clip:
                 self.reward_clip_range, self._mara_clip_range = clip, None
             self._mara_passes = []
+        if self._mara_task_rewards is not None:
+            self._log_task_rewards(self._mara_task_rewards)
+            self._mara_task_rewards = None
         if self._mara_kl_ref_logps is not None:
             output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
         output.update(self._mara_token_inputs)
@@ -452,8 +471,34 @@ class _MaraMixin:
             shift = self._kl_reward_shift(kl_ref_logps)
             if shift is not None:
                 new_rewards = new_rewards + shift
+        self._mara_task_rewards = rewards_per_func
         return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                  torch.where(scorable, new_rewards, 0.0))
+
+    def _log_task_rewards(self, rewards_per_func: torch.Tensor) -> None:
+        """Restate TRL's reward metrics and completions-table rewards of this batch on the task rewards.
+
+        TRL computed ``reward``, ``reward_std``, ``rewards/<func>/mean|std`` and the table's reward
+        columns from what ``_calculate_rewards`` returned (the rewards the advantages use); they are
+        replaced by the same statistics of ``rewards_per_func [B, F]``, the gathered task rewards, so
+        they read as a stock run with the same rewards would. The advantages stay the update's.
+        """
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        for i, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, i]
+            metrics[f"rewards/{name}/mean"][-1] = torch.nanmean(column).item()
+            metrics[f"rewards/{name}/std"][-1] = nanstd(column).item()
+            table = self._logs["rewards"][name]
+            kept = min(len(table), column.numel())
+            for _ in range(kept):
+                table.pop()
+            table.extend(column[column.numel() - kept :].tolist())
+        weights = self.reward_weights.to(rewards_per_func.device)
+        rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        metrics["reward"][-1] = torch.nanmean(rewards).item()
+        metrics["reward_std"][-1] = nanstd(rewards).item()
 
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
@@ -485,6 +530,7 @@ class _MaraMixin:
         metrics = self._metrics[mode]
         metrics["mara/frac_groups_augmented"].append(result.fraction_groups_augmented)
         metrics["mara/reward_raw"].append(float(raw_rewards.mean()))
+        metrics["mara/reward"].append(float(result.rewards.mean()))
         shift = (result.rewards - raw_rewards)[result.augmented]
         metrics["mara/mean_augmentation"].append(float(shift.mean()) if shift.numel() else 0.0)
         anchors = result.anchor_index[result.anchor_index >= 0]
