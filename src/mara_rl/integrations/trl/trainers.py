@@ -21,7 +21,11 @@ they sum the reference log-probs over that mask (``log pi_ref(y|x)``), gather th
 and call :func:`mara_rl.augment.mara_rewards` with one group per prompt (``group_ids = global index
 // num_generations``; a group may span processes). Every process sees the same gathered batch, so
 all compute the same anchors. The change is folded back into the reward columns, so TRL's weighted
-sum is the augmented reward: MARA is the last reward transform before TRL's advantages.
+sum is the augmented reward: MARA is the last reward transform before TRL's advantages. TRL's reward
+metrics (``reward``, ``reward_std``, ``rewards/<func>/mean|std``) and the completions table's reward
+columns are then restated on the task rewards (``_log_task_rewards``): they read as in a stock run
+with the same rewards, while ``advantage`` and ``frac_reward_zero_std`` describe the rewards the
+update used (an all-good group with equal rewards has zero std, but MARA gives it a signal).
 
 - Masked completions (``mask_truncated_completions=True``: TRL zeroes the mask of completions cut
   at ``max_completion_length``) are outside the loss; MARA leaves them as they are: never anchors,
@@ -64,9 +68,9 @@ TRL's reverse penalty from its reward.
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
-(mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` (the task reward before MARA;
-TRL's ``reward`` then shows the augmented reward), ``mara/frac_masked`` (scored samples TRL masks
-from the loss, which MARA leaves alone).
+(mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` and ``mara/reward`` (mean task
+reward ``R`` and augmented reward ``r`` over the samples MARA sees), ``mara/frac_masked`` (scored
+samples TRL masks from the loss, which MARA leaves alone).
 """
 
 from __future__ import annotations
