@@ -10,6 +10,8 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
+from _trl_helpers import save_tiny_arch_model  # noqa: E402
+
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
@@ -160,6 +162,19 @@ def completion_logits(model, trainer, out):
                                                     (MaraRLOOTrainer, MaraRLOOConfig)], ids=["grpo", "rloo"])
 def test_token_forward_kl_loss_is_the_full_vocabulary_kl_of_the_two_models(trainer_cls, config_cls, model_dir,
                                                                           tmp_path):
+    check_full_vocabulary_kl(trainer_cls, config_cls, model_dir, tmp_path)
+
+
+@pytest.mark.parametrize("arch,trainer_cls,config_cls", [("gemma2", MaraGRPOTrainer, MaraGRPOConfig),
+                                                         ("phi", MaraGRPOTrainer, MaraGRPOConfig),
+                                                         ("granite", MaraRLOOTrainer, MaraRLOOConfig)],
+                         ids=["gemma2-softcap-grpo", "phi-bias-grpo", "granite-scale-rloo"])
+def test_token_forward_kl_through_soft_capped_scaled_and_biased_heads(arch, trainer_cls, config_cls, tmp_path):
+    check_full_vocabulary_kl(trainer_cls, config_cls, save_tiny_arch_model(tmp_path / arch, arch), tmp_path)
+
+
+def check_full_vocabulary_kl(trainer_cls, config_cls, model_dir, tmp_path):
+    """The trainer's loss and gradients against the forward KL of both models' own full logits."""
     beta = 0.1
     extra = dict(loss_type="grpo") if trainer_cls is MaraGRPOTrainer else {}
     trainer, out = perturbed_forward_trainer(trainer_cls, config_cls, model_dir, tmp_path, beta, **extra)

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from _trl_helpers import NUM_GENERATIONS, parity_reward, save_tiny_model  # noqa: E402
+from _trl_helpers import NUM_GENERATIONS, always_one, always_zero, parity_reward, save_tiny_model  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
@@ -30,14 +30,6 @@ HOSTS = {
     "grpo": ((GRPOTrainer, GRPOConfig), (MaraGRPOTrainer, MaraGRPOConfig)),
     "rloo": ((RLOOTrainer, RLOOConfig), (MaraRLOOTrainer, MaraRLOOConfig)),
 }
-
-
-def always_one(completion_ids, **kwargs):
-    return [1.0] * len(completion_ids)
-
-
-def always_zero(completion_ids, **kwargs):
-    return [0.0] * len(completion_ids)
 
 
 @pytest.fixture(scope="module")

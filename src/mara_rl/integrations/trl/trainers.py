@@ -35,6 +35,11 @@ update used (an all-good group with equal rewards has zero std, but MARA gives i
   after, is switched off for that batch).
 - GRPO's reward scaling divides reward gaps by a reward std while its KL term keeps ``beta``; the
   MARA config therefore defaults to ``scale_rewards="none"`` and warns on ``"group"`` / ``"batch"``.
+- GRPO's ``multi_objective_aggregation="normalize_then_sum"`` z-scores each function's rewards per
+  group and their weighted sum over the batch (:func:`normalize_then_sum`): those are the rewards
+  its update uses, so MARA acts on them (threshold: ``mara_tau_quantile``). TRL would normalise any
+  reward it is given again, so the advantages (MARA's rewards minus their batch mean) replace TRL's
+  after it ran, once TRL's are checked against :func:`normalize_then_sum` of the task rewards.
 
 The reference log-probs come from TRL's reference pass, which divides the logits by the sampling
 ``temperature`` (as TRL's KL term does): MARA's anchor and the regulariser thus use the same
@@ -89,7 +94,12 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import nanstd
 
 from mara_rl.augment import mara_rewards
-from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
+from mara_rl.integrations.forward_kl import (
+    DEFAULT_MAX_IMPORTANCE_WEIGHT,
+    ForwardKLOutput,
+    LMHead,
+    token_forward_kl_loss,
+)
 
 MAX_LOG_RATIO = 20.0
 KL_DIRECTIONS = ("reverse", "forward")
@@ -134,8 +144,12 @@ def validate_mara_config(config: Any) -> None:
         return
     if config.beta == 0:
         raise ValueError(BETA_ZERO_MESSAGE)
-    if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
-        raise ValueError("mara=True needs multi_objective_aggregation='sum_then_normalize' (one reward per sample)")
+    if getattr(config, "multi_objective_aggregation", None) == "normalize_then_sum" and config.mara_tau is not None:
+        raise ValueError(
+            "mara=True with multi_objective_aggregation='normalize_then_sum' acts on GRPO's normalised rewards "
+            "(each function z-scored per prompt group, summed, standardised over the batch), so a reward value "
+            "mara_tau has no fixed meaning there: give mara_tau_quantile instead"
+        )
     if config.mara_tau is None and config.mara_tau_quantile is None:
         config.mara_tau_quantile = DEFAULT_TAU_QUANTILE
 
@@ -273,6 +287,38 @@ def fold_into_columns(
     return adjusted
 
 
+def normalize_then_sum(rewards_per_func: torch.Tensor, weights: torch.Tensor, group_size: int) -> torch.Tensor:
+    """TRL GRPO's ``multi_objective_aggregation="normalize_then_sum"`` advantages, ``[B]`` (NaN: unscorable).
+
+    Each function's rewards ``rewards_per_func [B, F]`` are z-scored within their prompt group
+    (``(R_k - mean_k) / (std_k + 1e-4)``, NaN-aware), summed with ``weights [F]``, and the sum
+    ``s`` is standardised over the batch: ``(s - mean(s)) / (std(s) + 1e-4)``. These are the rewards
+    GRPO's update uses in that mode, in the units its ``beta`` is compared with.
+    """
+    grouped = rewards_per_func.view(-1, group_size, rewards_per_func.size(1))
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    std = nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    summed = (((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func) * weights[None, :]).nansum(dim=1)
+    summed[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    spread = nanstd(summed) if summed.numel() > 1 else torch.zeros_like(summed)
+    return (summed - torch.nanmean(summed)) / (spread + 1e-4)
+
+
+def replace_tail(log: Any, values: list[Any]) -> None:
+    """Replace the last ``len(values)`` entries of ``log`` (a list or bounded deque) by ``values``."""
+    kept = min(len(log), len(values))
+    for _ in range(kept):
+        log.pop()
+    log.extend(values[len(values) - kept :])
+
+
+class RewardShift(NamedTuple):
+    """What RLOO's forward KL adds to the reward, each ``[B]`` gathered."""
+
+    forward: torch.Tensor  # the forward-KL reward term (``+beta * rho``; 0 for the token estimator)
+    trl_penalty: torch.Tensor  # ``beta * (log pi_old - log pi_ref)``, which TRL subtracts after _calculate_rewards
+
+
 class _LogprobPass(NamedTuple):
     """One ``_get_per_token_logps_and_entropies`` call made while TRL scored a batch."""
 
@@ -315,22 +361,52 @@ def capture_completion_hidden(model: Any, logits_to_keep: int, sink: list[torch.
         handle.remove()
 
 
-def check_token_estimator_model(model: Any) -> None:
-    """Raise ``ValueError`` unless the LM head is ``logits = hidden @ W.T`` (what the token estimator projects).
+def lm_head_of(model: Any) -> LMHead:
+    """The model's output layer as TRL's fused LM head applies it (``trl.trainer.utils.add_fused_lm_head``).
 
-    A bias, a logit scale or final-logit soft-capping would make its KL that of other logits than TRL's.
+    The weight and bias of ``get_output_embeddings()``; the logit multiplier from the text config's
+    ``logit_scale``, else ``output_multiplier``, else ``lm_head_multiplier``, else ``1 / logits_scaling``
+    (``logits_scaling`` itself for HyperCLOVA X), else 1; the soft-cap ``final_logit_softcapping``.
     """
     lm = causal_lm(model)
     config = lm.config.get_text_config()
-    scaled = [k for k in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-              if getattr(config, k, None) not in (None, 1, 1.0)]
-    if getattr(config, "final_logit_softcapping", None) is not None:
-        scaled.append("final_logit_softcapping")
-    if getattr(lm.get_output_embeddings(), "bias", None) is not None:
-        scaled.append("an LM-head bias")
-    if scaled:
-        raise ValueError(f"forward_kl_estimator='token' needs an unscaled, bias-free LM head; this model has "
-                         f"{', '.join(scaled)}: use forward_kl_estimator='sequence'")
+    scale = getattr(config, "logit_scale", None)
+    for name in ("output_multiplier", "lm_head_multiplier"):
+        scale = getattr(config, name, None) if scale is None else scale
+    if scale is None and getattr(config, "logits_scaling", None) is not None:
+        scale = config.logits_scaling if config.model_type == "hyperclovax" else 1.0 / config.logits_scaling
+    head = lm.get_output_embeddings()
+    return LMHead(head.weight, getattr(head, "bias", None), 1.0 if scale is None else float(scale),
+                  getattr(config, "final_logit_softcapping", None))
+
+
+@torch.no_grad()
+def check_token_estimator_model(model: Any, probe_length: int = 8) -> None:
+    """Raise ``ValueError`` unless :func:`lm_head_of` rebuilds the model's own logits from its hidden states.
+
+    One forward pass of ``probe_length`` tokens: the model's logits against :meth:`LMHead.logits` of
+    the backbone's last hidden states (the rows the token estimator projects), to the precision of
+    the head's dtype. A model that transforms its logits otherwise (a scale TRL does not read, a
+    hidden-state multiplier before the head) is refused, naming it.
+    """
+    lm = causal_lm(model)
+    head = lm_head_of(model)
+    ids = torch.arange(probe_length, device=head.weight.device)[None, :] % head.weight.shape[0]
+    hidden: list[torch.Tensor] = []
+    with capture_completion_hidden(lm, probe_length - 1, hidden):
+        own = lm(input_ids=ids).logits[:, -probe_length:-1].float()
+    rebuilt = head.logits(hidden[0].reshape(-1, hidden[0].shape[-1])).view_as(own)
+    precision = max(torch.finfo(head.weight.dtype).eps, torch.finfo(hidden[0].dtype).eps)
+    tolerance = 8 * precision * max(1.0, float(own.abs().max()))
+    gap = float((rebuilt - own).abs().max())
+    if not gap <= tolerance:
+        config = lm.config.get_text_config()
+        raise ValueError(
+            f"forward_kl_estimator='token' cannot rebuild the logits of this {config.model_type!r} model from its "
+            f"hidden states (max gap {gap:.3g} > {tolerance:.3g}; read: logit scale {head.logit_scale}, soft-cap "
+            f"{head.softcap}, bias {head.bias is not None}): its LM head transforms the logits in another way; "
+            "use forward_kl_estimator='sequence'"
+        )
 
 
 class _MaraMixin:
@@ -347,6 +423,8 @@ class _MaraMixin:
         self._mara_token_inputs: dict[str, torch.Tensor] = {}  # row-aligned keys the token estimator reads
         self._mara_clip_range: tuple[float, float] | None = None
         self._mara_task_rewards: torch.Tensor | None = None  # [B, F] gathered, before MARA: for TRL's metrics
+        self._mara_advantages: tuple[torch.Tensor, torch.Tensor] | None = None  # normalize_then_sum: TRL's, ours
+        self._mara_update_rewards: torch.Tensor | None = None  # [B] RLOO forward: the rewards its advantages use
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -400,7 +478,7 @@ class _MaraMixin:
 
     def _generate_and_score_completions(self, inputs):
         self._mara_passes, self._mara_kl_ref_logps, self._mara_token_inputs = [], None, {}
-        self._mara_task_rewards = None
+        self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
         clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
         if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
             self._mara_clip_range, self.reward_clip_range = clip, None
@@ -413,7 +491,9 @@ class _MaraMixin:
             self._mara_passes = []
         if self._mara_task_rewards is not None:
             self._log_task_rewards(self._mara_task_rewards)
-            self._mara_task_rewards = None
+        if self._mara_advantages is not None:
+            self._set_advantages(output, *self._mara_advantages)
+        self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
         if self._mara_kl_ref_logps is not None:
             output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
         output.update(self._mara_token_inputs)
@@ -435,8 +515,8 @@ class _MaraMixin:
             raise _contract_error("the last log-prob pass before _calculate_rewards is the reference model's")
         return last
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor | None:
-        """Additive reward term for the KL on the reward side (RLOO); None when KL lives in the loss."""
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> RewardShift | None:
+        """Additive reward terms for the KL on the reward side (RLOO); None when KL lives in the loss."""
         return None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -457,7 +537,10 @@ class _MaraMixin:
 
         raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
         scorable = ~torch.isnan(rewards_per_func).all(dim=1)
-        rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
+        if self._mara_normalizes_then_sums():  # MARA acts on the normalised rewards the update uses
+            rewards = normalize_then_sum(rewards_per_func, weights, self._mara_group_size())
+        else:
+            rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
         new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
         if self._mara_setting("mara", False):
             self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
@@ -474,10 +557,29 @@ class _MaraMixin:
                 }
             shift = self._kl_reward_shift(kl_ref_logps)
             if shift is not None:
-                new_rewards = new_rewards + shift
+                new_rewards = new_rewards + shift.forward
+                self._mara_update_rewards = torch.where(scorable, new_rewards, torch.nan)
+                new_rewards = new_rewards + shift.trl_penalty
+        if self._mara_normalizes_then_sums():  # GRPO: no KL on the reward side
+            if self._mara_setting("mara", False):  # TRL would normalise any reward again: set after it ran
+                self._mara_advantages = (rewards, new_rewards - torch.nanmean(new_rewards))
+            return rewards_per_func
         self._mara_task_rewards = rewards_per_func
         return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                  torch.where(scorable, new_rewards, 0.0))
+
+    def _mara_normalizes_then_sums(self) -> bool:
+        return getattr(self, "multi_objective_aggregation", "sum_then_normalize") == "normalize_then_sum"
+
+    def _set_advantages(self, output: dict[str, Any], trl_advantages: torch.Tensor, advantages: torch.Tensor) -> None:
+        """Replace TRL's advantages (``[B]`` gathered; :func:`normalize_then_sum`'s) by ``advantages [B]``."""
+        local = output["advantages"].size(0)
+        expected = self._mara_local(torch.nan_to_num(trl_advantages, nan=0.0), local)
+        if not torch.allclose(output["advantages"], expected.to(output["advantages"].dtype), rtol=1e-5, atol=1e-5):
+            raise _contract_error("normalize_then_sum's advantages are mara_rl.integrations.trl.normalize_then_sum's")
+        advantages = torch.nan_to_num(advantages, nan=0.0)
+        output["advantages"] = self._mara_local(advantages, local).to(output["advantages"].dtype)
+        replace_tail(self._logs["advantages"], advantages.tolist())
 
     def _log_task_rewards(self, rewards_per_func: torch.Tensor) -> None:
         """Restate TRL's reward metrics and completions-table rewards of this batch on the task rewards.
@@ -493,16 +595,16 @@ class _MaraMixin:
             column = rewards_per_func[:, i]
             metrics[f"rewards/{name}/mean"][-1] = torch.nanmean(column).item()
             metrics[f"rewards/{name}/std"][-1] = nanstd(column).item()
-            table = self._logs["rewards"][name]
-            kept = min(len(table), column.numel())
-            for _ in range(kept):
-                table.pop()
-            table.extend(column[column.numel() - kept :].tolist())
+            replace_tail(self._logs["rewards"][name], column.tolist())
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         metrics["reward"][-1] = torch.nanmean(rewards).item()
         metrics["reward_std"][-1] = nanstd(rewards).item()
+        if self._mara_update_rewards is not None:  # TRL's std saw the cancelled penalty's rounding residue
+            group = self._mara_group_size()
+            std = nanstd(self._mara_update_rewards.view(-1, group), dim=1) if group > 1 else torch.zeros(1)
+            metrics["frac_reward_zero_std"][-1] = torch.isclose(std, torch.zeros_like(std)).float().mean().item()
 
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
@@ -603,8 +705,8 @@ class _MaraMixin:
             old_logps=self._mara_sampler_logps(inputs),
             max_importance_weight=cap,
             prefix_correction=bool(self._mara_setting("use_bias_correction_kl", True)),
-            policy_head=causal_lm(model).get_output_embeddings().weight,
-            ref_head=causal_lm(reference).get_output_embeddings().weight,
+            policy_head=lm_head_of(model),
+            ref_head=lm_head_of(reference),
             temperature=self.temperature,
         )
 
@@ -644,7 +746,7 @@ class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
 
     _forward_kl_metric = "mara/kl_forward"
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor:
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> RewardShift:
         # Scoring passes are [old policy, reference]; TRL will subtract beta * (old - ref) after this.
         passes = self._mara_passes
         if len(passes) != 2 or passes[0].model is not self.model:
@@ -653,9 +755,10 @@ class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
         trl_kl = sequence_logprobs(old.per_token_logps, old.mask) - sequence_logprobs(ref.per_token_logps, ref.mask)
         if self._mara_token_forward():
             self._mara_token_inputs["mara_old_token_logps"] = old.per_token_logps
-            return self.beta * gather(trl_kl)
+            penalty = self.beta * gather(trl_kl)
+            return RewardShift(torch.zeros_like(penalty), penalty)
         estimate = forward_kl_estimate(old.per_token_logps, old.mask, self._mara_local(kl_ref_logps, trl_kl.size(0)))
         value, weight, trl_kl = gather(torch.stack([estimate.value, estimate.weight, trl_kl], dim=1)).unbind(1)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][self._forward_kl_metric].append(float(value.mean()))
-        return self.beta * trl_kl + self.beta * weight
+        return RewardShift(self.beta * weight, self.beta * trl_kl)
