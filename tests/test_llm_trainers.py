@@ -255,6 +255,11 @@ def test_config_validation(config_cls, tmp_path):
         config_cls(**base, mara=True, beta=0.1, mara_tau_quantile=1.5)
     cfg = config_cls(**base, mara=True, beta=0.1)
     assert cfg.mara_tau_quantile == 0.9 and cfg.mara_tau is None
+    if config_cls is MaraGRPOConfig:  # normalised rewards are z-scores: a reward value means nothing there
+        with pytest.raises(ValueError, match="give mara_tau_quantile instead"):
+            config_cls(**base, mara=True, beta=0.1, multi_objective_aggregation="normalize_then_sum", mara_tau=1.0)
+        cfg = config_cls(**base, mara=True, beta=0.1, multi_objective_aggregation="normalize_then_sum")
+        assert cfg.mara_tau_quantile == 0.9
     assert config_cls(**base, beta=0.0).mara is False
 
 

@@ -59,7 +59,9 @@ Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``f
   ``ref_logprobs``, per prompt group within the micro-batch; off-policy batches (TRL's old per-token
   log-probs, or vLLM's sampling log-probs with ``vllm_importance_sampling_correction``) get prefix
   importance weights, truncated at ``vllm_importance_sampling_clip_max``, when ``use_bias_correction_kl``
-  (RLOO: always). Needs an LM head without bias, logit scale or soft-capping.
+  (RLOO: always). The LM heads are rebuilt as TRL's fused head applies them (:func:`lm_head_of`: bias,
+  logit scale, soft-cap); a model whose logits that rebuild misses is refused at construction
+  (:func:`check_token_estimator_model`).
 - ``"sequence"``: :func:`forward_kl_estimate` over whole completions. With ``log rho = log pi_ref(y|x)
   - log pi(y|x)`` for ``y ~ pi``: value ``rho log rho - rho + 1`` (unbiased, non-negative), gradient
   ``-rho * grad log pi(y|x)``. GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi)
@@ -393,8 +395,13 @@ def check_token_estimator_model(model: Any, probe_length: int = 8) -> None:
     head = lm_head_of(model)
     ids = torch.arange(probe_length, device=head.weight.device)[None, :] % head.weight.shape[0]
     hidden: list[torch.Tensor] = []
-    with capture_completion_hidden(lm, probe_length - 1, hidden):
-        own = lm(input_ids=ids).logits[:, -probe_length:-1].float()
+    training = lm.training
+    lm.eval()  # no dropout between the two
+    try:
+        with capture_completion_hidden(lm, probe_length - 1, hidden):
+            own = lm(input_ids=ids).logits[:, -probe_length:-1].float()
+    finally:
+        lm.train(training)
     rebuilt = head.logits(hidden[0].reshape(-1, hidden[0].shape[-1])).view_as(own)
     precision = max(torch.finfo(head.weight.dtype).eps, torch.finfo(hidden[0].dtype).eps)
     tolerance = 8 * precision * max(1.0, float(own.abs().max()))
