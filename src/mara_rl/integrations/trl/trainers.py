@@ -31,6 +31,9 @@ update used (an all-good group with equal rewards has zero std, but MARA gives i
   at ``max_completion_length``) are outside the loss; MARA leaves them as they are: never anchors,
   never augmented, not counted in a tau quantile.
 - Unscorable completions (every reward function returned ``None``) are likewise left to TRL.
+- Tool-calling and environment rollouts (GRPO's ``tools``, ``environment_factory``, a ``rollout_func``
+  returning ``env_mask``): ``log pi_ref(y|x)`` and the forward-KL terms cover the model's own tokens
+  only, TRL's ``tool_mask`` (tool and environment output is context, not a choice of the model).
 - RLOO's ``reward_clip_range`` clips the task reward before MARA (TRL's own clip, which would run
   after, is switched off for that batch).
 - GRPO's reward scaling divides reward gaps by a reward std while its KL term keeps ``beta``; the
@@ -432,6 +435,7 @@ class _MaraMixin:
         self._mara_task_rewards: torch.Tensor | None = None  # [B, F] gathered, before MARA: for TRL's metrics
         self._mara_advantages: tuple[torch.Tensor, torch.Tensor] | None = None  # normalize_then_sum: TRL's, ours
         self._mara_update_rewards: torch.Tensor | None = None  # [B] RLOO forward: the rewards its advantages use
+        self._mara_tool_mask: list[list[int]] | None = None  # GRPO: _generate's tool / environment-output mask
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -530,15 +534,13 @@ class _MaraMixin:
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if not self._mara_rewrites_rewards():
             return rewards_per_func
-        if getattr(self, "tools", None):
-            raise ValueError("mara / kl_direction='forward' do not support tool-calling rollouts")
         weights = self.reward_weights.to(rewards_per_func.device)
         if not (weights != 0).any():
             raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
         ref_pass = self._mara_reference_pass()
+        mask = self._mara_model_tokens(ref_pass.mask)
         local = torch.stack(
-            [sequence_logprobs(ref_pass.per_token_logps.float(), ref_pass.mask), ref_pass.mask.any(dim=1).float()],
-            dim=1,
+            [sequence_logprobs(ref_pass.per_token_logps.float(), mask), mask.any(dim=1).float()], dim=1
         )
         ref_logps, in_loss = gather(local).unbind(dim=1)
 
@@ -574,6 +576,15 @@ class _MaraMixin:
         self._mara_task_rewards = rewards_per_func
         return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                  torch.where(scorable, new_rewards, 0.0))
+
+    def _mara_model_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask [B, T]`` restricted to the tokens the model generated (TRL's ``tool_mask``; GRPO only)."""
+        return mask
+
+    def _mara_loss_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The loss's token mask: TRL's completion mask, times its ``tool_mask`` when the batch has one."""
+        mask = inputs["completion_mask"]
+        return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
 
     def _mara_normalizes_then_sums(self) -> bool:
         return getattr(self, "multi_objective_aggregation", "sum_then_normalize") == "normalize_then_sum"
@@ -673,7 +684,7 @@ class _MaraMixin:
             out = self._token_forward_kl(model, inputs, per_token_logps, hidden)
             value, term = out.kl, out.loss
         else:
-            estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
+            estimate = forward_kl_estimate(per_token_logps, self._mara_loss_mask(inputs), inputs["mara_ref_logps"])
             value, term = estimate.value, estimate.surrogate.mean()
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][self._forward_kl_metric].append(self.accelerator.gather(value.mean()).mean().item())
@@ -692,7 +703,7 @@ class _MaraMixin:
         """The token-level forward-KL term of one micro-batch (:func:`token_forward_kl_loss`)."""
         if hidden is None:
             raise _contract_error("the loss pass runs the model's base_model (TRL's fused LM head)")
-        mask = inputs["completion_mask"]
+        mask = self._mara_loss_mask(inputs)
         mara = bool(self._mara_setting("mara", False))
         groups = None
         if mara:
@@ -729,6 +740,22 @@ class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
 
     def _mara_forward_in_loss(self) -> bool:
         return self._mara_forward()
+
+    def _generate(self, prompts: list) -> tuple:
+        out = super()._generate(prompts)
+        self._mara_tool_mask = out[2]  # per row: 1 on the model's tokens, 0 on tool / environment output
+        return out
+
+    def _mara_model_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        rows, self._mara_tool_mask = self._mara_tool_mask, None
+        if rows is None:
+            return mask
+        if len(rows) != mask.size(0) or any(len(row) > mask.size(1) for row in rows):
+            raise _contract_error("_generate's tool_mask has one row per completion, no longer than the completions")
+        tool_mask = torch.ones_like(mask)  # TRL pads it with 1 (padding is outside the completion mask anyway)
+        for i, row in enumerate(rows):
+            tool_mask[i, : len(row)] = torch.tensor(row, dtype=mask.dtype, device=mask.device)
+        return mask * tool_mask
 
     @contextmanager
     def _mara_without_trl_kl(self) -> Iterator[None]:
