@@ -85,6 +85,41 @@ def save_tiny_arch_model(path, arch: str, dtype=None) -> str:
     return str(path)
 
 
+TOOL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<tool_response>",
+                       "</tool_response>", "<think>", "</think>"]
+
+
+def tool_calling_tokenizer():
+    """A character-level tokenizer with Qwen3's tool-calling chat template (TRL's copy) and its special tokens."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from trl.chat_template_utils import qwen3_chat_template
+
+    vocab = {t: i for i, t in enumerate(TOOL_SPECIAL_TOKENS + sorted(set(string.printable)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=TOOL_SPECIAL_TOKENS[1:])
+    tokenizer.chat_template = qwen3_chat_template
+    return tokenizer
+
+
+def save_tiny_tool_model(path) -> str:
+    """A tiny random Llama with :func:`tool_calling_tokenizer`, saved to ``path``."""
+    tokenizer = tool_calling_tokenizer()
+    model = tiny_arch_model("llama", len(tokenizer))
+    model.config.max_position_embeddings = 4096  # character-level prompts with a tool schema run long
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 def is_truncated(ids: list[int], pad_token_id: int = 0) -> bool:
     """TRL's test: a completion is truncated when it does not end in a stop token or padding."""
     return ids[-1] not in [*STOP_IDS, pad_token_id]

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from _trl_helpers import NUM_GENERATIONS, parity_reward, save_tiny_model  # noqa: E402
+from _trl_helpers import NUM_GENERATIONS, parity_reward, save_tiny_model, save_tiny_tool_model  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 
@@ -30,6 +30,11 @@ FEEDBACK = [17, 18, 19]  # environment output spliced between the model's two tu
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-stops"))
+
+
+@pytest.fixture(scope="module")
+def tool_model_dir(tmp_path_factory):
+    return save_tiny_tool_model(tmp_path_factory.mktemp("tiny-tools"))
 
 
 def two_turn_rollout(prompts, trainer):
@@ -131,3 +136,113 @@ def test_multi_turn_rollouts_train_with_mara(kl, estimator, model_dir, tmp_path)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
     assert any(h["mara/frac_groups_augmented"] > 0 for h in logs)
+
+
+class ObservingEnvironment:
+    """An environment without tools: ``reset`` adds an observation to the prompt, ``get_reward`` scores it."""
+
+    def reset(self, **kwargs):
+        self.asked_for_options = "options" in kwargs["prompt"][-1]["content"]
+        return " observe"
+
+    def get_reward(self):
+        return 0.75 if self.asked_for_options else 0.0
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_an_environment_factory_without_tools_trains_with_mara_and_logs_its_raw_reward(kl, tool_model_dir,
+                                                                                      tmp_path):
+    rows = random_choice_dataset_rows(num_prompts=16)
+    for row in rows:
+        row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+    settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
+                    max_completion_length=4, beta=BETA, learning_rate=1e-3, max_steps=1, logging_steps=1,
+                    report_to="none", use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False,
+                    mara=True, mara_tau_quantile=0.5, kl_direction=kl, chat_template_kwargs={"enable_thinking": False})
+    trainer = MaraGRPOTrainer(model=tool_model_dir, reward_funcs=parity_reward, args=MaraGRPOConfig(**settings),
+                              environment_factory=ObservingEnvironment, train_dataset=Dataset.from_list(rows))
+    assert trainer.tools == [] and trainer.reward_func_names[-1] == "ObservingEnvironment"
+    torch.set_num_threads(1)
+    trainer.train()
+    (log,) = [h for h in trainer.state.log_history if "loss" in h]
+    assert math.isfinite(log["loss"]) and log["mara/frac_groups_augmented"] > 0
+    assert log["rewards/ObservingEnvironment/mean"] == pytest.approx(0.75)  # raw
+    assert log["reward"] == pytest.approx(log["rewards/parity_reward/mean"] + 0.75, abs=1e-6)
+
+
+def multiply(a: int, b: int) -> int:
+    """
+    Multiplies two integers.
+
+    Args:
+        a: The first integer.
+        b: The second integer.
+
+    Returns:
+        The product of the two integers.
+    """
+    return a * b
+
+
+FIRST_TURNS = [  # per generation of a prompt: two valid tool calls, a failing one, a plain answer
+    '<tool_call>\n{"name": "multiply", "arguments": {"a": 3, "b": 4}}\n</tool_call><|im_end|>',
+    '<tool_call>\n{"name": "multiply", "arguments": {"a": 21, "b": 2}}\n</tool_call><|im_end|>',
+    '<tool_call>\n{"name": "multiply", "arguments": {"a": 3, "c": 4}}\n</tool_call><|im_end|>',
+    "No tool.<|im_end|>",
+]
+
+
+def scripted_generate(tokenizer):
+    """``generate`` that answers the first turn from ``FIRST_TURNS`` and every later turn with ``Done!``."""
+    calls = []
+
+    def generate(input_ids, **kwargs):
+        calls.append(input_ids.size(0))
+        texts = [FIRST_TURNS[i % len(FIRST_TURNS)] for i in range(input_ids.size(0))] if len(calls) == 1 else [
+            "Done!<|im_end|>"] * input_ids.size(0)
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max(map(len, rows))
+        padded = [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows]
+        return torch.cat([input_ids, torch.tensor(padded, device=input_ids.device)], dim=1)
+
+    return generate
+
+
+def used_the_tool(completions, **kwargs):
+    """1 when a tool call returned a product, else 0."""
+    return [float(any(m["role"] == "tool" and str(m["content"]).strip().isdigit() for m in c)) for c in completions]
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_mara_on_tool_calling_rollouts_anchors_on_the_models_tokens(kl, tool_model_dir, tmp_path):
+    from unittest.mock import patch
+
+    path = tool_model_dir
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} times 7?"}]} for i in range(16)]
+    settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
+                    max_completion_length=200, beta=BETA, learning_rate=1e-3, max_steps=1, logging_steps=1,
+                    report_to="none", use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False,
+                    mara=True, mara_tau=1.0, kl_direction=kl, chat_template_kwargs={"enable_thinking": False})
+    trainer = Recording(model=path, reward_funcs=used_the_tool, args=MaraGRPOConfig(**settings), tools=[multiply],
+                        train_dataset=Dataset.from_list(rows))
+    with patch.object(trainer.model, "generate", side_effect=scripted_generate(trainer.processing_class)):
+        out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    tool_mask = out["tool_mask"] * out["completion_mask"]
+    hidden_by_tools = (out["completion_mask"] - tool_mask).sum(dim=1)
+    assert (hidden_by_tools[torch.arange(8) % 4 < 3] > 0).all() and (hidden_by_tools[torch.arange(8) % 4 == 3] == 0).all()
+    rewards = torch.tensor([1.0, 1.0, 0.0, 0.0] * 2)
+    prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
+    completions = [c[m.bool()].tolist() for c, m in zip(out["completion_ids"], out["completion_mask"])]
+    masks = [m[: len(c)].tolist() for m, c in zip(tool_mask, completions)]
+    reference = LlamaForCausalLM.from_pretrained(path).eval()
+    ref = model_token_logprobs(reference, prompts, completions, masks)
+    every_token = model_token_logprobs(reference, prompts, completions, [[1] * len(c) for c in completions])
+    assert ((ref - every_token).abs() > 1.0).sum() == 6  # the tool output would change log pi_ref: the test can tell
+    core = mara_rewards(rewards.double(), ref.double(), beta=BETA, tau=1.0,
+                        group_ids=torch.arange(8) // NUM_GENERATIONS, kl=kl)
+    assert core.fraction_groups_augmented == 1.0
+    augmented = core.rewards.float().view(-1, NUM_GENERATIONS)
+    expected = (augmented - augmented.mean(dim=1, keepdim=True)).flatten()
+    assert torch.allclose(out["advantages"], expected, atol=1e-4)
+    if kl == "forward":
+        assert torch.allclose(out["mara_ref_logps"], core.ref_logprobs.float(), atol=1e-4)
