@@ -41,7 +41,7 @@ def run_one_step(trainer_cls, config_cls, model_dir, out, funcs, weights, **extr
     args = config_cls(output_dir=str(out), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
                       max_completion_length=4, beta=BETA, learning_rate=1e-3, max_steps=1, logging_steps=1,
                       report_to="none", use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False,
-                      reward_weights=weights, **extra)
+                      reward_weights=weights, log_completions=True, **extra)
     trainer = trainer_cls(model=model_dir, reward_funcs=funcs, args=args,
                           train_dataset=Dataset.from_list(random_choice_dataset_rows(num_prompts=16)))
     torch.set_num_threads(1)

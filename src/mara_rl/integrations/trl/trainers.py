@@ -23,8 +23,8 @@ and call :func:`mara_rl.augment.mara_rewards` with one group per prompt (``group
 all compute the same anchors. The change is folded back into the reward columns, so TRL's weighted
 sum is the augmented reward: MARA is the last reward transform before TRL's advantages. TRL's reward
 metrics (``reward``, ``reward_std``, ``rewards/<func>/mean|std``) and the completions table's reward
-columns are then restated on the task rewards (``_log_task_rewards``): they read as in a stock run
-with the same rewards, while ``advantage`` and ``frac_reward_zero_std`` describe the rewards the
+columns are then restated on the task rewards (``_mara_log_task_rewards``): they read as in a stock
+run with the same rewards, while ``advantage`` and ``frac_reward_zero_std`` describe the rewards the
 update used (an all-good group with equal rewards has zero std, but MARA gives it a signal).
 
 - Masked completions (``mask_truncated_completions=True``: TRL zeroes the mask of completions cut
@@ -501,9 +501,9 @@ class _MaraMixin:
                 self.reward_clip_range, self._mara_clip_range = clip, None
             self._mara_passes = []
         if self._mara_task_rewards is not None:
-            self._log_task_rewards(self._mara_task_rewards)
+            self._mara_log_task_rewards(self._mara_task_rewards)
         if self._mara_advantages is not None:
-            self._set_advantages(output, *self._mara_advantages)
+            self._mara_set_advantages(output, *self._mara_advantages)
         self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
         if self._mara_kl_ref_logps is not None:
             output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
@@ -589,17 +589,19 @@ class _MaraMixin:
     def _mara_normalizes_then_sums(self) -> bool:
         return getattr(self, "multi_objective_aggregation", "sum_then_normalize") == "normalize_then_sum"
 
-    def _set_advantages(self, output: dict[str, Any], trl_advantages: torch.Tensor, advantages: torch.Tensor) -> None:
+    def _mara_set_advantages(
+        self, output: dict[str, Any], trl_advantages: torch.Tensor, advantages: torch.Tensor
+    ) -> None:
         """Replace TRL's advantages (``[B]`` gathered; :func:`normalize_then_sum`'s) by ``advantages [B]``."""
         local = output["advantages"].size(0)
         expected = self._mara_local(torch.nan_to_num(trl_advantages, nan=0.0), local)
         if not torch.allclose(output["advantages"], expected.to(output["advantages"].dtype), rtol=1e-5, atol=1e-5):
-            raise _contract_error("normalize_then_sum's advantages are mara_rl.integrations.trl.normalize_then_sum's")
+            raise _contract_error("GRPO's normalize_then_sum advantages are trainers.normalize_then_sum(rewards)")
         advantages = torch.nan_to_num(advantages, nan=0.0)
         output["advantages"] = self._mara_local(advantages, local).to(output["advantages"].dtype)
         replace_tail(self._logs["advantages"], advantages.tolist())
 
-    def _log_task_rewards(self, rewards_per_func: torch.Tensor) -> None:
+    def _mara_log_task_rewards(self, rewards_per_func: torch.Tensor) -> None:
         """Restate TRL's reward metrics and completions-table rewards of this batch on the task rewards.
 
         TRL computed ``reward``, ``reward_std``, ``rewards/<func>/mean|std`` and the table's reward
