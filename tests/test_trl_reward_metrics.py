@@ -57,7 +57,8 @@ def reward_keys(names):
 
 @pytest.mark.parametrize("host", ["grpo", "rloo"])
 @pytest.mark.parametrize("kl,estimator,mara", [("reverse", "token", True), ("forward", "token", True),
-                                               ("forward", "sequence", True), ("forward", "sequence", False)])
+                                               ("forward", "sequence", True), ("forward", "token", False),
+                                               ("forward", "sequence", False)])
 def test_weighted_reward_metrics_are_those_of_the_stock_trainer(host, kl, estimator, mara, model_dir, tmp_path):
     (stock_cls, stock_cfg), (ours_cls, ours_cfg) = HOSTS[host]
     funcs = [always_one, always_zero, parity_reward]
