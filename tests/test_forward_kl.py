@@ -10,6 +10,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mara_rl.integrations.forward_kl import (  # noqa: E402
+    LMHead,
     mara_forward_coefficients,
     prefix_importance_weights,
     sequence_forward_kl,
@@ -61,6 +62,38 @@ def test_token_kl_from_hidden_states_matches_logits_path_and_grads_the_head():
     torch.testing.assert_close(kl, direct.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[0], hidden.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got[1], head.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias,scale,softcap", [(True, 1.0, None), (False, 3.0, None), (False, 1.0, 0.7),
+                                                (True, 0.25, 1.5)])
+def test_token_kl_through_an_affine_soft_capped_head_grads_hidden_weight_and_bias(bias, scale, softcap):
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(11, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    ref_hidden = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64)
+    ref_weight, ref_b = torch.randn(11, 6, generator=gen, dtype=torch.float64), torch.randn(11, generator=gen,
+                                                                                              dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+
+    def model_logits(h, w, b_):  # as the model computes them: linear, scale, cap
+        z = (h @ w.t() + (0.0 if b_ is None else b_)) * scale
+        return z if softcap is None else softcap * torch.tanh(z / softcap)
+
+    loss, kl = token_forward_kl(hidden, ref_hidden, mask, policy_head=LMHead(weight, b, scale, softcap),
+                                ref_head=LMHead(ref_weight, ref_b, scale, softcap), temperature=0.8, chunk_rows=3)
+    loss.backward()
+    params = [hidden, weight] + ([b] if bias else [])
+    got = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    direct = direct_kl(model_logits(hidden, weight, b), model_logits(ref_hidden, ref_weight, ref_b), 0.8) * mask
+    direct.sum().backward()
+    torch.testing.assert_close(kl.double(), direct.detach(), rtol=1e-5, atol=1e-6)
+    for ours, exact in zip(got, (p.grad for p in params)):
+        torch.testing.assert_close(ours, exact, rtol=1e-4, atol=1e-6)
+    plain = direct_kl(hidden @ weight.t(), ref_hidden @ ref_weight.t(), 0.8) * mask
+    assert (plain - direct).abs().max() > 1e-2  # the head's transform matters in every case
 
 
 def test_token_kl_keeps_pulling_when_the_policy_left_the_reference_support():

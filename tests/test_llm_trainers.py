@@ -10,6 +10,8 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
+from _trl_helpers import save_tiny_arch_model  # noqa: E402
+
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
@@ -160,6 +162,19 @@ def completion_logits(model, trainer, out):
                                                     (MaraRLOOTrainer, MaraRLOOConfig)], ids=["grpo", "rloo"])
 def test_token_forward_kl_loss_is_the_full_vocabulary_kl_of_the_two_models(trainer_cls, config_cls, model_dir,
                                                                           tmp_path):
+    check_full_vocabulary_kl(trainer_cls, config_cls, model_dir, tmp_path)
+
+
+@pytest.mark.parametrize("arch,trainer_cls,config_cls", [("gemma2", MaraGRPOTrainer, MaraGRPOConfig),
+                                                         ("phi", MaraGRPOTrainer, MaraGRPOConfig),
+                                                         ("granite", MaraRLOOTrainer, MaraRLOOConfig)],
+                         ids=["gemma2-softcap-grpo", "phi-bias-grpo", "granite-scale-rloo"])
+def test_token_forward_kl_through_soft_capped_scaled_and_biased_heads(arch, trainer_cls, config_cls, tmp_path):
+    check_full_vocabulary_kl(trainer_cls, config_cls, save_tiny_arch_model(tmp_path / arch, arch), tmp_path)
+
+
+def check_full_vocabulary_kl(trainer_cls, config_cls, model_dir, tmp_path):
+    """The trainer's loss and gradients against the forward KL of both models' own full logits."""
     beta = 0.1
     extra = dict(loss_type="grpo") if trainer_cls is MaraGRPOTrainer else {}
     trainer, out = perturbed_forward_trainer(trainer_cls, config_cls, model_dir, tmp_path, beta, **extra)
@@ -240,6 +255,11 @@ def test_config_validation(config_cls, tmp_path):
         config_cls(**base, mara=True, beta=0.1, mara_tau_quantile=1.5)
     cfg = config_cls(**base, mara=True, beta=0.1)
     assert cfg.mara_tau_quantile == 0.9 and cfg.mara_tau is None
+    if config_cls is MaraGRPOConfig:  # normalised rewards are z-scores: a reward value means nothing there
+        with pytest.raises(ValueError, match="give mara_tau_quantile instead"):
+            config_cls(**base, mara=True, beta=0.1, multi_objective_aggregation="normalize_then_sum", mara_tau=1.0)
+        cfg = config_cls(**base, mara=True, beta=0.1, multi_objective_aggregation="normalize_then_sum")
+        assert cfg.mara_tau_quantile == 0.9
     assert config_cls(**base, beta=0.0).mara is False
 
 
@@ -307,3 +327,19 @@ def test_the_older_import_paths_name_the_same_modules():
     import mara_rl.llm.trainers as old_trainers
 
     assert old_trainers is trainers and old_forward_kl is forward_kl
+
+
+@pytest.mark.parametrize("config_cls", [MaraGRPOConfig, MaraRLOOConfig], ids=["grpo", "rloo"])
+def test_mara_refuses_beta_zero_and_says_what_mara_would_be_there(config_cls, tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", mara=True)
+    for beta in ({"beta": 0.0}, {"beta": 0}, {} if config_cls is MaraGRPOConfig else {"beta": 0.0}):
+        with pytest.raises(ValueError) as caught:
+            config_cls(**base, **beta)  # GRPO: TRL's default beta is 0.0
+        message = str(caught.value)
+        assert "beta > 0" in message and "r_i = R(z) for every sample with reward >= tau" in message
+        assert "reference model" in message and "beta=0.04" in message
+    # The formula's limit, by the core: as beta -> 0 every good reward becomes the anchor's, R(z)
+    rewards = torch.tensor([0.2, 0.9, 0.95, 1.0], dtype=torch.float64)
+    ref = torch.tensor([-1.0, -2.0, -0.5, -9.0], dtype=torch.float64)
+    out = mara_rewards(rewards, ref, beta=1e-300, tau=0.9)
+    assert out.rewards.tolist() == [0.2, 0.95, 0.95, 0.95]  # z = the good sample with log pi_ref -0.5

@@ -17,6 +17,7 @@ from _trl_helpers import (  # noqa: E402
     NUM_GENERATIONS,
     STOP_IDS,
     is_truncated,
+    length_reward,
     parity_reward,
     save_tiny_model,
 )
@@ -26,7 +27,13 @@ from packaging.version import Version  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.integrations.trl.trainers import TESTED_TRL, capture_completion_hidden, causal_lm, trl_is_tested  # noqa: E402
+from mara_rl.integrations.trl.trainers import (  # noqa: E402
+    TESTED_TRL,
+    capture_completion_hidden,
+    causal_lm,
+    normalize_then_sum,
+    trl_is_tested,
+)
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -97,7 +104,8 @@ def make(kind, model_dir, tmp_path, **overrides):
     rows = random_choice_dataset_rows(num_prompts=32)
     for i, row in enumerate(rows):  # distinct prompts, so each group can be told apart
         row["prompt"] = row["prompt"].replace("2 options", f"{2 + i % 7} options")
-    trainer = trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
+    funcs = settings.pop("reward_funcs", parity_reward)
+    trainer = trainer_cls(model=model_dir, reward_funcs=funcs, args=config_cls(**settings),
                           train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(rows[:4]))
     trainer.generations, trainer.loss_calls, trainer.events = [], [], []
     return trainer
@@ -217,6 +225,42 @@ def test_advantages_are_built_from_what_calculate_rewards_returns(kind, model_di
     expect(torch.allclose(out["advantages"], expected.flatten(), atol=1e-5),
            f"{kind} advantages are the weighted sum of _calculate_rewards' output, group-centred"
            + (" after clipping to reward_clip_range and the KL penalty" if kind == "rloo" else ""))
+
+
+def test_grpo_normalize_then_sum_advantages_are_the_normalised_weighted_sum(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(TRAINERS, "grpo", (OffsetGRPO, GRPOConfig))
+    trainer = make("grpo", model_dir, tmp_path, multi_objective_aggregation="normalize_then_sum",
+                   reward_funcs=[parity_reward, length_reward], reward_weights=[1.0, 0.5])
+    out = score_one_batch(trainer)
+    returned = trainer.generations[-1]["events"][-1]["returned"]
+    expected = normalize_then_sum(returned, trainer.reward_weights, NUM_GENERATIONS)
+    expect(torch.allclose(out["advantages"], torch.nan_to_num(expected, nan=0.0), rtol=1e-5, atol=1e-5),
+           "normalize_then_sum z-scores each reward function per group, sums with the weights and z-scores the "
+           "sum over the batch; the advantages are that (MaraGRPOTrainer replaces them after TRL ran)")
+    expect(list(trainer._logs["advantages"])[-returned.size(0):] == out["advantages"].tolist(),
+           "the completions table's advantages are the batch's advantages, appended last")
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_reward_metrics_and_table_come_from_calculate_rewards_once_per_batch(kind, model_dir, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setitem(TRAINERS, kind, ({"grpo": OffsetGRPO, "rloo": OffsetRLOO}[kind], TRAINERS[kind][1]))
+    trainer = make(kind, model_dir, tmp_path, reward_funcs=[parity_reward, length_reward], reward_weights=[1.0, 0.5])
+    for calls in (1, 2):
+        score_one_batch(trainer)
+        returned = trainer.generations[-1]["events"][-1]["returned"]
+        metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+        total = (returned * trainer.reward_weights[None, :]).nansum(1)
+        for key in ("reward", "reward_std", *(f"rewards/{n}/{s}" for n in trainer.reward_func_names
+                                              for s in ("mean", "std"))):
+            expect(len(metrics[key]) == calls, f"{kind} appends one {key!r} per scored batch")
+        expect(metrics["reward"][-1] == pytest.approx(total.mean().item(), abs=1e-6),
+               f"{kind}'s 'reward' is the weighted sum of what _calculate_rewards returned")
+        for i, name in enumerate(trainer.reward_func_names):
+            expect(metrics[f"rewards/{name}/mean"][-1] == pytest.approx(returned[:, i].mean().item(), abs=1e-6),
+                   f"{kind}'s rewards/<func>/mean is of what _calculate_rewards returned")
+            expect(list(trainer._logs["rewards"][name])[-returned.size(0):] == returned[:, i].tolist(),
+                   f"{kind}'s completions table holds what _calculate_rewards returned, appended last")
 
 
 def test_rloo_reward_clipping_reads_the_attribute_at_scoring_time(model_dir, tmp_path, monkeypatch):

@@ -17,6 +17,8 @@ pytest.importorskip("trl")
 
 from _trl_helpers import (  # noqa: E402
     NUM_GENERATIONS,
+    always_one,
+    always_zero,
     is_truncated,
     length_reward,
     parity_reward,
@@ -47,7 +49,10 @@ REWARDS = {  # name: (functions, weights)
     "one": ([parity_reward], None),
     "weighted": ([sometimes_none_reward, length_reward], [1.0, 0.25]),  # some rows partly None
     "none": ([sometimes_none_reward], None),  # some rows unscorable
+    "constant": ([always_one, always_zero], [0.7, 0.3]),  # every group has zero reward std
 }
+REWARD_METRICS = ("reward", "reward_std", "frac_reward_zero_std")
+AGGREGATIONS = {"sum": "sum_then_normalize", "normalize": "normalize_then_sum"}
 
 
 class Recording:
@@ -61,7 +66,12 @@ class Recording:
         out = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         kept = {k: v.detach().clone() for k, v in out.items() if isinstance(v, torch.Tensor)}
-        self.records.append({"mode": mode, "ids": self._ids, "out": kept})
+        n = len(self._ids)
+        metrics = {k: v[-1] for k, v in self._metrics[mode].items() if k in REWARD_METRICS or k.startswith("rewards/")}
+        table = {name: list(self._logs["rewards"][name])[-n:] for name in self.reward_func_names}
+        table["advantage"] = list(self._logs["advantages"])[-n:]
+        table["completion"] = list(self._logs["completion"])[-n:]
+        self.records.append({"mode": mode, "ids": self._ids, "out": kept, "metrics": metrics, "table": table})
         return out
 
 
@@ -76,24 +86,32 @@ class RecordingRLOO(Recording, MaraRLOOTrainer):
 TRAINERS = {"grpo": (RecordingGRPO, MaraGRPOConfig), "rloo": (RecordingRLOO, MaraRLOOConfig)}
 
 # trainer, kl, num_iterations, gradient_accumulation_steps, steps_per_generation, rewards, loss_type,
-# conversational, mask_truncated_completions, reward_clip_range, tau, forward_kl_estimator
+# conversational, mask_truncated_completions, reward_clip_range, tau, forward_kl_estimator,
+# multi_objective_aggregation (GRPO: "sum" or "normalize")
 CASES = [
-    ("grpo", "reverse", 2, 2, 4, "weighted", "grpo", True, True, False, "quantile", "token"),
-    ("grpo", "reverse", 1, 1, 1, "none", "dr_grpo", False, False, False, "value", "token"),
-    ("grpo", "reverse", 1, 2, 4, "weighted", "dapo", False, True, False, "value", "token"),
-    ("grpo", "reverse", 2, 1, 1, "none", "bnpo", True, True, False, "quantile", "token"),
-    ("grpo", "forward", 1, 2, 4, "none", "dr_grpo", False, True, False, "value", "token"),
-    ("grpo", "forward", 2, 1, 1, "weighted", "bnpo", True, False, False, "quantile", "token"),
-    ("grpo", "forward", 2, 2, 4, "one", "dapo", True, True, False, "quantile", "token"),
-    ("grpo", "forward", 1, 1, 1, "weighted", "grpo", False, True, False, "value", "sequence"),
-    ("rloo", "reverse", 2, 2, 4, "weighted", None, True, True, True, "quantile", "token"),
-    ("rloo", "reverse", 1, 1, 1, "none", None, False, False, True, "value", "token"),
-    ("rloo", "forward", 1, 2, 4, "none", None, False, True, True, "value", "sequence"),
-    ("rloo", "forward", 2, 1, 1, "weighted", None, True, False, False, "quantile", "token"),
-    ("rloo", "forward", 2, 2, 4, "one", None, True, True, True, "quantile", "token"),
+    ("grpo", "reverse", 2, 2, 4, "weighted", "grpo", True, True, False, "quantile", "token", "sum"),
+    ("grpo", "reverse", 1, 1, 1, "none", "dr_grpo", False, False, False, "value", "token", "sum"),
+    ("grpo", "reverse", 1, 2, 4, "weighted", "dapo", False, True, False, "value", "token", "sum"),
+    ("grpo", "reverse", 2, 1, 1, "none", "bnpo", True, True, False, "quantile", "token", "sum"),
+    ("grpo", "reverse", 1, 1, 1, "weighted", "grpo", False, False, False, "quantile", "token", "normalize"),
+    ("grpo", "reverse", 1, 2, 4, "constant", "dapo", True, False, False, "quantile", "token", "sum"),
+    ("grpo", "forward", 1, 2, 4, "none", "dr_grpo", False, True, False, "value", "token", "sum"),
+    ("grpo", "forward", 2, 1, 1, "weighted", "bnpo", True, False, False, "quantile", "token", "sum"),
+    ("grpo", "forward", 2, 2, 4, "one", "dapo", True, True, False, "quantile", "token", "sum"),
+    ("grpo", "forward", 1, 1, 1, "weighted", "grpo", False, True, False, "value", "sequence", "sum"),
+    ("grpo", "forward", 1, 1, 1, "weighted", "dr_grpo", True, True, False, "quantile", "token", "normalize"),
+    ("grpo", "forward", 1, 1, 1, "constant", "grpo", False, False, False, "quantile", "sequence", "sum"),
+    ("rloo", "reverse", 2, 2, 4, "weighted", None, True, True, True, "quantile", "token", None),
+    ("rloo", "reverse", 1, 1, 1, "none", None, False, False, True, "value", "token", None),
+    ("rloo", "reverse", 1, 1, 1, "constant", None, False, False, True, "quantile", "token", None),
+    ("rloo", "forward", 1, 2, 4, "none", None, False, True, True, "value", "sequence", None),
+    ("rloo", "forward", 2, 1, 1, "weighted", None, True, False, False, "quantile", "token", None),
+    ("rloo", "forward", 2, 2, 4, "one", None, True, True, True, "quantile", "token", None),
+    ("rloo", "forward", 1, 1, 1, "constant", None, False, True, False, "quantile", "token", None),
 ]
 FIELDS = ("trainer", "kl", "num_iterations", "gradient_accumulation_steps", "steps_per_generation", "rewards",
-          "loss_type", "conversational", "mask_truncated_completions", "reward_clip_range", "tau", "estimator")
+          "loss_type", "conversational", "mask_truncated_completions", "reward_clip_range", "tau", "estimator",
+          "aggregation")
 CASE_DICTS = [dict(zip(FIELDS, case)) for case in CASES]
 
 
@@ -102,7 +120,7 @@ def case_id(case):
     parts = [c["trainer"], c["kl"], f"it{c['num_iterations']}", f"ga{c['gradient_accumulation_steps']}",
              f"spg{c['steps_per_generation']}", c["rewards"], c["loss_type"] or "", "chat" if c["conversational"]
              else "", "trunc" if c["mask_truncated_completions"] else "", "clip" if c["reward_clip_range"] else "",
-             c["tau"], c["estimator"] if c["kl"] == "forward" else ""]
+             c["tau"], c["estimator"] if c["kl"] == "forward" else "", c["aggregation"] or ""]
     return "-".join(p for p in parts if p)
 
 
@@ -144,6 +162,8 @@ def make_trainer(c, model_dir, tmp_path, **overrides):
     )
     if c["loss_type"]:
         settings["loss_type"] = c["loss_type"]
+    if c["aggregation"]:
+        settings["multi_objective_aggregation"] = AGGREGATIONS[c["aggregation"]]
     if c["reward_clip_range"]:
         settings["reward_clip_range"] = CLIP
     settings.update(overrides)
@@ -154,16 +174,43 @@ def make_trainer(c, model_dir, tmp_path, **overrides):
     return trainer
 
 
+def nan_std(x, dim=None):
+    """Bessel-corrected std over the non-NaN entries (NaN with fewer than two)."""
+    keep = ~torch.isnan(x)
+    n = keep.sum(dim=dim, keepdim=True) if dim is not None else keep.sum()
+    mean = torch.where(keep, x, 0.0).sum(dim=dim, keepdim=dim is not None) / n
+    var = torch.where(keep, (x - mean) ** 2, 0.0).sum(dim=dim, keepdim=dim is not None) / (n - 1)
+    return torch.where(n > 1, var.sqrt(), torch.nan)
+
+
+def normalised_then_summed(per_func, weights, group):
+    """GRPO's normalize_then_sum rewards: per-function z-scores within groups, weighted sum, batch z-score."""
+    grouped = per_func.view(-1, group, per_func.size(1))
+    keep = ~torch.isnan(grouped)
+    mean = torch.where(keep, grouped, 0.0).sum(1, keepdim=True) / keep.sum(1, keepdim=True)
+    z = ((grouped - mean) / (nan_std(grouped, dim=1) + 1e-4)).view_as(per_func)
+    summed = torch.where(torch.isnan(z), 0.0, z * weights[None, :]).sum(dim=1)
+    summed[torch.isnan(per_func).all(dim=1)] = torch.nan
+    scored = summed[~torch.isnan(summed)]
+    return (summed - scored.mean()) / (nan_std(summed) + 1e-4)
+
+
 def expected_advantages(trainer, c, record, reference):
-    """Advantages from the core ``mara_rewards`` on independently recomputed rewards and log pi_ref."""
+    """Advantages from the core ``mara_rewards`` on independently recomputed rewards and log pi_ref.
+
+    Also returns what TRL's ``frac_reward_zero_std`` is then expected to read.
+    """
     ids, out = record["ids"], record["out"]
     group = trainer.num_generations if record["mode"] == "train" else trainer.num_generations_eval
     funcs, weights = REWARDS[c["rewards"]]
     per_func = reward_values(funcs, ids)
     scorable = ~torch.isnan(per_func).all(dim=1)
-    rewards = (per_func * torch.tensor(weights or [1.0])[None, :]).nansum(dim=1)
+    weights = torch.tensor(weights or [1.0] * len(funcs))
+    rewards = (per_func * weights[None, :]).nansum(dim=1)
     if c["reward_clip_range"]:
         rewards = rewards.clamp(*CLIP)  # the task reward is clipped before MARA
+    if c["aggregation"] == "normalize":  # MARA acts on the normalised rewards the update uses
+        rewards = normalised_then_summed(per_func, weights, group)
     in_loss = torch.tensor([not (c["mask_truncated_completions"] and is_truncated(i)) for i in ids])
     prompts = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"])]
     ref = torch.where(in_loss, plain_sequence_logprobs(reference, prompts, ids, trainer.temperature), 0.0)
@@ -184,11 +231,36 @@ def expected_advantages(trainer, c, record, reference):
     if c["trainer"] == "rloo":
         count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
         advantages = grouped - (torch.nansum(grouped, dim=1, keepdim=True) - grouped) / (count - 1)
+    elif c["aggregation"] == "normalize":
+        advantages = grouped - grouped[~torch.isnan(grouped)].mean()
     else:
         advantages = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    if c["aggregation"] == "normalize":  # TRL's batch std of its own normalised sum
+        zero_std = float(torch.isclose(nan_std(rewards), torch.tensor(0.0)))
+    else:  # per group, on the rewards the update used
+        zero_std = torch.isclose(nan_std(grouped, dim=1), torch.tensor(0.0)).float().mean().item()
     # Alg. 2 may keep every reward (equal good rewards) and change only the reference log-probs
     changed = (core.rewards != rewards[eligible]).any() or (core.ref_logprobs != ref[eligible]).any()
-    return torch.nan_to_num(advantages.flatten(), nan=0.0), kl_ref, bool(changed)
+    return torch.nan_to_num(advantages.flatten(), nan=0.0), kl_ref, bool(changed), zero_std
+
+
+def check_reward_logs(trainer, c, record, zero_std):
+    """TRL's reward metrics and completions table: the task rewards, as a stock run logs them."""
+    funcs, weights = REWARDS[c["rewards"]]
+    per_func = reward_values(funcs, record["ids"]).double()
+    metrics, table = record["metrics"], record["table"]
+    for name, column in zip(trainer.reward_func_names, per_func.T):
+        scored = column[~torch.isnan(column)]
+        assert metrics[f"rewards/{name}/mean"] == pytest.approx(scored.mean().item(), abs=1e-6), name
+        assert metrics[f"rewards/{name}/std"] == pytest.approx(nan_std(column).item(), abs=1e-6, nan_ok=True), name
+        assert torch.equal(torch.tensor(table[name]).double().nan_to_num(-7.0), column.nan_to_num(-7.0)), name
+    total = (per_func * torch.tensor(weights or [1.0] * len(funcs)).double()[None, :]).nansum(dim=1)
+    total[torch.isnan(per_func).all(dim=1)] = torch.nan
+    assert metrics["reward"] == pytest.approx(total[~torch.isnan(total)].mean().item(), abs=1e-6)
+    assert metrics["reward_std"] == pytest.approx(nan_std(total).item(), abs=1e-6, nan_ok=True)
+    assert metrics["frac_reward_zero_std"] == pytest.approx(zero_std)
+    assert torch.allclose(torch.tensor(table["advantage"]), record["out"]["advantages"], atol=1e-6)
+    assert len(table["completion"]) == len(record["ids"])
 
 
 def check_token_estimator_inputs(trainer, record, reference):
@@ -224,8 +296,9 @@ def test_options_matrix_advantages_are_core_mara_on_recomputed_reference_logprob
     assert "train" in modes and "eval" in modes
     changed = truncated = complete = 0
     for record in trainer.records:
-        expected, kl_ref, any_changed = expected_advantages(trainer, c, record, reference)
+        expected, kl_ref, any_changed, zero_std = expected_advantages(trainer, c, record, reference)
         assert torch.allclose(record["out"]["advantages"], expected, atol=1e-4), record["mode"]
+        check_reward_logs(trainer, c, record, zero_std)
         if c["kl"] == "forward" and (c["trainer"] == "grpo" or c["estimator"] == "token"):
             assert torch.allclose(record["out"]["mara_ref_logps"], kl_ref, atol=1e-4)
         if c["kl"] == "forward" and c["estimator"] == "token":
@@ -244,19 +317,20 @@ def test_the_design_covers_every_option():
 
     options = [("num_iterations", 2), ("gradient_accumulation_steps", 2), ("steps_per_generation", 4),
                ("conversational", True), ("mask_truncated_completions", True)]
-    options += [("rewards", r) for r in ("weighted", "none")] + [("tau", t) for t in ("value", "quantile")]
+    options += [("rewards", r) for r in ("weighted", "none", "constant")]
+    options += [("tau", t) for t in ("value", "quantile")]
     for trainer in TRAINERS:
         for estimator in ("token", "sequence"):
             assert covered(trainer, "forward", "estimator", estimator), (trainer, estimator)
         for kl in ("reverse", "forward"):
-            own = [("loss_type", t) for t in ("grpo", "dr_grpo", "dapo", "bnpo")] if trainer == "grpo" else [
-                ("reward_clip_range", True)]
+            own = [("loss_type", t) for t in ("grpo", "dr_grpo", "dapo", "bnpo")] + [
+                ("aggregation", a) for a in AGGREGATIONS] if trainer == "grpo" else [("reward_clip_range", True)]
             missing = [o for o in options + own if not covered(trainer, kl, *o)]
             assert not missing, (trainer, kl, missing)
 
 
 def test_truncated_completions_are_never_anchors_nor_augmented(model_dir, reference, tmp_path):
-    c = dict(CASE_DICTS[4])  # GRPO, forward KL, mask_truncated_completions
+    c = dict(CASE_DICTS[6])  # GRPO, forward KL, mask_truncated_completions
     trainer = make_trainer(c, model_dir, tmp_path)
     batch = next(iter(trainer.get_train_dataloader()))
     out = trainer._generate_and_score_completions(batch)
@@ -264,7 +338,7 @@ def test_truncated_completions_are_never_anchors_nor_augmented(model_dir, refere
     truncated = torch.tensor([is_truncated(ids) for ids in record["ids"]])
     assert 0 < truncated.sum() < len(truncated)
     assert torch.equal(out["mara_ref_logps"][truncated], torch.zeros(int(truncated.sum())))  # TRL's masked sum
-    expected, kl_ref, _ = expected_advantages(trainer, c, record, reference)
+    expected, kl_ref, _, _ = expected_advantages(trainer, c, record, reference)
     assert torch.allclose(out["advantages"], expected, atol=1e-4)
     assert torch.allclose(out["mara_ref_logps"], kl_ref, atol=1e-4)
     # a truncated anchor would hand its masked 0.0 to the good samples of its group
@@ -273,7 +347,7 @@ def test_truncated_completions_are_never_anchors_nor_augmented(model_dir, refere
 
 @pytest.mark.parametrize("eval_batch", [4, 8])
 def test_grpo_forward_evaluate_uses_the_eval_batch_own_logprobs(eval_batch, model_dir, tmp_path):
-    c = dict(CASE_DICTS[7])  # GRPO, forward KL, sequence estimator
+    c = dict(CASE_DICTS[9])  # GRPO, forward KL, sequence estimator
     trainer = make_trainer(c, model_dir, tmp_path, per_device_eval_batch_size=eval_batch, max_steps=1)
     before = trainer.evaluate()  # before any training step
     assert math.isfinite(before["eval_kl"])
@@ -333,7 +407,7 @@ def test_lora_reference_logprobs_are_the_base_model(kl, model_dir, reference, tm
     adapted = plain_sequence_logprobs(trainer.model, prompts, record["ids"])
     base = plain_sequence_logprobs(reference, prompts, record["ids"])
     assert (adapted - base).abs().max() > 1e-2  # the adapter changes the policy: the test can tell them apart
-    expected, kl_ref, _ = expected_advantages(trainer, c, record, reference)
+    expected, kl_ref, _, _ = expected_advantages(trainer, c, record, reference)
     assert torch.allclose(out["advantages"], expected, atol=1e-4)
     if kl == "forward":
         assert torch.allclose(out["mara_ref_logps"], kl_ref, atol=1e-4)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -39,56 +40,114 @@ def _check_temperature(temperature: float) -> float:
     return value
 
 
-def _rows_to_logits(rows: torch.Tensor, head: torch.Tensor | None, inv_t: float) -> torch.Tensor:
-    """fp32 tempered logits of a chunk of rows: ``rows`` are logits, or hidden states projected by ``head``."""
-    logits = rows if head is None else rows @ head.to(rows.dtype).t()
-    return logits.float() * inv_t
+@dataclass(frozen=True)
+class LMHead:
+    """A causal LM's output layer: ``logits = softcap(logit_scale * (h W^T + b))`` for final hidden states ``h``.
+
+    ``softcap(z) = cap * tanh(z / cap)`` (Gemma 2/3's ``final_logit_softcapping``), the identity when
+    ``softcap`` is None; ``logit_scale`` covers Cohere's ``logit_scale``, Granite's ``1 / logits_scaling``
+    and the like; ``bias`` an LM head with a bias (Phi). This is the transform TRL's fused LM head
+    applies (``trl.trainer.utils.add_fused_lm_head``): the product ``h W^T + b`` in the dtype both
+    operands promote to (fp32 for TRL's ``cast_lm_head_to_fp32``), the rest in fp32.
+
+    Attributes:
+        weight: ``[V, H]``; gets a gradient when it requires one (the policy's).
+        bias: ``[V]`` or None; likewise.
+        logit_scale: multiplier of the logits before the soft-cap.
+        softcap: the cap, or None.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    logit_scale: float = 1.0
+    softcap: float | None = None
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[N, V]`` fp32 logits of hidden states ``hidden [N, H]`` (untempered)."""
+        return self._finish(self._product(hidden))[0]
+
+    def _product(self, hidden: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(hidden.dtype, self.weight.dtype)
+        product = hidden.to(dtype) @ self.weight.to(dtype).t()
+        return product if self.bias is None else product + self.bias.to(dtype)
+
+    def _finish(self, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """``(logits, d logits / d product)``: the derivative is a tensor with a soft-cap, else the scale."""
+        scaled = product.float() * self.logit_scale
+        if self.softcap is None:
+            return scaled, self.logit_scale
+        capped = torch.tanh(scaled / self.softcap)
+        return self.softcap * capped, self.logit_scale * (1.0 - capped * capped)
+
+
+def _as_head(head: torch.Tensor | LMHead | None) -> LMHead | None:
+    return head if head is None or isinstance(head, LMHead) else LMHead(head)
+
+
+def _rows_to_logits(rows: torch.Tensor, head: LMHead | None, inv_t: float) -> tuple[torch.Tensor, Any]:
+    """fp32 tempered logits of a chunk of rows (logits, or hidden states through ``head``) and their derivative."""
+    if head is None:
+        return rows.float() * inv_t, 1.0
+    logits, slope = head._finish(head._product(rows))
+    return logits * inv_t, slope
 
 
 class _TokenForwardKL(torch.autograd.Function):
     """``sum_n w_n KL(softmax(r_n / T) || softmax(p_n / T))`` over rows ``n``, gradients built in the forward.
 
     The weights are constants, so the gradient is known in the forward pass: per row
-    ``d/dp_n = w_n (softmax(p_n/T) - softmax(r_n/T)) / T``, and through a head ``W`` (``p = h W^T``)
-    ``d/dh = (d/dp) W``, ``d/dW = sum_n (d/dp_n)^T h_n``. Only one chunk of ``[rows, V]`` logits exists at a time.
+    ``d/dp_n = w_n (softmax(p_n/T) - softmax(r_n/T)) / T``, and through a head (``p = f(u)``,
+    ``u = h W^T + b``, ``f`` the scale and soft-cap) ``d/du = f'(u) d/dp``, ``d/dh = (d/du) W``,
+    ``d/dW = sum_n (d/du_n)^T h_n``, ``d/db = sum_n d/du_n``. Only one chunk of ``[rows, V]`` logits
+    exists at a time.
     """
 
     @staticmethod
-    def forward(ctx, policy, policy_head, ref, ref_head, weights, inv_t, chunk_rows):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, policy, policy_weight, policy_bias, ref, weights, inv_t, chunk_rows, policy_head, ref_head
+    ):
         n = policy.shape[0]
         kl = torch.zeros(n, dtype=torch.float32, device=policy.device)
         want_input = ctx.needs_input_grad[0]
-        want_head = policy_head is not None and ctx.needs_input_grad[1]
+        want_weight = policy_head is not None and ctx.needs_input_grad[1]
+        want_bias = policy_bias is not None and ctx.needs_input_grad[2]
         grad_policy = torch.zeros_like(policy) if want_input else None
-        grad_head = torch.zeros(policy_head.shape, dtype=torch.float32, device=policy.device) if want_head else None
+        fp32 = dict(dtype=torch.float32, device=policy.device)
+        grad_weight = torch.zeros(policy_weight.shape, **fp32) if want_weight else None
+        grad_bias = torch.zeros(policy_bias.shape, **fp32) if want_bias else None
         for start in range(0, n, chunk_rows):
             rows = slice(start, min(start + chunk_rows, n))
-            log_p = torch.log_softmax(_rows_to_logits(policy[rows], policy_head, inv_t), dim=-1)
-            log_q = torch.log_softmax(_rows_to_logits(ref[rows], ref_head, inv_t), dim=-1)
+            logits, slope = _rows_to_logits(policy[rows], policy_head, inv_t)
+            log_p = torch.log_softmax(logits, dim=-1)
+            log_q = torch.log_softmax(_rows_to_logits(ref[rows], ref_head, inv_t)[0], dim=-1)
             q = log_q.exp()
             # q = 0 contributes nothing, even where log p or log q is -inf.
             kl[rows] = torch.where(q > 0, q * (log_q - log_p), 0.0).sum(dim=-1)
-            if not (want_input or want_head):
+            if not (want_input or want_weight or want_bias):
                 continue
-            d_logits = (log_p.exp() - q) * (weights[rows, None].float() * inv_t)
+            d_logits = (log_p.exp() - q) * (weights[rows, None].float() * inv_t) * slope
             if policy_head is None:
                 grad_policy[rows] = d_logits.to(policy.dtype)
                 continue
             if want_input:
-                grad_policy[rows] = (d_logits @ policy_head.float()).to(policy.dtype)
-            if want_head:
-                grad_head += d_logits.t() @ policy[rows].float()
+                grad_policy[rows] = (d_logits @ policy_weight.float()).to(policy.dtype)
+            if want_weight:
+                grad_weight += d_logits.t() @ policy[rows].float()
+            if want_bias:
+                grad_bias += d_logits.sum(dim=0)
         ctx.mark_non_differentiable(kl)
-        ctx.save_for_backward(grad_policy, None if grad_head is None else grad_head.to(policy_head.dtype))
+        ctx.save_for_backward(
+            grad_policy,
+            None if grad_weight is None else grad_weight.to(policy_weight.dtype),
+            None if grad_bias is None else grad_bias.to(policy_bias.dtype),
+        )
         return (weights.float() * kl).sum(), kl
 
     @staticmethod
     def backward(ctx, grad_loss, grad_kl):  # type: ignore[override]
-        grad_policy, grad_head = ctx.saved_tensors
         scale = grad_loss.to(torch.float32)
-        grad_policy = None if grad_policy is None else grad_policy * scale.to(grad_policy.dtype)
-        grad_head = None if grad_head is None else grad_head * scale.to(grad_head.dtype)
-        return grad_policy, grad_head, None, None, None, None, None
+        grads = [None if g is None else g * scale.to(g.dtype) for g in ctx.saved_tensors]
+        return (*grads, None, None, None, None, None, None)
 
 
 def token_forward_kl(
@@ -97,8 +156,8 @@ def token_forward_kl(
     mask: torch.Tensor,
     *,
     weights: torch.Tensor | None = None,
-    policy_head: torch.Tensor | None = None,
-    ref_head: torch.Tensor | None = None,
+    policy_head: torch.Tensor | LMHead | None = None,
+    ref_head: torch.Tensor | LMHead | None = None,
     temperature: float = 1.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +172,8 @@ def token_forward_kl(
         ref: the same for the reference (no gradient); ``[B, T, H]`` with ``ref_head``.
         mask: ``[B, T]`` completion mask; masked positions cost nothing and give ``KL_t = 0``.
         weights: ``[B, T]`` constant weight of each position in ``loss`` (default: ``mask``).
-        policy_head, ref_head: ``[V, H]`` LM-head weights (``logits = hidden @ head.T``); only
-            ``policy_head`` gets a gradient.
+        policy_head, ref_head: :class:`LMHead` (bias, logit scale, soft-cap) or a ``[V, H]`` weight
+            (``logits = hidden @ head.T``); only ``policy_head``'s weight and bias get gradients.
         temperature: ``T > 0``.
         chunk_rows: positions per chunk; peak extra memory is a few ``[chunk_rows, V]`` fp32 tensors
             plus, with heads, an fp32 ``[V, H]`` gradient buffer.
@@ -130,13 +189,20 @@ def token_forward_kl(
     _check_shape(ref, (batch, length, ref.shape[-1]), "ref")
     weights = mask if weights is None else weights
     _check_shape(weights, (batch, length), "weights")
+    policy_head, ref_head = _as_head(policy_head), _as_head(ref_head)
     if (policy_head is None) != (ref_head is None):
         raise ValueError("give both policy_head and ref_head (hidden states) or neither (logits)")
     if policy_head is not None:
-        if policy_head.shape[0] != ref_head.shape[0]:
-            raise ValueError(f"the heads must share a vocabulary, got {policy_head.shape[0]} and {ref_head.shape[0]} rows")
-        _check_shape(policy_head, (policy_head.shape[0], policy.shape[-1]), "policy_head")
-        _check_shape(ref_head, (ref_head.shape[0], ref.shape[-1]), "ref_head")
+        vocab = policy_head.weight.shape[0]
+        if vocab != ref_head.weight.shape[0]:
+            raise ValueError(f"the heads must share a vocabulary, got {vocab} and {ref_head.weight.shape[0]} rows")
+        _check_shape(policy_head.weight, (vocab, policy.shape[-1]), "policy_head")
+        _check_shape(ref_head.weight, (vocab, ref.shape[-1]), "ref_head")
+        for name, head in (("policy_head", policy_head), ("ref_head", ref_head)):
+            if head.bias is not None:
+                _check_shape(head.bias, (vocab,), f"{name}.bias")
+        ref_head = LMHead(ref_head.weight.detach(), None if ref_head.bias is None else ref_head.bias.detach(),
+                          ref_head.logit_scale, ref_head.softcap)
     elif policy.shape[-1] != ref.shape[-1]:
         raise ValueError(f"policy and ref logits must share a vocabulary, got {policy.shape[-1]} and {ref.shape[-1]}")
     if chunk_rows < 1:
@@ -147,12 +213,14 @@ def token_forward_kl(
     # Only unmasked positions are projected; masked rows keep KL 0 and no gradient.
     loss, kl_rows = _TokenForwardKL.apply(
         policy.reshape(batch * length, -1)[keep],
-        policy_head,
+        None if policy_head is None else policy_head.weight,
+        None if policy_head is None else policy_head.bias,
         ref.detach().reshape(batch * length, -1)[keep],
-        None if ref_head is None else ref_head.detach(),
         weights.detach().reshape(-1)[keep],
         inv_t,
         int(chunk_rows),
+        policy_head,
+        ref_head,
     )
     kl = torch.zeros(batch * length, dtype=torch.float32, device=policy.device)
     kl[keep] = kl_rows
@@ -292,8 +360,8 @@ def token_forward_kl_loss(
     old_logps: torch.Tensor | None = None,
     max_importance_weight: float | None = DEFAULT_MAX_IMPORTANCE_WEIGHT,
     prefix_correction: bool = True,
-    policy_head: torch.Tensor | None = None,
-    ref_head: torch.Tensor | None = None,
+    policy_head: torch.Tensor | LMHead | None = None,
+    ref_head: torch.Tensor | LMHead | None = None,
     temperature: float = 1.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ForwardKLOutput:

@@ -21,16 +21,28 @@ they sum the reference log-probs over that mask (``log pi_ref(y|x)``), gather th
 and call :func:`mara_rl.augment.mara_rewards` with one group per prompt (``group_ids = global index
 // num_generations``; a group may span processes). Every process sees the same gathered batch, so
 all compute the same anchors. The change is folded back into the reward columns, so TRL's weighted
-sum is the augmented reward: MARA is the last reward transform before TRL's advantages.
+sum is the augmented reward: MARA is the last reward transform before TRL's advantages. TRL's reward
+metrics (``reward``, ``reward_std``, ``rewards/<func>/mean|std``) and the completions table's reward
+columns are then restated on the task rewards (``_mara_log_task_rewards``): they read as in a stock
+run with the same rewards, while ``advantage`` and ``frac_reward_zero_std`` describe the rewards the
+update used (an all-good group with equal rewards has zero std, but MARA gives it a signal).
 
 - Masked completions (``mask_truncated_completions=True``: TRL zeroes the mask of completions cut
   at ``max_completion_length``) are outside the loss; MARA leaves them as they are: never anchors,
   never augmented, not counted in a tau quantile.
 - Unscorable completions (every reward function returned ``None``) are likewise left to TRL.
+- Tool-calling and environment rollouts (GRPO's ``tools``, ``environment_factory``, a ``rollout_func``
+  returning ``env_mask``): ``log pi_ref(y|x)`` and the forward-KL terms cover the model's own tokens
+  only, TRL's ``tool_mask`` (tool and environment output is context, not a choice of the model).
 - RLOO's ``reward_clip_range`` clips the task reward before MARA (TRL's own clip, which would run
   after, is switched off for that batch).
 - GRPO's reward scaling divides reward gaps by a reward std while its KL term keeps ``beta``; the
   MARA config therefore defaults to ``scale_rewards="none"`` and warns on ``"group"`` / ``"batch"``.
+- GRPO's ``multi_objective_aggregation="normalize_then_sum"`` z-scores each function's rewards per
+  group and their weighted sum over the batch (:func:`normalize_then_sum`): those are the rewards
+  its update uses, so MARA acts on them (threshold: ``mara_tau_quantile``). TRL would normalise any
+  reward it is given again, so the advantages (MARA's rewards minus their batch mean) replace TRL's
+  after it ran, once TRL's are checked against :func:`normalize_then_sum` of the task rewards.
 
 The reference log-probs come from TRL's reference pass, which divides the logits by the sampling
 ``temperature`` (as TRL's KL term does): MARA's anchor and the regulariser thus use the same
@@ -50,7 +62,9 @@ Forward KL ``KL(pi_ref(.|x) || pi(.|x))`` (TRL has none) has two estimators, ``f
   ``ref_logprobs``, per prompt group within the micro-batch; off-policy batches (TRL's old per-token
   log-probs, or vLLM's sampling log-probs with ``vllm_importance_sampling_correction``) get prefix
   importance weights, truncated at ``vllm_importance_sampling_clip_max``, when ``use_bias_correction_kl``
-  (RLOO: always). Needs an LM head without bias, logit scale or soft-capping.
+  (RLOO: always). The LM heads are rebuilt as TRL's fused head applies them (:func:`lm_head_of`: bias,
+  logit scale, soft-cap); a model whose logits that rebuild misses is refused at construction
+  (:func:`check_token_estimator_model`).
 - ``"sequence"``: :func:`forward_kl_estimate` over whole completions. With ``log rho = log pi_ref(y|x)
   - log pi(y|x)`` for ``y ~ pi``: value ``rho log rho - rho + 1`` (unbiased, non-negative), gradient
   ``-rho * grad log pi(y|x)``. GRPO adds ``beta`` times the surrogate ``value + rho * (stop_grad(log pi)
@@ -70,9 +84,9 @@ returns them, MARA's rewards and anchors, then TRL's output and scoring passes o
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
-(mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` (the task reward before MARA;
-TRL's ``reward`` then shows the augmented reward), ``mara/frac_masked`` (scored samples TRL masks
-from the loss, which MARA leaves alone).
+(mean ``log pi_ref(z|x)`` over anchored groups), ``mara/reward_raw`` and ``mara/reward`` (mean task
+reward ``R`` and augmented reward ``r`` over the samples MARA sees), ``mara/frac_masked`` (scored
+samples TRL masks from the loss, which MARA leaves alone).
 """
 
 from __future__ import annotations
@@ -89,10 +103,16 @@ import trl
 from accelerate.utils import gather
 from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+from trl.trainer.utils import nanstd
 
 from mara_rl._checks import check_beta, check_choice
 from mara_rl.augment import mara_rewards
-from mara_rl.integrations.forward_kl import DEFAULT_MAX_IMPORTANCE_WEIGHT, ForwardKLOutput, token_forward_kl_loss
+from mara_rl.integrations.forward_kl import (
+    DEFAULT_MAX_IMPORTANCE_WEIGHT,
+    ForwardKLOutput,
+    LMHead,
+    token_forward_kl_loss,
+)
 from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
 from mara_rl.integrations.trl.recording import BatchRecorder, mara_settings_message
 
@@ -102,6 +122,16 @@ MAX_LOG_RATIO = 20.0
 FORWARD_KL_ESTIMATORS = ("token", "sequence")
 MARA_FIELDS = {"enable": "mara", "tau": "mara_tau", "tau_quantile": "mara_tau_quantile", "kl": "kl_direction"}
 TESTED_TRL = ((1, 16),)  # (major, minor) releases tests/test_trl_contract.py was run against
+
+
+BETA_ZERO_MESSAGE = (
+    "mara=True needs beta > 0 (TRL's GRPOConfig defaults to beta=0.0; set e.g. beta=0.04): at beta = 0 MARA's "
+    "r_i = R(z) + beta * (log pi_ref(z|x) - log pi_ref(y_i|x)) is r_i = R(z) for every sample with reward >= tau, "
+    "z the most reference-likely of them. With 0/1 rewards that changes nothing; with graded rewards it only flattens "
+    "the rewards above tau to R(z). Without a KL term there is no target for MARA to make uniform over the good "
+    "answers: the objective is maximised by any policy on them, collapsed or not. TRL also loads no reference model "
+    "at beta = 0, and MARA would need one to choose z."
+)
 
 
 def trl_is_tested(version: str = trl.__version__) -> bool:
@@ -138,19 +168,20 @@ def validate_mara_config(config: Any) -> None:
     quantile when neither tau is given.
 
     Raises:
-        ValueError: ``mara`` with ``beta == 0`` (MARA is inert without a KL term), a ``beta`` the core
-            rejects (NaN, infinite, negative), another ``multi_objective_aggregation`` than TRL's default.
+        ValueError: ``mara`` with ``beta == 0`` (``BETA_ZERO_MESSAGE``), a ``beta`` the core rejects
+            (NaN, infinite, negative), ``mara_tau`` with ``multi_objective_aggregation="normalize_then_sum"``.
     """
     if not config.mara:
         return
     if config.beta == 0:
+        raise ValueError(BETA_ZERO_MESSAGE)
+    if getattr(config, "multi_objective_aggregation", None) == "normalize_then_sum" and config.mara_tau is not None:
         raise ValueError(
-            "mara=True needs beta > 0: MARA reshapes the KL-regularised target and is inert without a KL term"
+            "mara=True with multi_objective_aggregation='normalize_then_sum' acts on GRPO's normalised rewards "
+            "(each function z-scored per prompt group, summed, standardised over the batch), so a reward value "
+            "mara_tau has no fixed meaning there: give mara_tau_quantile instead"
         )
-    if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
-        raise ValueError("mara=True needs multi_objective_aggregation='sum_then_normalize' (one reward per sample)")
-    if config.beta != 0:  # beta == 0 has its own rule above
-        check_beta(config.beta, "beta")
+    check_beta(config.beta, "beta")
     if config.mara_tau is None and config.mara_tau_quantile is None:
         config.mara_tau_quantile = DEFAULT_TAU_QUANTILE
 
@@ -167,7 +198,8 @@ def reward_scaling_message(scale_rewards: str) -> str:
 
 
 _MARA_HELP = {
-    "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed.",
+    "mara": "Apply MARA (Mode Anchored Reward Augmentation) per prompt group before advantages are computed. "
+    "Needs beta > 0 (at beta = 0 MARA only sets every good reward to the anchor's: nothing to make uniform).",
     "mara_tau": "MARA's quality threshold: samples with reward >= mara_tau are 'good'.",
     "mara_tau_quantile": "Instead of mara_tau, the per-group reward quantile (default 0.9 when neither is set).",
     "kl_direction": "'reverse' (TRL's KL term, unchanged) or 'forward' (KL(pi_ref || pi)).",
@@ -219,6 +251,9 @@ class MaraGRPOConfig(_MaraFields, _RecordFields, GRPOConfig):
 
     ``scale_rewards`` defaults to ``"none"`` with ``mara=True`` (TRL's ``"group"`` otherwise); an
     explicit ``"group"`` or ``"batch"`` with MARA warns (:func:`reward_scaling_message`).
+    ``mara=True`` needs ``beta > 0``, which TRL's GRPO default (``beta=0.0``) is not: at ``beta = 0``
+    MARA's formula gives every good sample the anchor's reward ``R(z)`` and nothing else, since the
+    objective has no KL term whose target MARA could make uniform (``BETA_ZERO_MESSAGE``).
     """
 
     scale_rewards: str | None = field(default=None, metadata={"help": _MARA_HELP["scale_rewards"]})
@@ -238,7 +273,8 @@ class MaraRLOOConfig(_MaraFields, _RecordFields, RLOOConfig):
     """``RLOOConfig`` plus ``mara``, ``mara_tau``, ``mara_tau_quantile``, ``kl_direction``, ``forward_kl_estimator``.
 
     RLOO's ``normalize_advantages`` divides every advantage of a batch by one std; with the KL on
-    the reward side that only rescales the step, so MARA's target is unchanged.
+    the reward side that only rescales the step, so MARA's target is unchanged. ``mara=True``
+    needs ``beta > 0`` (``BETA_ZERO_MESSAGE``).
     """
 
     def __post_init__(self) -> None:
@@ -308,6 +344,38 @@ def fold_into_columns(
     return adjusted
 
 
+def normalize_then_sum(rewards_per_func: torch.Tensor, weights: torch.Tensor, group_size: int) -> torch.Tensor:
+    """TRL GRPO's ``multi_objective_aggregation="normalize_then_sum"`` advantages, ``[B]`` (NaN: unscorable).
+
+    Each function's rewards ``rewards_per_func [B, F]`` are z-scored within their prompt group
+    (``(R_k - mean_k) / (std_k + 1e-4)``, NaN-aware), summed with ``weights [F]``, and the sum
+    ``s`` is standardised over the batch: ``(s - mean(s)) / (std(s) + 1e-4)``. These are the rewards
+    GRPO's update uses in that mode, in the units its ``beta`` is compared with.
+    """
+    grouped = rewards_per_func.view(-1, group_size, rewards_per_func.size(1))
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    std = nanstd(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    summed = (((grouped - mean) / (std + 1e-4)).view_as(rewards_per_func) * weights[None, :]).nansum(dim=1)
+    summed[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    spread = nanstd(summed) if summed.numel() > 1 else torch.zeros_like(summed)
+    return (summed - torch.nanmean(summed)) / (spread + 1e-4)
+
+
+def replace_tail(log: Any, values: list[Any]) -> None:
+    """Replace the last ``len(values)`` entries of ``log`` (a list or bounded deque) by ``values``."""
+    kept = min(len(log), len(values))
+    for _ in range(kept):
+        log.pop()
+    log.extend(values[len(values) - kept :])
+
+
+class RewardShift(NamedTuple):
+    """What RLOO's forward KL adds to the reward, each ``[B]`` gathered."""
+
+    forward: torch.Tensor  # the forward-KL reward term (``+beta * rho``; 0 for the token estimator)
+    trl_penalty: torch.Tensor  # ``beta * (log pi_old - log pi_ref)``, which TRL subtracts after _calculate_rewards
+
+
 class _LogprobPass(NamedTuple):
     """One ``_get_per_token_logps_and_entropies`` call made while TRL scored a batch."""
 
@@ -350,22 +418,57 @@ def capture_completion_hidden(model: Any, logits_to_keep: int, sink: list[torch.
         handle.remove()
 
 
-def check_token_estimator_model(model: Any) -> None:
-    """Raise ``ValueError`` unless the LM head is ``logits = hidden @ W.T`` (what the token estimator projects).
+def lm_head_of(model: Any) -> LMHead:
+    """The model's output layer as TRL's fused LM head applies it (``trl.trainer.utils.add_fused_lm_head``).
 
-    A bias, a logit scale or final-logit soft-capping would make its KL that of other logits than TRL's.
+    The weight and bias of ``get_output_embeddings()``; the logit multiplier from the text config's
+    ``logit_scale``, else ``output_multiplier``, else ``lm_head_multiplier``, else ``1 / logits_scaling``
+    (``logits_scaling`` itself for HyperCLOVA X), else 1; the soft-cap ``final_logit_softcapping``.
     """
     lm = causal_lm(model)
     config = lm.config.get_text_config()
-    scaled = [k for k in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-              if getattr(config, k, None) not in (None, 1, 1.0)]
-    if getattr(config, "final_logit_softcapping", None) is not None:
-        scaled.append("final_logit_softcapping")
-    if getattr(lm.get_output_embeddings(), "bias", None) is not None:
-        scaled.append("an LM-head bias")
-    if scaled:
-        raise ValueError(f"forward_kl_estimator='token' needs an unscaled, bias-free LM head; this model has "
-                         f"{', '.join(scaled)}: use forward_kl_estimator='sequence'")
+    scale = getattr(config, "logit_scale", None)
+    for name in ("output_multiplier", "lm_head_multiplier"):
+        scale = getattr(config, name, None) if scale is None else scale
+    if scale is None and getattr(config, "logits_scaling", None) is not None:
+        scale = config.logits_scaling if config.model_type == "hyperclovax" else 1.0 / config.logits_scaling
+    head = lm.get_output_embeddings()
+    return LMHead(head.weight, getattr(head, "bias", None), 1.0 if scale is None else float(scale),
+                  getattr(config, "final_logit_softcapping", None))
+
+
+@torch.no_grad()
+def check_token_estimator_model(model: Any, probe_length: int = 8) -> None:
+    """Raise ``ValueError`` unless :func:`lm_head_of` rebuilds the model's own logits from its hidden states.
+
+    One forward pass of ``probe_length`` tokens: the model's logits against :meth:`LMHead.logits` of
+    the backbone's last hidden states (the rows the token estimator projects), to the precision of
+    the head's dtype. A model that transforms its logits otherwise (a scale TRL does not read, a
+    hidden-state multiplier before the head) is refused, naming it.
+    """
+    lm = causal_lm(model)
+    head = lm_head_of(model)
+    ids = torch.arange(probe_length, device=head.weight.device)[None, :] % head.weight.shape[0]
+    hidden: list[torch.Tensor] = []
+    training = lm.training
+    lm.eval()  # no dropout between the two
+    try:
+        with capture_completion_hidden(lm, probe_length - 1, hidden):
+            own = lm(input_ids=ids).logits[:, -probe_length:-1].float()
+    finally:
+        lm.train(training)
+    rebuilt = head.logits(hidden[0].reshape(-1, hidden[0].shape[-1])).view_as(own)
+    precision = max(torch.finfo(head.weight.dtype).eps, torch.finfo(hidden[0].dtype).eps)
+    tolerance = 8 * precision * max(1.0, float(own.abs().max()))
+    gap = float((rebuilt - own).abs().max())
+    if not gap <= tolerance:
+        config = lm.config.get_text_config()
+        raise ValueError(
+            f"forward_kl_estimator='token' cannot rebuild the logits of this {config.model_type!r} model from its "
+            f"hidden states (max gap {gap:.3g} > {tolerance:.3g}; read: logit scale {head.logit_scale}, soft-cap "
+            f"{head.softcap}, bias {head.bias is not None}): its LM head transforms the logits in another way; "
+            "use forward_kl_estimator='sequence'"
+        )
 
 
 class _MaraMixin:
@@ -381,6 +484,10 @@ class _MaraMixin:
         self._mara_kl_ref_logps: torch.Tensor | None = None  # gathered log pi_ref for the forward-KL term
         self._mara_token_inputs: dict[str, torch.Tensor] = {}  # row-aligned keys the token estimator reads
         self._mara_clip_range: tuple[float, float] | None = None
+        self._mara_task_rewards: torch.Tensor | None = None  # [B, F] gathered, before MARA: for TRL's metrics
+        self._mara_advantages: tuple[torch.Tensor, torch.Tensor] | None = None  # normalize_then_sum: TRL's, ours
+        self._mara_update_rewards: torch.Tensor | None = None  # [B] RLOO forward: the rewards its advantages use
+        self._mara_tool_mask: list[list[int]] | None = None  # GRPO: _generate's tool / environment-output mask
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -437,6 +544,7 @@ class _MaraMixin:
 
     def _generate_and_score_completions(self, inputs):
         self._mara_passes, self._mara_kl_ref_logps, self._mara_token_inputs = [], None, {}
+        self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
         clip = getattr(self, "reward_clip_range", None) if self._mara_rewrites_rewards() else None
         if clip:  # clipped in _calculate_rewards, before MARA and the forward-KL reward
             self._mara_clip_range, self.reward_clip_range = clip, None
@@ -448,6 +556,11 @@ class _MaraMixin:
             if clip:
                 self.reward_clip_range, self._mara_clip_range = clip, None
             self._mara_passes = []
+        if self._mara_task_rewards is not None:
+            self._mara_log_task_rewards(self._mara_task_rewards)
+        if self._mara_advantages is not None:
+            self._mara_set_advantages(output, *self._mara_advantages)
+        self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
         if self._mara_kl_ref_logps is not None:
             output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
         output.update(self._mara_token_inputs)
@@ -470,8 +583,8 @@ class _MaraMixin:
             raise _contract_error("the last log-prob pass before _calculate_rewards is the reference model's")
         return last
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor | None:
-        """Additive reward term for the KL on the reward side (RLOO); None when KL lives in the loss."""
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> RewardShift | None:
+        """Additive reward terms for the KL on the reward side (RLOO); None when KL lives in the loss."""
         return None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -479,21 +592,22 @@ class _MaraMixin:
         self._mara_recorder.scored(self, prompts, completions, completion_ids_list, rewards_per_func)
         if not self._mara_rewrites_rewards():
             return rewards_per_func
-        if getattr(self, "tools", None):
-            raise ValueError("mara / kl_direction='forward' do not support tool-calling rollouts")
         weights = self.reward_weights.to(rewards_per_func.device)
         if not (weights != 0).any():
             raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
         ref_pass = self._mara_reference_pass()
+        mask = self._mara_model_tokens(ref_pass.mask)
         local = torch.stack(
-            [sequence_logprobs(ref_pass.per_token_logps.float(), ref_pass.mask), ref_pass.mask.any(dim=1).float()],
-            dim=1,
+            [sequence_logprobs(ref_pass.per_token_logps.float(), mask), mask.any(dim=1).float()], dim=1
         )
         ref_logps, in_loss = gather(local).unbind(dim=1)
 
         raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
         scorable = ~torch.isnan(rewards_per_func).all(dim=1)
-        rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
+        if self._mara_normalizes_then_sums():  # MARA acts on the normalised rewards the update uses
+            rewards = normalize_then_sum(rewards_per_func, weights, self._mara_group_size())
+        else:
+            rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
         new_rewards, kl_ref_logps = rewards.clone(), ref_logps.clone()
         if self._mara_setting("mara", False):
             anchors = self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
@@ -511,9 +625,65 @@ class _MaraMixin:
                 }
             shift = self._kl_reward_shift(kl_ref_logps)
             if shift is not None:
-                new_rewards = new_rewards + shift
+                new_rewards = new_rewards + shift.forward
+                self._mara_update_rewards = torch.where(scorable, new_rewards, torch.nan)
+                new_rewards = new_rewards + shift.trl_penalty
+        if self._mara_normalizes_then_sums():  # GRPO: no KL on the reward side
+            if self._mara_setting("mara", False):  # TRL would normalise any reward again: set after it ran
+                self._mara_advantages = (rewards, new_rewards - torch.nanmean(new_rewards))
+            return rewards_per_func
+        self._mara_task_rewards = rewards_per_func
         return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                  torch.where(scorable, new_rewards, 0.0))
+
+    def _mara_model_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask [B, T]`` restricted to the tokens the model generated (TRL's ``tool_mask``; GRPO only)."""
+        return mask
+
+    def _mara_loss_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The loss's token mask: TRL's completion mask, times its ``tool_mask`` when the batch has one."""
+        mask = inputs["completion_mask"]
+        return mask if "tool_mask" not in inputs else mask * inputs["tool_mask"]
+
+    def _mara_normalizes_then_sums(self) -> bool:
+        return getattr(self, "multi_objective_aggregation", "sum_then_normalize") == "normalize_then_sum"
+
+    def _mara_set_advantages(
+        self, output: dict[str, Any], trl_advantages: torch.Tensor, advantages: torch.Tensor
+    ) -> None:
+        """Replace TRL's advantages (``[B]`` gathered; :func:`normalize_then_sum`'s) by ``advantages [B]``."""
+        local = output["advantages"].size(0)
+        expected = self._mara_local(torch.nan_to_num(trl_advantages, nan=0.0), local)
+        if not torch.allclose(output["advantages"], expected.to(output["advantages"].dtype), rtol=1e-5, atol=1e-5):
+            raise _contract_error("GRPO's normalize_then_sum advantages are trainers.normalize_then_sum(rewards)")
+        advantages = torch.nan_to_num(advantages, nan=0.0)
+        output["advantages"] = self._mara_local(advantages, local).to(output["advantages"].dtype)
+        replace_tail(self._logs["advantages"], advantages.tolist())
+
+    def _mara_log_task_rewards(self, rewards_per_func: torch.Tensor) -> None:
+        """Restate TRL's reward metrics and completions-table rewards of this batch on the task rewards.
+
+        TRL computed ``reward``, ``reward_std``, ``rewards/<func>/mean|std`` and the table's reward
+        columns from what ``_calculate_rewards`` returned (the rewards the advantages use); they are
+        replaced by the same statistics of ``rewards_per_func [B, F]``, the gathered task rewards, so
+        they read as a stock run with the same rewards would. The advantages stay the update's.
+        """
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        for i, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, i]
+            metrics[f"rewards/{name}/mean"][-1] = torch.nanmean(column).item()
+            metrics[f"rewards/{name}/std"][-1] = nanstd(column).item()
+            replace_tail(self._logs["rewards"][name], column.tolist())
+        weights = self.reward_weights.to(rewards_per_func.device)
+        rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        metrics["reward"][-1] = torch.nanmean(rewards).item()
+        metrics["reward_std"][-1] = nanstd(rewards).item()
+        if self._mara_update_rewards is not None:  # TRL's std saw the cancelled penalty's rounding residue
+            group = self._mara_group_size()
+            std = nanstd(self._mara_update_rewards.view(-1, group), dim=1) if group > 1 else torch.zeros(1)
+            metrics["frac_reward_zero_std"][-1] = torch.isclose(std, torch.zeros_like(std)).float().mean().item()
 
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
@@ -549,6 +719,7 @@ class _MaraMixin:
         metrics = self._metrics[mode]
         metrics["mara/frac_groups_augmented"].append(result.fraction_groups_augmented)
         metrics["mara/reward_raw"].append(float(raw_rewards.mean()))
+        metrics["mara/reward"].append(float(result.rewards.mean()))
         shift = (result.rewards - raw_rewards)[result.augmented]
         metrics["mara/mean_augmentation"].append(float(shift.mean()) if shift.numel() else 0.0)
         anchors = result.anchor_index[result.anchor_index >= 0]
@@ -578,7 +749,7 @@ class _MaraMixin:
             out = self._token_forward_kl(model, inputs, per_token_logps, hidden)
             value, term = out.kl, out.loss
         else:
-            estimate = forward_kl_estimate(per_token_logps, inputs["completion_mask"], inputs["mara_ref_logps"])
+            estimate = forward_kl_estimate(per_token_logps, self._mara_loss_mask(inputs), inputs["mara_ref_logps"])
             value, term = estimate.value, estimate.surrogate.mean()
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][self._forward_kl_metric].append(self.accelerator.gather(value.mean()).mean().item())
@@ -597,7 +768,7 @@ class _MaraMixin:
         """The token-level forward-KL term of one micro-batch (:func:`token_forward_kl_loss`)."""
         if hidden is None:
             raise _contract_error("the loss pass runs the model's base_model (TRL's fused LM head)")
-        mask = inputs["completion_mask"]
+        mask = self._mara_loss_mask(inputs)
         mara = bool(self._mara_setting("mara", False))
         groups = None
         if mara:
@@ -617,8 +788,8 @@ class _MaraMixin:
             old_logps=self._mara_sampler_logps(inputs),
             max_importance_weight=cap,
             prefix_correction=bool(self._mara_setting("use_bias_correction_kl", True)),
-            policy_head=causal_lm(model).get_output_embeddings().weight,
-            ref_head=causal_lm(reference).get_output_embeddings().weight,
+            policy_head=lm_head_of(model),
+            ref_head=lm_head_of(reference),
             temperature=self.temperature,
         )
 
@@ -634,6 +805,22 @@ class MaraGRPOTrainer(_MaraMixin, GRPOTrainer):
 
     def _mara_forward_in_loss(self) -> bool:
         return self._mara_forward()
+
+    def _generate(self, prompts: list) -> tuple:
+        out = super()._generate(prompts)
+        self._mara_tool_mask = out[2]  # per row: 1 on the model's tokens, 0 on tool / environment output
+        return out
+
+    def _mara_model_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        rows, self._mara_tool_mask = self._mara_tool_mask, None
+        if rows is None:
+            return mask
+        if len(rows) != mask.size(0) or any(len(row) > mask.size(1) for row in rows):
+            raise _contract_error("_generate's tool_mask has one row per completion, no longer than the completions")
+        tool_mask = torch.ones_like(mask)  # TRL pads it with 1 (padding is outside the completion mask anyway)
+        for i, row in enumerate(rows):
+            tool_mask[i, : len(row)] = torch.tensor(row, dtype=mask.dtype, device=mask.device)
+        return mask * tool_mask
 
     @contextmanager
     def _mara_without_trl_kl(self) -> Iterator[None]:
@@ -658,7 +845,7 @@ class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
 
     _forward_kl_metric = "mara/kl_forward"
 
-    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> torch.Tensor:
+    def _kl_reward_shift(self, kl_ref_logps: torch.Tensor) -> RewardShift:
         # Scoring passes are [old policy, reference]; TRL will subtract beta * (old - ref) after this.
         passes = self._mara_passes
         if len(passes) != 2 or passes[0].model is not self.model:
@@ -667,9 +854,10 @@ class MaraRLOOTrainer(_MaraMixin, RLOOTrainer):
         trl_kl = sequence_logprobs(old.per_token_logps, old.mask) - sequence_logprobs(ref.per_token_logps, ref.mask)
         if self._mara_token_forward():
             self._mara_token_inputs["mara_old_token_logps"] = old.per_token_logps
-            return self.beta * gather(trl_kl)
+            penalty = self.beta * gather(trl_kl)
+            return RewardShift(torch.zeros_like(penalty), penalty)
         estimate = forward_kl_estimate(old.per_token_logps, old.mask, self._mara_local(kl_ref_logps, trl_kl.size(0)))
         value, weight, trl_kl = gather(torch.stack([estimate.value, estimate.weight, trl_kl], dim=1)).unbind(1)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][self._forward_kl_metric].append(float(value.mean()))
-        return self.beta * trl_kl + self.beta * weight
+        return RewardShift(self.beta * weight, self.beta * trl_kl)
