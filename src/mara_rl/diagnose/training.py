@@ -1,0 +1,283 @@
+"""The record over training: per step, the policy's sampled good answers beside the exact targets.
+
+For every step of a rollout record, each prompt group (``step``, ``group_id``: the completions
+that share an anchor in training) is one finite bandit over its answer classes, exactly as
+:func:`mara_rl.diagnose.diagnosis.diagnose` treats a prompt: classes are exact completion texts
+(or ``answer_key``'s first group), a class's reference mass is the log-sum-exp of its distinct
+members' log-probs (copies count once, with their mean), its reward the mean of its rows, and
+``tau`` is the constant or the group's reward quantile computed by
+:func:`mara_rl.augment.mara_rewards`. Rows with a non-finite reward or ``ref_logprob`` are skipped,
+and so are groups left with a single row. Per group, through the core:
+
+- sampled: ``summarize_targets`` of the classes' sample shares (how often the policy produced each
+  class): distinct good classes sampled and their effective number ``exp(H)``;
+- vanilla: ``kl_target`` (``G ∝ pi_ref exp(R/beta)``, or the forward-KL form) and its effective
+  number of good classes; MARA: ``mara_target`` and its effective number (uniform over the good
+  classes: the number of good classes);
+- with ``policy_logprob`` on every row of the group: the total variation between the policy's own
+  distribution over the classes and each target.
+
+A step's summary holds sums and counts (``*_sum`` over the groups with at least one good class,
+unimodal counts over the groups with two or more), so that means over a step, or over any set
+of steps, follow without the rows: :func:`step_means`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mara_rl._checks import check_beta, threshold_for
+from mara_rl._groups import group_codes
+from mara_rl.augment import mara_rewards
+from mara_rl.diagnose.classes import answer_keys, compile_answer_key
+from mara_rl.targets import grouped_logsumexp, kl_target, mara_target, summarize_targets
+
+# Columns a step summary is computed from: everything else in a shard is never read.
+READ_COLUMNS = ("step", "group_id", "completion", "reward", "ref_logprob", "policy_logprob")
+
+# One row per step; integer counts and float sums (see the module docstring).
+SUMMARY_COLUMNS = {
+    "step": "int64",
+    "rows": "int64",
+    "rows_used": "int64",
+    "groups": "int64",
+    "groups_good": "int64",
+    "groups_two_good": "int64",
+    "reward_sum": "float64",
+    "sampled_good_sum": "float64",
+    "sampled_effective_sum": "float64",
+    "vanilla_effective_sum": "float64",
+    "mara_effective_sum": "float64",
+    "vanilla_unimodal": "int64",
+    "mara_unimodal": "int64",
+    "groups_policy": "int64",
+    "policy_tv_vanilla_sum": "float64",
+    "policy_tv_mara_sum": "float64",
+}
+
+MEAN_COLUMNS = {
+    "mean_reward": "mean reward of the used rows",
+    "sampled_good_classes": "distinct good classes the policy sampled, mean over groups with a good class",
+    "sampled_effective_good": "exp(entropy) of the policy's samples over the good classes (same groups)",
+    "vanilla_effective_good": "effective number of good classes of the vanilla target (same groups)",
+    "mara_effective_good": "effective number of good classes of the MARA target (same groups)",
+    "vanilla_unimodal_share": "share of the groups with two or more good classes whose vanilla target is unimodal",
+    "mara_unimodal_share": "the same for the MARA target",
+    "policy_tv_vanilla": "total variation between the policy and the vanilla target (groups with policy_logprob)",
+    "policy_tv_mara": "total variation between the policy and the MARA target (same groups)",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a step summary depends on besides the rows: the objective and the definition of good."""
+
+    beta: float
+    kl: str = "reverse"
+    tau: float | None = None
+    tau_quantile: float | None = None
+    answer_key: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "beta", check_beta(self.beta))
+        if self.kl not in ("reverse", "forward"):
+            raise ValueError(f"kl must be 'reverse' or 'forward', got {self.kl!r}")
+        if self.tau is not None and self.tau_quantile is not None:
+            raise ValueError("give at most one of tau and tau_quantile")
+        if self.tau is None and self.tau_quantile is None:
+            object.__setattr__(self, "tau_quantile", 1.0)
+        if self.tau is not None and not math.isfinite(float(self.tau)):
+            raise ValueError(f"tau must be a finite number, got {self.tau!r}")
+        if self.tau_quantile is not None and not 0.0 <= float(self.tau_quantile) <= 1.0:
+            raise ValueError(f"tau_quantile must lie in [0, 1], got {self.tau_quantile!r}")
+        compile_answer_key(self.answer_key)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Dense codes of the pairs ``(first[i], second[i])`` of non-negative integer codes, in the
+    pairs' sorted order (so codes of one ``first`` are contiguous)."""
+    if first.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return group_codes(first * (int(second.max()) + 1) + second, first.size)[0]
+
+
+def _first_index(codes: np.ndarray, size: int) -> np.ndarray:
+    first = np.full(size, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))
+    return first
+
+
+def _text_codes(column) -> tuple[np.ndarray, object]:
+    """Integer code per row and the distinct texts (a pyarrow array) of a string column, by hashing
+    (pyarrow's dictionary encoding) rather than sorting the texts."""
+    import pyarrow as pa
+
+    if column.null_count:
+        raise ValueError("column 'completion' is missing a value")
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+    table = pa.table({"c": column}).unify_dictionaries()
+    chunks = table.column("c").chunks
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) for c in chunks])
+    return codes, chunks[0].dictionary
+
+
+def _class_keys(codes: np.ndarray, texts, answer_key: str | None) -> np.ndarray:
+    """Code of each row's class key: its text, or ``answer_key``'s first group over the distinct texts."""
+    if answer_key is None:
+        return codes
+    import pandas as pd
+
+    keys = answer_keys(pd.Series(texts.to_pylist(), dtype=object), answer_key)
+    key_codes = pd.factorize(keys, sort=False)[0].astype(np.int64)
+    return key_codes[codes]
+
+
+def _numbers(table, name: str) -> np.ndarray:
+    """A float64 column as numpy, nulls as NaN."""
+    return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
+
+
+def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.ndarray]]:
+    """Per-step summaries (:data:`SUMMARY_COLUMNS`) of the rows of ``table``, one dict per settings.
+
+    ``table`` is a pyarrow Table with :data:`READ_COLUMNS` holding whole steps (all shards of each
+    step it contains). Answer classes are built once per answer key and shared by the settings.
+    """
+    step = table.column("step").to_numpy().astype(np.int64, copy=False)
+    steps, step_code = np.unique(step, return_inverse=True)
+    group_id = table.column("group_id").to_numpy().astype(np.int64, copy=False)
+    if group_id.size and group_id.min() < 0:
+        raise ValueError("column 'group_id' must hold integers >= 0")
+    codes, texts = _text_codes(table.column("completion"))
+    reward = _numbers(table, "reward")
+    ref = _numbers(table, "ref_logprob")
+    policy = _numbers(table, "policy_logprob")
+    num_steps = steps.size
+    rows = np.bincount(step_code, minlength=num_steps)
+
+    usable = np.isfinite(reward) & np.isfinite(ref)
+    group = _pair_codes(step_code[usable], group_id[usable])
+    paired = np.bincount(group)[group] >= 2 if group.size else np.zeros(0, dtype=bool)
+    keep = np.flatnonzero(usable)[paired]
+    group = group_codes(group[paired], keep.size)[0] if keep.size else group[:0]
+    reward, ref, policy, codes = reward[keep], ref[keep], policy[keep], codes[keep]
+    row_step = step_code[keep]
+    num_groups = int(group.max()) + 1 if group.size else 0
+    group_rows = np.bincount(group, minlength=num_groups)
+    group_step = row_step[_first_index(group, num_groups)] if num_groups else np.zeros(0, np.int64)
+
+    def per_step(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        weights = values if mask is None else np.where(mask, values, 0.0)
+        return np.bincount(group_step, weights=weights, minlength=num_steps)
+
+    base = {
+        "step": steps,
+        "rows": rows.astype(np.int64),
+        "rows_used": np.bincount(row_step, minlength=num_steps).astype(np.int64),
+        "groups": np.bincount(group_step, minlength=num_steps).astype(np.int64),
+        "reward_sum": np.bincount(row_step, weights=reward, minlength=num_steps),
+    }
+    results = []
+    by_key: dict[str | None, tuple] = {}
+    for settings in settings_list:
+        if settings.answer_key not in by_key:
+            by_key[settings.answer_key] = _classes(group, codes, _class_keys(codes, texts, settings.answer_key), reward, ref, policy, num_groups)
+        cls = by_key[settings.answer_key]
+        results.append({**base, **_summaries(settings, cls, group, reward, ref, group_rows, group_step, num_steps, per_step)})
+    return results
+
+
+def _classes(group, codes, key_codes, reward, ref, policy, num_groups):
+    """Per-class group, reward (mean), reference and policy log-masses, sample counts; policy
+    validity per group. Classes are sorted by group."""
+    cls = _pair_codes(group, key_codes)
+    num_classes = int(cls.max()) + 1 if cls.size else 0
+    class_rows = np.bincount(cls, minlength=num_classes)
+    class_group = group[_first_index(cls, num_classes)]
+    class_reward = np.bincount(cls, weights=reward, minlength=num_classes) / class_rows
+    distinct = cls if key_codes is codes else _pair_codes(group, codes)
+    num_distinct = int(distinct.max()) + 1 if distinct.size else 0
+    distinct_rows = np.bincount(distinct, minlength=num_distinct)
+    distinct_class = cls[_first_index(distinct, num_distinct)]
+    policy_ok = np.isfinite(policy)
+    group_policy = np.bincount(group, weights=(~policy_ok).astype(np.float64), minlength=num_groups) == 0
+
+    def logmass(values: np.ndarray) -> np.ndarray:
+        mean = np.bincount(distinct, weights=values, minlength=num_distinct) / distinct_rows
+        return mean if distinct is cls else grouped_logsumexp(mean, distinct_class)
+
+    ref_logmass = logmass(ref)
+    policy_logmass = logmass(np.where(policy_ok, policy, 0.0))
+    return cls, class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy
+
+
+def _summaries(settings, cls_data, group, reward, ref, group_rows, group_step, num_steps, per_step) -> dict:
+    cls, class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy = cls_data
+    num_groups = group_rows.size
+    if num_groups == 0:
+        zeros_i, zeros_f = np.zeros(num_steps, np.int64), np.zeros(num_steps)
+        return {name: (zeros_i if kind == "int64" else zeros_f) for name, kind in SUMMARY_COLUMNS.items() if name not in
+                ("step", "rows", "rows_used", "groups", "reward_sum")}
+    if settings.tau is not None:
+        group_tau = np.full(num_groups, threshold_for(reward, settings.tau))
+    else:  # the quantile training computes, on the same rows (as diagnose's class_thresholds)
+        group_tau = mara_rewards(reward, ref, beta=settings.beta, tau_quantile=settings.tau_quantile, group_ids=group).tau
+    tau_c = group_tau[class_group]
+    vanilla = kl_target(class_reward, ref_logmass, settings.beta, settings.kl, group_ids=class_group)
+    mara = mara_target(class_reward - tau_c, ref_logmass, settings.beta, 0.0, settings.kl, group_ids=class_group)
+    sampled = summarize_targets(class_rows / group_rows[class_group], class_reward, group_tau, group_ids=class_group)
+    van = summarize_targets(vanilla, class_reward, group_tau, group_ids=class_group)
+    mar = summarize_targets(mara, class_reward, group_tau, group_ids=class_group)
+    good = sampled.num_good >= 1
+    two = sampled.num_good >= 2
+    policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, class_group)[class_group])
+    tv_vanilla = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - vanilla), minlength=num_groups)
+    tv_mara = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - mara), minlength=num_groups)
+    counts = lambda mask: np.bincount(group_step[mask], minlength=num_steps).astype(np.int64)  # noqa: E731
+    return {
+        "groups_good": counts(good),
+        "groups_two_good": counts(two),
+        "sampled_good_sum": per_step(sampled.num_good.astype(np.float64), good),
+        "sampled_effective_sum": per_step(sampled.effective_good, good),
+        "vanilla_effective_sum": per_step(van.effective_good, good),
+        "mara_effective_sum": per_step(mar.effective_good, good),
+        "vanilla_unimodal": counts(two & ~van.multimodal),
+        "mara_unimodal": counts(two & ~mar.multimodal),
+        "groups_policy": counts(group_policy),
+        "policy_tv_vanilla_sum": per_step(tv_vanilla, group_policy),
+        "policy_tv_mara_sum": per_step(tv_mara, group_policy),
+    }
+
+
+def step_means(summaries):
+    """Per-step means (:data:`MEAN_COLUMNS`) from a summary frame; NaN where a step has no such group."""
+    import pandas as pd
+
+    s = summaries
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = lambda a, b: np.where(s[b].to_numpy() > 0, s[a].to_numpy() / s[b].to_numpy(), np.nan)  # noqa: E731
+        return pd.DataFrame(
+            {
+                "step": s["step"].to_numpy(),
+                "rows": s["rows"].to_numpy(),
+                "groups": s["groups"].to_numpy(),
+                "mean_reward": ratio("reward_sum", "rows_used"),
+                "sampled_good_classes": ratio("sampled_good_sum", "groups_good"),
+                "sampled_effective_good": ratio("sampled_effective_sum", "groups_good"),
+                "vanilla_effective_good": ratio("vanilla_effective_sum", "groups_good"),
+                "mara_effective_good": ratio("mara_effective_sum", "groups_good"),
+                "vanilla_unimodal_share": ratio("vanilla_unimodal", "groups_two_good"),
+                "mara_unimodal_share": ratio("mara_unimodal", "groups_two_good"),
+                "policy_tv_vanilla": ratio("policy_tv_vanilla_sum", "groups_policy"),
+                "policy_tv_mara": ratio("policy_tv_mara_sum", "groups_policy"),
+            }
+        )
