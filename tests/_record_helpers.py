@@ -53,27 +53,33 @@ def shard_table(rows: list[dict]) -> pa.Table:
     )
 
 
-def write_shard(folder: Path, step: int, rank: int, rows: list[dict]) -> Path:
+def write_shard(folder: Path, step: int, rank: int, rows: list[dict], row_group_size: int | None = None) -> Path:
     shards = Path(folder) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     path = shards / f"step-{step:09d}-rank-{rank:05d}.parquet"
     temporary = path.with_suffix(".parquet.tmp")
-    pq.write_table(shard_table(rows), temporary)
+    pq.write_table(shard_table(rows), temporary, row_group_size=row_group_size)
     temporary.replace(path)
     return path
 
 
-def write_record(folder: Path, rows: list[dict], *, ranks: int = 1, **metadata) -> Path:
+def write_record(folder: Path, rows: list[dict], *, ranks: int = 1, deal: str = "group", row_group_size: int | None = None, **metadata) -> Path:
     """A record of ``rows`` (dicts with step, group_id, prompt, completion, reward, ref_logprob and
-    optionally policy_logprob): one shard per step and rank, rows dealt to ranks by group."""
+    optionally policy_logprob): one shard per step and rank. ``deal="group"`` gives each rank whole
+    groups; ``deal="row"`` deals rows in turn, so every group spans the ranks' shards (as when a
+    host spreads a group's generations over processes)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "record.json").write_text(json.dumps({**METADATA, **metadata}))
     for step in sorted({r["step"] for r in rows}):
+        of_step = [r for r in rows if r["step"] == step]
         for rank in range(ranks):
-            part = [r for r in rows if r["step"] == step and r["group_id"] % ranks == rank]
+            if deal == "group":
+                part = [r for r in of_step if r["group_id"] % ranks == rank]
+            else:
+                part = of_step[rank::ranks]
             if part:
-                write_shard(folder, step, rank, part)
+                write_shard(folder, step, rank, part, row_group_size)
     return folder
 
 

@@ -254,9 +254,10 @@ def read_shards(record: Record, steps: Sequence[int], columns: Sequence[str], *,
         where = f"record {record.location!r}: shard {shard.name}"
         try:
             with record.filesystem.open_input_file(shard.path) as handle:
-                source = pq.ParquetFile(handle, read_dictionary=[c for c in dictionary_columns])
-                schema = source.schema_arrow
+                footer = pq.read_metadata(handle)
+                schema = footer.schema.to_arrow_schema()
                 present = [c for c in columns if c in schema.names]
+                source = pq.ParquetFile(handle, metadata=footer, read_dictionary=[c for c in dictionary_columns if c in present])
                 for name in present:
                     _check_type(name, schema.field(name).type, where)
                 missing = [c for c in columns if c not in present and c != "policy_logprob"]

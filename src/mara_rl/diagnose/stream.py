@@ -141,6 +141,7 @@ def summarize_steps(
     signatures = {s: _signature(record, s) for s in steps}
     results = [OverTraining(settings, None) for settings in settings_list]
     cached: list[dict[int, dict]] = []
+    pruned = False
     for result in results:
         entries, warning = load_cache(record, result.settings) if use_cache else ({}, None)
         if warning:
@@ -148,6 +149,7 @@ def summarize_steps(
         # Keep only entries whose step still has exactly the shards it was computed from.
         live = {s: row for s, row in entries.items() if s in record.steps and row["shards"] == _signature(record, s)}
         cached.append(live)
+        pruned |= len(live) < len(entries)
     todo = [s for s in steps if any(s not in c for c in cached)]
 
     writable = [use_cache] * len(results)
@@ -184,7 +186,7 @@ def summarize_steps(
             last_flush = time.monotonic()
     if bar is not None:
         bar.close()
-    if todo:
+    if todo or pruned:
         flush()
     for result, entries in zip(results, cached):
         rows = [entries[s] for s in steps if s in entries]

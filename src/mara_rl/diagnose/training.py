@@ -31,7 +31,7 @@ import numpy as np
 
 from mara_rl._checks import check_beta, threshold_for
 from mara_rl._groups import group_codes
-from mara_rl.augment import mara_rewards
+from mara_rl.augment import _grouped_quantile
 from mara_rl.diagnose.classes import answer_keys, compile_answer_key
 from mara_rl.targets import grouped_logsumexp, kl_target, mara_target, summarize_targets
 
@@ -99,46 +99,93 @@ class Settings:
         return asdict(self)
 
 
-def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Dense codes of the pairs ``(first[i], second[i])`` of non-negative integer codes, in the
-    pairs' sorted order (so codes of one ``first`` are contiguous)."""
+def _dense(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Dense codes of the pairs ``(first[i], second[i])`` of non-negative integer codes, through the
+    core's factorisation (pairs of small codes take its linear path)."""
     if first.size == 0:
         return np.zeros(0, dtype=np.int64)
     return group_codes(first * (int(second.max()) + 1) + second, first.size)[0]
 
 
-def _first_index(codes: np.ndarray, size: int) -> np.ndarray:
-    first = np.full(size, codes.size, dtype=np.int64)
-    np.minimum.at(first, codes, np.arange(codes.size))
-    return first
+@dataclass(frozen=True)
+class _Texts:
+    """A string column as integer codes: ``codes`` per row index ``values``; codes of one block
+    (a Parquet row group's dictionary) are contiguous from ``block_starts[b]`` and unique within it."""
+
+    codes: np.ndarray
+    block: np.ndarray
+    block_starts: np.ndarray
+    values: object
 
 
-def _text_codes(column) -> tuple[np.ndarray, object]:
-    """Integer code per row and the distinct texts (a pyarrow array) of a string column, by hashing
-    (pyarrow's dictionary encoding) rather than sorting the texts."""
+def _texts(column, *, unify: bool = False) -> _Texts:
+    """Codes of a (dictionary-encoded) string column: each row group's dictionary as Parquet stores it,
+    offset into one code space; or, with ``unify``, one dictionary for all, by hashing only the
+    distinct texts of each row group (pyarrow's dictionary unification), never a string per row."""
     import pyarrow as pa
 
     if column.null_count:
         raise ValueError("column 'completion' is missing a value")
     if not pa.types.is_dictionary(column.type):
         column = column.dictionary_encode()
-    if column.num_chunks == 0:
-        return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
-    table = pa.table({"c": column}).unify_dictionaries()
-    chunks = table.column("c").chunks
+    chunks = [c for c in column.chunks if len(c)]
+    if not chunks:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Texts(empty, empty, np.zeros(1, dtype=np.int64), pa.array([], pa.string()))
+    if unify and len(chunks) > 1:
+        chunks = pa.table({"c": pa.chunked_array(chunks)}).unify_dictionaries().column("c").chunks
+        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) for c in chunks])
+        return _Texts(codes, np.zeros(codes.size, dtype=np.int64), np.zeros(1, dtype=np.int64), chunks[0].dictionary)
+    sizes = np.array([len(c.dictionary) for c in chunks], dtype=np.int64)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
+    block = np.repeat(np.arange(len(chunks)), lengths)
     codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) for c in chunks])
-    return codes, chunks[0].dictionary
+    codes += starts[block]
+    return _Texts(codes, block, starts, pa.concat_arrays([c.dictionary for c in chunks]))
 
 
-def _class_keys(codes: np.ndarray, texts, answer_key: str | None) -> np.ndarray:
-    """Code of each row's class key: its text, or ``answer_key``'s first group over the distinct texts."""
+def _class_codes(group: np.ndarray, key: np.ndarray, block_starts: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of the pairs ``(group, key)``, ordered by group, and each code's group.
+
+    ``group`` is sorted; the keys of one group lie in one block of the key space (``block_starts``).
+    A key used by one row only is its own class; the others are ranked within their block, so that
+    ``group * R + rank`` (``R``: the most repeated keys of a block) is a small integer label and the
+    core's factorisation (``group_codes``) takes its linear path instead of sorting the rows.
+    """
+    n = group.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    size = int(key.max()) + 1
+    repeated = np.bincount(key, minlength=size) > 1
+    total = np.r_[0, np.cumsum(repeated)]
+    before = total[block_starts]
+    per_block = np.diff(np.r_[before, total[-1]])
+    width = max(1, int(per_block.max()))
+    block_of_key = np.repeat(np.arange(block_starts.size), np.diff(np.r_[block_starts, size]))
+    rank = total[key] - before[block_of_key[key]]  # total[key] counts repeated keys below key
+    label = np.where(repeated[key], group * width + rank, num_groups * width + np.arange(n))
+    codes, labels = group_codes(label, n)
+    shared = labels < num_groups * width
+    class_group = np.where(shared, labels // width, group[np.where(shared, 0, labels - num_groups * width)])
+    if not (class_group[1:] >= class_group[:-1]).all():  # two sorted runs: a stable sort merges them in linear time
+        order = np.argsort(class_group, kind="stable")
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        codes, class_group = position[codes], class_group[order]
+    return codes, class_group
+
+
+def _class_keys(texts: _Texts, answer_key: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's class key code and the key space's blocks: its text (as stored), or
+    ``answer_key``'s first group of its text, matched once per distinct text."""
     if answer_key is None:
-        return codes
+        return texts.codes, texts.block_starts
     import pandas as pd
 
-    keys = answer_keys(pd.Series(texts.to_pylist(), dtype=object), answer_key)
+    keys = answer_keys(pd.Series(texts.values.to_pylist(), dtype=object), answer_key)
     key_codes = pd.factorize(keys, sort=False)[0].astype(np.int64)
-    return key_codes[codes]
+    return key_codes[texts.codes], np.zeros(1, dtype=np.int64)
 
 
 def _numbers(table, name: str) -> np.ndarray:
@@ -146,34 +193,62 @@ def _numbers(table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
 
 
+def _step_codes(step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct steps and each row's index among them; rows come in runs of one step (a shard
+    holds one step), so only the runs' values are sorted."""
+    if step.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, step[1:] != step[:-1]])
+    steps, run_code = np.unique(step[starts], return_inverse=True)
+    return steps, np.repeat(run_code, np.diff(np.r_[starts, step.size]))
+
+
 def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.ndarray]]:
     """Per-step summaries (:data:`SUMMARY_COLUMNS`) of the rows of ``table``, one dict per settings.
 
     ``table`` is a pyarrow Table with :data:`READ_COLUMNS` holding whole steps (all shards of each
-    step it contains). Answer classes are built once per answer key and shared by the settings.
+    step it contains), ``completion`` dictionary-encoded as read from Parquet. Answer classes are
+    built once per answer key and shared by the settings. Every pass over the rows is linear: texts
+    are compared through their row group's dictionary (hashed across row groups only when a group's
+    rows span several), groups and classes are small-integer labels.
     """
     step = table.column("step").to_numpy().astype(np.int64, copy=False)
-    steps, step_code = np.unique(step, return_inverse=True)
+    steps, step_code = _step_codes(step)
     group_id = table.column("group_id").to_numpy().astype(np.int64, copy=False)
     if group_id.size and group_id.min() < 0:
         raise ValueError("column 'group_id' must hold integers >= 0")
-    codes, texts = _text_codes(table.column("completion"))
+    completion = table.column("completion")
+    texts = _texts(completion)
     reward = _numbers(table, "reward")
     ref = _numbers(table, "ref_logprob")
-    policy = _numbers(table, "policy_logprob")
+    has_policy = table.column("policy_logprob").null_count < table.num_rows
+    policy = _numbers(table, "policy_logprob") if has_policy else None
     num_steps = steps.size
     rows = np.bincount(step_code, minlength=num_steps)
 
+    # Groups are (step, group_id); rows that cannot be used, then groups left with one row, are dropped.
+    group = _dense(step_code, group_id)
     usable = np.isfinite(reward) & np.isfinite(ref)
-    group = _pair_codes(step_code[usable], group_id[usable])
-    paired = np.bincount(group)[group] >= 2 if group.size else np.zeros(0, dtype=bool)
-    keep = np.flatnonzero(usable)[paired]
-    group = group_codes(group[paired], keep.size)[0] if keep.size else group[:0]
-    reward, ref, policy, codes = reward[keep], ref[keep], policy[keep], codes[keep]
-    row_step = step_code[keep]
+    usable &= np.bincount(group, weights=usable, minlength=int(group.max(initial=-1)) + 1)[group] >= 2
+    index = None if usable.all() else np.flatnonzero(usable)
+    if index is not None:
+        group = group_codes(group[index], index.size)[0] if index.size else group[:0]
+    if group.size and not (group[1:] >= group[:-1]).all():  # a group's rows interleave with others'
+        order = np.argsort(group, kind="stable")
+        index = order if index is None else index[order]
+        group = group[order]
+    if index is not None:
+        reward, ref, step_code = reward[index], ref[index], step_code[index]
+        policy = policy[index] if has_policy else None
     num_groups = int(group.max()) + 1 if group.size else 0
     group_rows = np.bincount(group, minlength=num_groups)
-    group_step = row_step[_first_index(group, num_groups)] if num_groups else np.zeros(0, np.int64)
+    group_start = np.r_[0, np.cumsum(group_rows)[:-1]] if num_groups else np.zeros(0, np.int64)
+    group_step = step_code[group_start]
+    block = texts.block if index is None else texts.block[index]
+    if num_groups and (block[group_start] != block[group_start + group_rows - 1]).any():
+        texts = _texts(completion, unify=True)  # a group spans row groups: compare texts across them
+    if index is not None:
+        texts = _Texts(texts.codes[index], texts.block[index], texts.block_starts, texts.values)
 
     def per_step(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         weights = values if mask is None else np.where(mask, values, 0.0)
@@ -182,55 +257,64 @@ def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.nd
     base = {
         "step": steps,
         "rows": rows.astype(np.int64),
-        "rows_used": np.bincount(row_step, minlength=num_steps).astype(np.int64),
+        "rows_used": np.bincount(step_code, minlength=num_steps).astype(np.int64),
         "groups": np.bincount(group_step, minlength=num_steps).astype(np.int64),
-        "reward_sum": np.bincount(row_step, weights=reward, minlength=num_steps),
+        "reward_sum": np.bincount(step_code, weights=reward, minlength=num_steps),
     }
     results = []
     by_key: dict[str | None, tuple] = {}
+    thresholds: dict[float, np.ndarray] = {}
     for settings in settings_list:
         if settings.answer_key not in by_key:
-            by_key[settings.answer_key] = _classes(group, codes, _class_keys(codes, texts, settings.answer_key), reward, ref, policy, num_groups)
-        cls = by_key[settings.answer_key]
-        results.append({**base, **_summaries(settings, cls, group, reward, ref, group_rows, group_step, num_steps, per_step)})
+            by_key[settings.answer_key] = _classes(group, texts, settings.answer_key, reward, ref, policy, num_groups)
+        if settings.tau is not None:
+            group_tau = np.full(num_groups, threshold_for(reward, settings.tau))
+        else:  # the quantile mara_rewards computes in training, on the same rows (as diagnose does)
+            if settings.tau_quantile not in thresholds:
+                thresholds[settings.tau_quantile] = _grouped_quantile(reward, group, group_rows, float(settings.tau_quantile))
+            group_tau = thresholds[settings.tau_quantile]
+        summary = _summaries(settings, by_key[settings.answer_key], group_tau, group_rows, group_step, num_steps, per_step)
+        results.append({**base, **summary})
     return results
 
 
-def _classes(group, codes, key_codes, reward, ref, policy, num_groups):
-    """Per-class group, reward (mean), reference and policy log-masses, sample counts; policy
-    validity per group. Classes are sorted by group."""
-    cls = _pair_codes(group, key_codes)
-    num_classes = int(cls.max()) + 1 if cls.size else 0
+def _classes(group, texts: _Texts, answer_key, reward, ref, policy, num_groups):
+    """Per-class group, reward (mean), reference and policy log-masses and sample counts, and which
+    groups have a policy log-prob on every row. Classes are ordered by group."""
+    key, key_blocks = _class_keys(texts, answer_key)
+    cls, class_group = _class_codes(group, key, key_blocks, num_groups)
+    num_classes = class_group.size
     class_rows = np.bincount(cls, minlength=num_classes)
-    class_group = group[_first_index(cls, num_classes)]
     class_reward = np.bincount(cls, weights=reward, minlength=num_classes) / class_rows
-    distinct = cls if key_codes is codes else _pair_codes(group, codes)
-    num_distinct = int(distinct.max()) + 1 if distinct.size else 0
+    if answer_key is None:
+        distinct, distinct_class = cls, None
+    else:  # distinct texts inside a class count once each
+        distinct, _ = _class_codes(group, texts.codes, texts.block_starts, num_groups)
+        distinct_class = np.empty(int(distinct.max(initial=-1)) + 1, dtype=np.int64)
+        distinct_class[distinct] = cls  # every row of a distinct text has the same class
+    num_distinct = int(distinct.max(initial=-1)) + 1
     distinct_rows = np.bincount(distinct, minlength=num_distinct)
-    distinct_class = cls[_first_index(distinct, num_distinct)]
-    policy_ok = np.isfinite(policy)
-    group_policy = np.bincount(group, weights=(~policy_ok).astype(np.float64), minlength=num_groups) == 0
 
     def logmass(values: np.ndarray) -> np.ndarray:
         mean = np.bincount(distinct, weights=values, minlength=num_distinct) / distinct_rows
-        return mean if distinct is cls else grouped_logsumexp(mean, distinct_class)
+        return mean if distinct_class is None else grouped_logsumexp(mean, distinct_class)
 
     ref_logmass = logmass(ref)
+    if policy is None:
+        return class_group, class_reward, ref_logmass, None, class_rows, np.zeros(num_groups, dtype=bool)
+    policy_ok = np.isfinite(policy)
+    group_policy = np.bincount(group, weights=~policy_ok, minlength=num_groups) == 0
     policy_logmass = logmass(np.where(policy_ok, policy, 0.0))
-    return cls, class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy
+    return class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy
 
 
-def _summaries(settings, cls_data, group, reward, ref, group_rows, group_step, num_steps, per_step) -> dict:
-    cls, class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy = cls_data
+def _summaries(settings, cls_data, group_tau, group_rows, group_step, num_steps, per_step) -> dict:
+    class_group, class_reward, ref_logmass, policy_logmass, class_rows, group_policy = cls_data
     num_groups = group_rows.size
     if num_groups == 0:
         zeros_i, zeros_f = np.zeros(num_steps, np.int64), np.zeros(num_steps)
         return {name: (zeros_i if kind == "int64" else zeros_f) for name, kind in SUMMARY_COLUMNS.items() if name not in
                 ("step", "rows", "rows_used", "groups", "reward_sum")}
-    if settings.tau is not None:
-        group_tau = np.full(num_groups, threshold_for(reward, settings.tau))
-    else:  # the quantile training computes, on the same rows (as diagnose's class_thresholds)
-        group_tau = mara_rewards(reward, ref, beta=settings.beta, tau_quantile=settings.tau_quantile, group_ids=group).tau
     tau_c = group_tau[class_group]
     vanilla = kl_target(class_reward, ref_logmass, settings.beta, settings.kl, group_ids=class_group)
     mara = mara_target(class_reward - tau_c, ref_logmass, settings.beta, 0.0, settings.kl, group_ids=class_group)
@@ -239,9 +323,12 @@ def _summaries(settings, cls_data, group, reward, ref, group_rows, group_step, n
     mar = summarize_targets(mara, class_reward, group_tau, group_ids=class_group)
     good = sampled.num_good >= 1
     two = sampled.num_good >= 2
-    policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, class_group)[class_group])
-    tv_vanilla = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - vanilla), minlength=num_groups)
-    tv_mara = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - mara), minlength=num_groups)
+    if policy_logmass is None:
+        tv_vanilla = tv_mara = np.zeros(num_groups)
+    else:
+        policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, class_group)[class_group])
+        tv_vanilla = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - vanilla), minlength=num_groups)
+        tv_mara = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - mara), minlength=num_groups)
     counts = lambda mask: np.bincount(group_step[mask], minlength=num_steps).astype(np.int64)  # noqa: E731
     return {
         "groups_good": counts(good),
