@@ -175,10 +175,11 @@ def main() -> None:
     for num_steps in steps_for:
         cache = args.dir / "diagnose-cache"
         shutil.rmtree(cache, ignore_errors=True)
-        best = {}
-        for what in ("floor-dataset", "floor-files", "view-cold"):
-            runs = [_measure(args, what, num_steps) for _ in range(args.repeats)]
-            best[what] = min(runs, key=lambda r: r["seconds"]) | {"peak_mb": max(r["peak_mb"] for r in runs)}
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):  # interleaved, so that a change of load hits floor and view alike
+            for what in ("floor-dataset", "floor-files", "view-cold"):
+                runs.setdefault(what, []).append(_measure(args, what, num_steps))
+        best = {w: min(r, key=lambda x: x["seconds"]) | {"peak_mb": max(x["peak_mb"] for x in r)} for w, r in runs.items()}
         _measure(args, "view-warm", num_steps)  # writes the cache
         best["view-warm"] = _measure(args, "view-warm", num_steps)
         rows = best["view-cold"]["rows"]

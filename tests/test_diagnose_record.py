@@ -415,7 +415,7 @@ def _set(name, values):
 
 
 RECORD_ERRORS = [
-    ("no record.json", lambda t: (write_record(t / "rec", random_rows(0, 1, 2, 3)) / "record.json").unlink() or t / "rec", [], "has no record.json"),
+    ("no record.json", lambda t: (write_record(t / "rec", random_rows(0, 1, 2, 3)) / "record.json").unlink() or t / "rec", [], "is a directory without record.json"),
     ("other schema", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3), schema="other/9"), [], "is not 'mara-rl.record/1'"),
     ("record.json broken", lambda t: (write_record(t / "rec", random_rows(0, 1, 2, 3)) / "record.json").write_text("{") and t / "rec", [], "record.json is not valid JSON"),
     ("no shards", lambda t: write_record(t / "rec", []), [], "has no shards yet"),

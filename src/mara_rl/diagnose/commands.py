@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     for name, default in RECORD_FLAGS:
         if getattr(args, name) != default:
             raise ValueError(f"--{name.replace('_', '-')} applies to a rollout record folder; {args.rollouts!r} is a file")
+    from mara_rl.diagnose.reading import check_rollouts_path
+
+    check_rollouts_path(args.rollouts)
     if args.beta is None:
         raise ValueError("the following arguments are required: --beta (a rollout record folder defaults to its own)")
     return run_file(args)
@@ -151,11 +154,10 @@ def print_diagnoses(args: argparse.Namespace, groups, results, source: str) -> N
 def run_file(args: argparse.Namespace) -> int:
     from mara_rl.diagnose.classes import answer_classes
     from mara_rl.diagnose.diagnosis import diagnose
-    from mara_rl.diagnose.reading import check_rollouts_path, read_rollouts
+    from mara_rl.diagnose.reading import read_rollouts
     from mara_rl.diagnose.report import plot_classes, write_json
 
     # Every flag is checked before the (possibly large) file is read.
-    check_rollouts_path(args.rollouts)
     _check_outputs(args)
     kl = args.kl or "reverse"
     groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)

@@ -122,7 +122,7 @@ def check_rollouts_path(path: str | Path) -> tuple[str, bool]:
     """``ValueError`` unless ``path`` is an existing file with a known suffix; returns :func:`rollouts_format`."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"rollouts file {str(path)!r} is a directory; give a .jsonl, .json, .parquet or .csv file")
+        raise ValueError(f"rollouts file {str(path)!r} is a directory without record.json; give a .jsonl, .json, .parquet or .csv file, or a rollout record folder")
     if not path.exists():
         raise ValueError(f"rollouts file {str(path)!r} does not exist")
     return rollouts_format(path)

@@ -46,14 +46,15 @@ def resolve(path: str | os.PathLike, filesystem=None):
 
 
 def looks_like_record(path: str | os.PathLike, filesystem=None) -> bool:
-    """Whether ``path`` is a record folder (any URI is taken for one) rather than a single rollouts file."""
+    """Whether ``path`` is a record folder (a local folder with ``record.json``; any URI is taken for
+    one) rather than a single rollouts file."""
     import pyarrow.fs
 
     if is_uri(str(path)):
         return True  # only records are read through URIs: open_record says what is wrong
     if filesystem is not None:
         return filesystem.get_file_info(str(path)).type == pyarrow.fs.FileType.Directory
-    return os.path.isdir(path)
+    return os.path.isfile(os.path.join(path, RECORD_FILE))
 
 
 @dataclass(frozen=True)

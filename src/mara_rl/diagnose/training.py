@@ -109,13 +109,28 @@ def _dense(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Texts:
-    """A string column as integer codes: ``codes`` per row index ``values``; codes of one block
-    (a Parquet row group's dictionary) are contiguous from ``block_starts[b]`` and unique within it."""
+    """A string column as integer codes: ``codes`` per row index ``values``. Row group ``b`` holds the
+    rows from ``row_starts[b]`` on, and its codes, unique within it, run from ``code_starts[b]``."""
 
     codes: np.ndarray
-    block: np.ndarray
-    block_starts: np.ndarray
-    values: object
+    row_starts: np.ndarray
+    code_starts: np.ndarray
+    dictionaries: list
+
+    @property
+    def values(self):
+        import pyarrow as pa
+
+        return pa.concat_arrays(self.dictionaries) if self.dictionaries else pa.array([], pa.string())
+
+    def spans(self, first_rows: np.ndarray, last_rows: np.ndarray) -> bool:
+        """Whether any of the row ranges ``[first, last]`` crosses from one row group into another."""
+        where = lambda rows: np.searchsorted(self.row_starts, rows, side="right")  # noqa: E731
+        return bool((where(first_rows) != where(last_rows)).any())
+
+    def take(self, index: np.ndarray) -> "_Texts":
+        """The rows ``index`` of the column, as one block of codes (row groups no longer apply)."""
+        return _Texts(self.codes[index], np.zeros(1, np.int64), self.code_starts, self.dictionaries)
 
 
 def _texts(column, *, unify: bool = False) -> _Texts:
@@ -130,19 +145,15 @@ def _texts(column, *, unify: bool = False) -> _Texts:
         column = column.dictionary_encode()
     chunks = [c for c in column.chunks if len(c)]
     if not chunks:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Texts(empty, empty, np.zeros(1, dtype=np.int64), pa.array([], pa.string()))
+        return _Texts(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), [])
     if unify and len(chunks) > 1:
         chunks = pa.table({"c": pa.chunked_array(chunks)}).unify_dictionaries().column("c").chunks
-        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) for c in chunks])
-        return _Texts(codes, np.zeros(codes.size, dtype=np.int64), np.zeros(1, dtype=np.int64), chunks[0].dictionary)
-    sizes = np.array([len(c.dictionary) for c in chunks], dtype=np.int64)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
-    block = np.repeat(np.arange(len(chunks)), lengths)
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) for c in chunks])
-    codes += starts[block]
-    return _Texts(codes, block, starts, pa.concat_arrays([c.dictionary for c in chunks]))
+        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks])
+        return _Texts(codes, np.zeros(1, np.int64), np.zeros(1, np.int64), [chunks[0].dictionary])
+    code_starts = np.r_[0, np.cumsum([len(c.dictionary) for c in chunks])[:-1]].astype(np.int64)
+    row_starts = np.r_[0, np.cumsum([len(c) for c in chunks])[:-1]].astype(np.int64)
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64) + start for c, start in zip(chunks, code_starts)])
+    return _Texts(codes, row_starts, code_starts, [c.dictionary for c in chunks])
 
 
 def _class_codes(group: np.ndarray, key: np.ndarray, block_starts: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +191,7 @@ def _class_keys(texts: _Texts, answer_key: str | None) -> tuple[np.ndarray, np.n
     """Each row's class key code and the key space's blocks: its text (as stored), or
     ``answer_key``'s first group of its text, matched once per distinct text."""
     if answer_key is None:
-        return texts.codes, texts.block_starts
+        return texts.codes, texts.code_starts
     import pandas as pd
 
     keys = answer_keys(pd.Series(texts.values.to_pylist(), dtype=object), answer_key)
@@ -244,11 +255,11 @@ def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.nd
     group_rows = np.bincount(group, minlength=num_groups)
     group_start = np.r_[0, np.cumsum(group_rows)[:-1]] if num_groups else np.zeros(0, np.int64)
     group_step = step_code[group_start]
-    block = texts.block if index is None else texts.block[index]
-    if num_groups and (block[group_start] != block[group_start + group_rows - 1]).any():
+    group_last = group_start + group_rows - 1
+    if num_groups and texts.spans(*((group_start, group_last) if index is None else (index[group_start], index[group_last]))):
         texts = _texts(completion, unify=True)  # a group spans row groups: compare texts across them
     if index is not None:
-        texts = _Texts(texts.codes[index], texts.block[index], texts.block_starts, texts.values)
+        texts = texts.take(index)
 
     def per_step(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         weights = values if mask is None else np.where(mask, values, 0.0)
@@ -289,7 +300,7 @@ def _classes(group, texts: _Texts, answer_key, reward, ref, policy, num_groups):
     if answer_key is None:
         distinct, distinct_class = cls, None
     else:  # distinct texts inside a class count once each
-        distinct, _ = _class_codes(group, texts.codes, texts.block_starts, num_groups)
+        distinct, _ = _class_codes(group, texts.codes, texts.code_starts, num_groups)
         distinct_class = np.empty(int(distinct.max(initial=-1)) + 1, dtype=np.int64)
         distinct_class[distinct] = cls  # every row of a distinct text has the same class
     num_distinct = int(distinct.max(initial=-1)) + 1
