@@ -19,7 +19,8 @@ process so that peak RSS (``ru_maxrss``) is that of the measured work alone:
 - view, warm: the same call again with the cache it wrote (a re-run: only the cache is read).
 
 The figures: view-cold time over the faster floor (done: <= 2), peak RSS at the largest size
-(done: < 2 GB), and time and memory per size (linear time, flat memory).
+(done: < 2 GB), and time and memory per size (linear time, flat memory). With ``--duckdb`` (DuckDB
+importable), DuckDB reading the same columns and aggregating the answer classes is timed too.
 
     nice -n 19 python benchmarks/bench_diagnose_record.py --dir /tmp/mara-record --sizes 1e6 1e7 1e8
 """
@@ -48,8 +49,21 @@ def _texts() -> list[str]:
     return [w.format(a=a) for a in range(ANSWERS) for w in ways]
 
 
-def write_record(folder: Path, steps: int, groups: int, group_size: int, ranks: int, seed: int = 0) -> None:
-    """The synthetic record (see the module docstring); existing shards are kept."""
+def _random_texts(rng: np.random.Generator, count: int, chars: int):
+    """``count`` strings of ``chars`` random lowercase letters and spaces (incompressible, like the
+    reasoning of a long completion), built as one Arrow buffer."""
+    import pyarrow as pa
+
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz     ", dtype=np.uint8)
+    data = letters[rng.integers(0, letters.size, size=count * chars)]
+    offsets = np.arange(count + 1, dtype=np.int32) * chars
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def write_record(folder: Path, steps: int, groups: int, group_size: int, ranks: int, seed: int = 0, text_chars: int = 0) -> None:
+    """The synthetic record (see the module docstring); existing shards are kept. With ``text_chars``,
+    every completion starts with that many random characters instead (all distinct, as long
+    reasoning completions are)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -90,6 +104,9 @@ def write_record(folder: Path, steps: int, groups: int, group_size: int, ranks: 
             row_ids = pc.cast(pa.array(step * groups * group_size + np.arange(group.size)), pa.string())
             long = pc.binary_join_element_wise("Let me reason about it step by step, then answer. Row ", row_ids, " says:", "")
             completion = pc.if_else(pa.array(unique), pc.binary_join_element_wise(long, completion, " "), completion)
+            if text_chars:
+                unique[:] = True
+                completion = pc.binary_join_element_wise(_random_texts(step_rng, group.size, text_chars), pc.take(texts, code), " ")
             ref = np.where(unique, ref - 30.0 - 0.01 * (np.arange(group.size) % 97), ref)
             reward = (answer < VALID).astype(np.float64)
             table = pa.table({
@@ -131,6 +148,18 @@ def _child(args: argparse.Namespace) -> None:
     if args.child == "floor-dataset":
         for batch in ds.dataset(paths, format="parquet").to_batches(columns=list(READ_COLUMNS)):
             rows += batch.num_rows
+    elif args.child.startswith("duckdb"):
+        import duckdb
+
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        columns = ", ".join(READ_COLUMNS)
+        if args.child == "duckdb-read":  # the same columns as Arrow batches
+            query = f"SELECT {columns} FROM read_parquet({paths!r})"
+        else:  # the class aggregation alone (no targets): what DuckDB could take over
+            query = f"SELECT step, group_id, completion, count(*), sum(reward), sum(ref_logprob), sum(policy_logprob) FROM read_parquet({paths!r}) GROUP BY ALL"
+        for batch in con.sql(query).to_arrow_reader(1 << 20):
+            rows += batch.num_rows
     elif args.child == "floor-files":
         for path in paths:
             rows += pq.ParquetFile(path, read_dictionary=["completion"]).read(columns=list(READ_COLUMNS)).num_rows
@@ -156,6 +185,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=64, help="completions per group")
     parser.add_argument("--ranks", type=int, default=2, help="shards per step")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per measurement")
+    parser.add_argument("--text-chars", type=int, default=0, help="every completion this many random characters long (0: short answers)")
+    parser.add_argument("--duckdb", action="store_true", help="also time DuckDB reading the same columns and aggregating the classes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--num-steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,7 +196,7 @@ def main() -> None:
     rows_per_step = args.groups * args.group_size
     steps_for = [max(1, int(round(n / rows_per_step))) for n in args.sizes]
     start = time.perf_counter()
-    write_record(args.dir, max(steps_for), args.groups, args.group_size, args.ranks)
+    write_record(args.dir, max(steps_for), args.groups, args.group_size, args.ranks, text_chars=args.text_chars)
     usage = shutil.disk_usage(args.dir)
     size_gb = sum(p.stat().st_size for p in (args.dir / "shards").iterdir()) / 1e9
     print(f"record {args.dir}: {max(steps_for)} steps x {rows_per_step} rows, {args.ranks} shards per step, "
@@ -177,7 +208,7 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
         runs: dict[str, list[dict]] = {}
         for _ in range(args.repeats):  # interleaved, so that a change of load hits floor and view alike
-            for what in ("floor-dataset", "floor-files", "view-cold"):
+            for what in ("floor-dataset", "floor-files", "view-cold") + (("duckdb-read", "duckdb-classes") if args.duckdb else ()):
                 runs.setdefault(what, []).append(_measure(args, what, num_steps))
         best = {w: min(r, key=lambda x: x["seconds"]) | {"peak_mb": max(x["peak_mb"] for x in r)} for w, r in runs.items()}
         _measure(args, "view-warm", num_steps)  # writes the cache
@@ -191,6 +222,9 @@ def main() -> None:
             f"{best['view-cold']['peak_mb']:>8.0f} {best['view-cold']['seconds'] / rows * 1e6:>15.3f}",
             flush=True,
         )
+        if args.duckdb:
+            print(f"{'':>11} DuckDB: reading the same columns {best['duckdb-read']['seconds']:.2f} s, "
+                  f"aggregating the classes (count and sums per step, group, completion) {best['duckdb-classes']['seconds']:.2f} s")
     print("ratio = view cold / the faster floor (done: <= 2); view MB = peak RSS of the cold view (done: < 2000, flat)")
 
 

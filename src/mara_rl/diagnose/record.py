@@ -177,8 +177,9 @@ def select_steps(record: Record, window: tuple[int | None, int | None] = (None, 
     return chosen[::every]
 
 
-def batches(record: Record, steps: Sequence[int], rows_per_batch: int) -> Iterator[list[int]]:
-    """Consecutive groups of ``steps`` of at most about ``rows_per_batch`` rows (a step is never split).
+def batches(record: Record, steps: Sequence[int], rows_per_batch: int, max_bytes: int = 128 << 20) -> Iterator[list[int]]:
+    """Consecutive groups of ``steps`` of at most about ``rows_per_batch`` rows and ``max_bytes`` of
+    shards (long completions make few rows large); a step is never split.
 
     Sizes are estimated from the shards' bytes and the first shard's rows, so no footer is opened
     for the plan.
@@ -186,7 +187,7 @@ def batches(record: Record, steps: Sequence[int], rows_per_batch: int) -> Iterat
     if not steps:
         return
     bytes_per_row = _bytes_per_row(record, steps[0])
-    budget = max(1.0, rows_per_batch * bytes_per_row)
+    budget = max(1.0, min(rows_per_batch * bytes_per_row, max_bytes))
     current: list[int] = []
     size = 0.0
     for step in steps:

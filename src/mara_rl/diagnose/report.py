@@ -230,7 +230,7 @@ def plot_training(curves: Sequence[tuple[dict, object]], path: str | Path, *, ti
     steps = first["step"].to_numpy()
     marker = "o" if len(steps) <= 40 else None
     styles = ["-", "--", ":", "-."]
-    axes[0].plot(steps, first["sampled_good_classes"], color="0.6", lw=1, marker=marker, ms=3, label="policy: distinct good classes sampled")
+    axes[0].plot(steps, first["sampled_good_classes"], color="0.45", ls=":", lw=1.5, zorder=3, label="policy: distinct good classes sampled")
     axes[0].plot(steps, first["sampled_effective_good"], color="black", lw=1.5, marker=marker, ms=3, label="policy: exp(entropy) of its good samples")
     for k, (settings, means) in enumerate(curves):
         style = styles[k % len(styles)]
