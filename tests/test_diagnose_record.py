@@ -76,6 +76,8 @@ SETTINGS = [
     Settings(0.05, kl="forward"),
     Settings(0.2, answer_key=r"answer: (\d)"),
     Settings(1e-4, tau=1.0, answer_key=r"answer: (\d)"),
+    Settings(1e-300, tau_quantile=0.8),
+    Settings(1e-300, kl="forward", tau=0.5),
 ]
 
 
@@ -87,6 +89,8 @@ def test_step_summaries_equal_diagnose_per_step(tmp_path, deal, ranks, row_group
     rows[3]["reward"] = float("nan")  # skipped rows, as diagnose skips them
     rows[10]["ref_logprob"] = float("-inf")
     rows += [{**rows[0], "group_id": 17, "completion": "lonely"}]  # a group of one row: skipped
+    rows[20]["ref_logprob"] = -5e3  # a log-prob gap far beyond exp's range
+    rows[21]["reward"] = 1e3
     record = open_record(write_record(tmp_path / "rec", rows, ranks=ranks, deal=deal, row_group_size=row_group_size))
     results = summarize_steps(record, SETTINGS, select_steps(record), use_cache=False)
     for settings, result in zip(SETTINGS, results):
@@ -500,3 +504,11 @@ def test_file_table_shows_the_policy_distance_to_the_targets(tmp_path, capsys):
     prompt = json.loads(out.read_text())["results"][0]["prompts"][0]
     assert header.split()[-4:] == ["pol-van", "TV", "pol-MARA", "TV"]
     assert row[-2:] == [f"{prompt['policy_tv_vanilla']:.3g}", f"{prompt['policy_tv_mara']:.3g}"]
+
+
+def test_large_group_ids_are_labels(tmp_path):
+    rows = random_rows(15, steps=3, groups=4, size=5)
+    big = [{**r, "group_id": r["group_id"] * 2**40 + 7} for r in rows]
+    record = open_record(write_record(tmp_path / "rec", big))
+    means = step_means(summarize_steps(record, [Settings(0.05)], record.step_numbers, use_cache=False)[0].summaries)
+    compare(means, expected_means(rows, Settings(0.05)))

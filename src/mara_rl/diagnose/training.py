@@ -93,6 +93,9 @@ class Settings:
             raise ValueError(f"tau must be a finite number, got {self.tau!r}")
         if self.tau_quantile is not None and not 0.0 <= float(self.tau_quantile) <= 1.0:
             raise ValueError(f"tau_quantile must lie in [0, 1], got {self.tau_quantile!r}")
+        for name in ("tau", "tau_quantile"):  # plain floats: the cache key of 1 and 1.0 is one
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
         compile_answer_key(self.answer_key)
 
     def as_dict(self) -> dict:
@@ -228,6 +231,8 @@ def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.nd
     group_id = table.column("group_id").to_numpy().astype(np.int64, copy=False)
     if group_id.size and group_id.min() < 0:
         raise ValueError("column 'group_id' must hold integers >= 0")
+    if group_id.size and group_id.max() >= 2**31:  # large labels: made dense first, so pairs cannot overflow
+        group_id = group_codes(group_id, group_id.size)[0]
     completion = table.column("completion")
     texts = _texts(completion)
     reward = _numbers(table, "reward")
