@@ -16,7 +16,7 @@ EXAMPLE = """examples:
 
 ROLLOUTS has one row per sampled completion with columns prompt, completion, reward,
 ref_logprob (the reference model's sequence log-probability) and optionally policy_logprob.
-A rollout record folder (a trainer's record_dir: record.json and shards/) is read the same way,
+A rollout record folder (written by a trainer: record.json and shards/) is read the same way,
 and shows the record over training: per step, the good answer classes the policy sampled beside
 the effective number of good classes of the vanilla and the MARA target. Its beta, KL direction
 and tau are the defaults; the per-prompt table covers the last selected steps (--table-rows).
@@ -89,7 +89,8 @@ def register(subparsers) -> None:
 RECORD_FLAGS = (("steps", None), ("every", 1), ("plot_training", None), ("table_rows", 250_000), ("no_cache", False))
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check every output flag (and the answer key) before anything is read."""
     from mara_rl.diagnose.classes import compile_answer_key
 
     compile_answer_key(args.answer_key)
@@ -158,7 +159,7 @@ def run_file(args: argparse.Namespace) -> int:
     from mara_rl.diagnose.report import plot_classes, write_json
 
     # Every flag is checked before the (possibly large) file is read.
-    _check_outputs(args)
+    check_outputs(args)
     kl = args.kl or "reverse"
     groups = answer_classes(read_rollouts(args.rollouts), args.answer_key)
     results = [diagnose(groups, beta, kl=kl, tau=args.tau, tau_quantile=args.tau_quantile) for beta in args.beta]

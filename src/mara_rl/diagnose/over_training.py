@@ -56,14 +56,14 @@ def _window_text(steps: list[int]) -> str:
 
 def run_record(args: argparse.Namespace) -> int:
     from mara_rl.diagnose.classes import answer_classes
-    from mara_rl.diagnose.commands import _check_outputs, print_diagnoses
+    from mara_rl.diagnose.commands import check_outputs, print_diagnoses
     from mara_rl.diagnose.diagnosis import diagnose
     from mara_rl.diagnose.reading import check_rollouts
     from mara_rl.diagnose.report import format_steps, plot_classes, plot_training, write_json
 
     # Every flag is checked before a shard is read.
     window = parse_steps(args.steps) if args.steps is not None else (None, None)
-    _check_outputs(args)
+    check_outputs(args)
     record = open_record(args.rollouts)
     settings_list = record_settings(record, args)
     recorded = record.step_numbers
