@@ -128,6 +128,19 @@ def test_tau_quantile_is_per_group():
     np.testing.assert_array_equal(out.augmented, [False, False, False, True, False, False, False, True])
 
 
+@pytest.mark.parametrize("q", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tau_quantile_extremes_are_the_group_minimum_and_maximum(q, dtype):
+    """q = 0 and 1 take a path without a sort: the same thresholds as numpy's quantile, per group,
+    with unsorted and interleaved groups."""
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=60).astype(dtype)
+    groups = rng.integers(0, 7, size=60)
+    out = mara_rewards(rewards, np.zeros(60), beta=1.0, tau_quantile=q, group_ids=groups)
+    expected = [np.quantile(rewards[groups == g].astype(np.float64), q) for g in np.unique(groups)]
+    np.testing.assert_array_equal(out.tau, expected)
+
+
 def test_minus_inf_reference_is_allowed_below_tau_only():
     out = mara_rewards(np.array([0.0, 1.0]), np.array([-np.inf, -1.0]), beta=0.5, tau=0.5)
     assert out.rewards[0] == 0.0

@@ -70,6 +70,11 @@ class MaraResult:
 def _grouped_quantile(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     """Per-group quantile with linear interpolation (numpy's default method); ``counts`` are group sizes."""
     num_groups = counts.shape[0]
+    if q in (0.0, 1.0):  # the minimum or the maximum: one pass, no sort
+        out = np.full(num_groups, np.inf if q == 0.0 else -np.inf)
+        (np.minimum if q == 0.0 else np.maximum).at(out, codes, values)
+        out[counts == 0] = np.inf
+        return out
     order = np.lexsort((values, codes))
     sorted_values = values[order]
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))

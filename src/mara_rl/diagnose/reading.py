@@ -122,7 +122,7 @@ def check_rollouts_path(path: str | Path) -> tuple[str, bool]:
     """``ValueError`` unless ``path`` is an existing file with a known suffix; returns :func:`rollouts_format`."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"rollouts file {str(path)!r} is a directory; give a .jsonl, .json, .parquet or .csv file")
+        raise ValueError(f"rollouts file {str(path)!r} is a directory without record.json; give a .jsonl, .json, .parquet or .csv file, or a rollout record folder")
     if not path.exists():
         raise ValueError(f"rollouts file {str(path)!r} does not exist")
     return rollouts_format(path)
@@ -154,12 +154,27 @@ def read_rollouts(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{where}: {err}") from None
 
 
+def _reject_non_numbers(column: pd.Series, name: str) -> None:
+    """``ValueError`` naming the column when it holds booleans, dates or durations: a boolean
+    log-prob read as 1/0 or a timestamp read as 1.58e15 would be diagnosed as if it were a number."""
+    kind = column.dtype
+    if pd.api.types.is_bool_dtype(kind):
+        raise ValueError(f"column {name!r} must hold numbers, but it holds booleans (True/False); write them as numbers")
+    if pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind) or isinstance(kind, pd.PeriodDtype):
+        raise ValueError(f"column {name!r} must hold numbers, but it holds dates or durations ({kind})")
+    if kind == object:
+        flags = column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if flags.any():
+            first = int(np.flatnonzero(flags)[0])
+            raise ValueError(f"column {name!r} must hold numbers; row {first} has {column.iloc[first]!r}")
+
+
 def check_rollouts(frame: pd.DataFrame) -> pd.DataFrame:
     """Check the columns and types of a rollout table; returns a copy with canonical dtypes.
 
     Non-finite ``reward`` / log-prob values are kept here (the diagnosis skips those rows and says
     so per prompt); a missing column, a missing prompt or completion, or a value that is not a number
-    raises ``ValueError``.
+    (text, a boolean, a date) raises ``ValueError`` naming the column.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -178,6 +193,7 @@ def check_rollouts(frame: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_string_dtype(out[name]):
             out[name] = out[name].astype(str)
     for name in columns[2:]:
+        _reject_non_numbers(out[name], name)
         if pd.api.types.is_float_dtype(out[name]):
             continue  # float32 stays float32: tau is compared in the rewards' own dtype, as in training
         if pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
