@@ -10,7 +10,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mara_rl.integrations.forward_kl import (  # noqa: E402
-    mara_forward_coefficients,
+    mara_forward_weights,
     prefix_importance_weights,
     sequence_forward_kl,
     token_forward_kl,
@@ -193,21 +193,21 @@ def test_alg2_coefficients_are_bounded_zero_sum_and_vanish_without_anchor(rows, 
     groups = torch.tensor([g for _, _, _, g in rows])
     sample = ref * 0.5 + sample_shift
     mara_ref = torch.where(good, ref + gap, ref)
-    c = mara_forward_coefficients(ref, mara_ref, sample, groups).double()
+    c = mara_forward_weights(ref, mara_ref, sample, groups).double()
     assert torch.isfinite(c).all()
     for g in groups.unique():
         members = groups == g
         assert c[members].abs().max() <= members.sum() + 1e-9
         assert abs(float(c[members].sum())) <= 1e-6 * float(members.sum())
-    assert torch.equal(mara_forward_coefficients(ref, ref, sample, groups), torch.zeros(len(rows)))
+    assert torch.equal(mara_forward_weights(ref, ref, sample, groups), torch.zeros(len(rows)))
 
 
 def test_alg2_coefficients_reject_nan_and_shapes():
     x = torch.zeros(3)
     with pytest.raises(ValueError, match="mara_ref_logps"):
-        mara_forward_coefficients(x, torch.zeros(2), x)
+        mara_forward_weights(x, torch.zeros(2), x)
     with pytest.raises(ValueError, match="NaN"):
-        mara_forward_coefficients(x, torch.tensor([0.0, float("nan"), 0.0]), x)
+        mara_forward_weights(x, torch.tensor([0.0, float("nan"), 0.0]), x)
 
 
 def test_sequence_estimator_off_policy_is_unbiased_by_enumeration():
