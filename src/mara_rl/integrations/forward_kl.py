@@ -296,7 +296,10 @@ def mara_forward_weights(
     log_norm = torch.where(others > 0, torch.logaddexp(torch.zeros_like(log_d), log_mean_others), 0.0)
     if max_weight is not None:
         log_norm = torch.maximum(log_norm, log_d - math.log(max_weight))
-    return (log_d - log_norm).exp().float(), (-log_norm).exp().float()
+    coefficients = (log_d - log_norm).exp().float()
+    if not torch.isfinite(coefficients).all():
+        raise ValueError("Alg. 2's uncapped weights overflow float32 at these log-prob gaps: give max_weight a value")
+    return coefficients, (-log_norm).exp().float()
 
 
 @dataclass(frozen=True)
