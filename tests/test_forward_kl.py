@@ -318,9 +318,7 @@ def direct_weights(ref, mara_ref, sample, groups, cap):
     for i, g in enumerate(groups):
         others = [d[j] for j in range(len(d)) if groups[j] == g and j != i]
         norm = 1.0 + sum(others) / len(others) if others else 1.0
-        if cap is not None:
-            norm = max(norm, d[i] / cap)
-        c.append(d[i] / norm)
+        c.append(d[i] / norm if cap is None else min(d[i] / norm, cap))
         scale.append(1.0 / norm)
     return c, scale
 

@@ -241,14 +241,14 @@ def mara_forward_weights(
     and the only part no sample can estimate without bias is ``1 / M`` (``docs/forward_kl.md``). Each
     sample ``i`` of a group of ``n_g`` gets the normaliser from the *other* samples,
 
-        N_i = max(1 + sum_{j != i} d_j / (n_g - 1),  d_i / max_weight),   c_i = d_i / N_i,   s_i = 1 / N_i,
+        N_i = 1 + sum_{j != i} d_j / (n_g - 1),   c_i = min(d_i / N_i, max_weight),   s_i = 1 / N_i
 
-    (``N_i = max(1, d_i / max_weight)`` for a sample alone in its group). ``N_i`` does not depend on
-    sample ``i``'s own draw unless the cap binds, so ``E[s_i grad K_i - c_i grad log pi(y_i)]`` is
-    ``kappa_n grad KL(q || pi)`` exactly (one-token completions; ``grad K_i`` the token-level term), a
-    positive scalar ``kappa_n = M E[1 / (1 + mean of n_g - 1 d's)]`` in ``[1, M]`` times the intended gradient.
-    ``0 <= c_i <= max_weight``, ``0 < s_i <= 1``; without a raised sample in a group ``c = 0`` and ``s = 1``
-    (forward KL alone).
+    (``N_i = 1`` for a sample alone in its group). ``N_i`` does not depend on sample ``i``'s own draw,
+    so while the cap does not bind ``E[s_i grad K_i - c_i grad log pi(y_i)] = kappa_n grad KL(q || pi)``
+    exactly (one-token completions; ``grad K_i`` the token-level term): the intended gradient times
+    the scalar ``kappa_n = M E[1 / N]`` in ``[1, M]``. The cap only shortens Alg. 2's pull on samples
+    the sampler rarely draws. ``0 <= c_i <= max_weight``, ``0 < s_i <= 1``; without a raised sample in a
+    group ``c = 0`` and ``s = 1`` (forward KL alone).
 
     Args:
         ref_logps: ``[B]`` ``log pi_ref(y_i|x)``.
@@ -257,7 +257,7 @@ def mara_forward_weights(
             ``ref_logps`` (Alg. 2 only raises the reference mass; up to ``1e-3`` below is rounding, read as equal).
         sample_logps: ``[B]`` ``log pi_old(y_i|x)`` of the policy that sampled (``log pi`` on-policy).
         group_ids: ``[B]`` integer prompt-group id per sample; ``None``: one group.
-        max_weight: cap on ``c_i``; ``None``: exact (unbounded) weights.
+        max_weight: cap on ``c_i``; ``None``: exact, unbounded weights (an error where they overflow float32).
 
     Returns:
         ``(c, s)``, each ``[B]`` fp32, detached.
@@ -294,9 +294,10 @@ def mara_forward_weights(
     others = (torch.bincount(codes, minlength=num_groups) - 1)[codes].to(ref.dtype)
     log_mean_others = _leave_one_out_logsumexp(log_d, codes, num_groups) - others.clamp(min=1).log()
     log_norm = torch.where(others > 0, torch.logaddexp(torch.zeros_like(log_d), log_mean_others), 0.0)
+    log_c = log_d - log_norm
     if max_weight is not None:
-        log_norm = torch.maximum(log_norm, log_d - math.log(max_weight))
-    coefficients = (log_d - log_norm).exp().float()
+        log_c = log_c.clamp(max=math.log(max_weight))
+    coefficients = log_c.exp().float()
     if not torch.isfinite(coefficients).all():
         raise ValueError("Alg. 2's uncapped weights overflow float32 at these log-prob gaps: give max_weight a value")
     return coefficients, (-log_norm).exp().float()
