@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"max_mara_weight = {DEFAULT_MAX_MARA_WEIGHT:g}")
-    print("| problem | max abs(pi - q) | anchor | n | self-normalised: gap / k / dir | this: gap / k / dir |")
+    print("| problem | max abs(pi - q) | anchor | n | self-normalised: gap / k / dir | leave-one-out: gap / k / dir |")
     print("|---|---|---|---|---|---|")
     for name, (ref, pi, good) in PROBLEMS.items():
         ref, pi = torch.tensor(ref, dtype=torch.float64), torch.tensor(pi, dtype=torch.float64)
