@@ -7,7 +7,8 @@ normalised answer entropy and reward over seeds, and Welch's t-test of each pair
 (scipy). Folders: ``one-or-two-eps1e-7`` (the committed sweep, self-normalised weights, 16 samples
 per prompt), ``one-or-two-forward-loo`` (leave-one-out weights, 16), ``one-or-two-forward-loo-n4``
 (leave-one-out, 4 samples per prompt, vanilla and MARA) and ``one-or-two-forward-snis-n4`` (the
-self-normalised weights of commit 98578f9 at 4 samples per prompt).
+self-normalised weights of commit 98578f9 at 4 samples per prompt); the 4-sample folders of a beta
+other than 0.01 end in ``-beta<beta>``.
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ from pathlib import Path
 from scipy.stats import ttest_ind
 
 CELLS = [
-    # (label, folder, method, group size)
-    ("vanilla, n = 16", "one-or-two-eps1e-7", "vanilla", 16),
-    ("MARA self-normalised, n = 16", "one-or-two-eps1e-7", "mara", 16),
-    ("MARA leave-one-out, n = 16", "one-or-two-forward-loo", "mara", 16),
-    ("vanilla, n = 4", "one-or-two-forward-loo-n4", "vanilla", 4),
-    ("MARA self-normalised, n = 4", "one-or-two-forward-snis-n4", "mara", 4),
-    ("MARA leave-one-out, n = 4", "one-or-two-forward-loo-n4", "mara", 4),
+    # (label, folder, method)
+    ("vanilla, n = 16", "one-or-two-eps1e-7", "vanilla"),
+    ("MARA self-normalised, n = 16", "one-or-two-eps1e-7", "mara"),
+    ("MARA leave-one-out, n = 16", "one-or-two-forward-loo", "mara"),
+    ("vanilla, n = 4", "one-or-two-forward-loo-n4", "vanilla"),
+    ("MARA self-normalised, n = 4", "one-or-two-forward-snis-n4", "mara"),
+    ("MARA leave-one-out, n = 4", "one-or-two-forward-loo-n4", "mara"),
 ]
 PAIRS = [(1, 2), (4, 5), (3, 5), (0, 2)]
 
 
 def runs(root: Path, folder: str, method: str, beta: float) -> list[dict]:
+    if folder.endswith("-n4") and beta != 0.01:
+        folder = f"{folder}-beta{beta:g}"
     files = sorted((root / folder / "runs").glob(f"beta{beta:g}-forward-{method}-seed*.json"))
     return [json.loads(f.read_text()) for f in files]
 
@@ -41,7 +44,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/llm"))
     parser.add_argument("--beta", type=float, default=0.01)
     args = parser.parse_args()
-    found = [runs(args.results, folder, method, args.beta) for _, folder, method, _ in CELLS]
+    found = [runs(args.results, folder, method, args.beta) for _, folder, method in CELLS]
     print(f"forward KL, beta = {args.beta:g}: final normalised entropy of the valid answers and reward (512 answers)")
     print("| cell | seeds | entropy per seed | entropy mean | reward mean |")
     print("|---|---|---|---|---|")
