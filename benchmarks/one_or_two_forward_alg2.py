@@ -7,8 +7,8 @@ normalised answer entropy and reward over seeds, and Welch's t-test of each pair
 (scipy). Folders: ``one-or-two-eps1e-7`` (the committed sweep, self-normalised weights, 16 samples
 per prompt), ``one-or-two-forward-loo`` (leave-one-out weights, 16), ``one-or-two-forward-loo-n4``
 (leave-one-out, 4 samples per prompt, vanilla and MARA) and ``one-or-two-forward-snis-n4`` (the
-self-normalised weights of commit 98578f9 at 4 samples per prompt); the 4-sample folders of a beta
-other than 0.01 end in ``-beta<beta>``.
+self-normalised weights of commit 98578f9 at 4 samples per prompt); for a beta other than 0.01 the
+last four end in ``-beta<beta>``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PAIRS = [(1, 2), (4, 5), (3, 5), (0, 2)]
 
 
 def runs(root: Path, folder: str, method: str, beta: float) -> list[dict]:
-    if folder.endswith("-n4") and beta != 0.01:
+    if folder != "one-or-two-eps1e-7" and beta != 0.01:
         folder = f"{folder}-beta{beta:g}"
     files = sorted((root / folder / "runs").glob(f"beta{beta:g}-forward-{method}-seed*.json"))
     return [json.loads(f.read_text()) for f in files]
