@@ -254,7 +254,9 @@ def mara_forward_weights(
         ref_logps: ``[B]`` ``log pi_ref(y_i|x)``.
         mara_ref_logps: ``[B]`` ``log m(y_i)``: :func:`mara_rl.augment.mara_rewards`' ``ref_logprobs``
             with ``kl="forward"`` (the anchor's on good samples, ``ref_logps`` elsewhere); never below
-            ``ref_logps`` (Alg. 2 only raises the reference mass; up to ``1e-3`` below is rounding, read as equal).
+            ``ref_logps`` (Alg. 2 only raises the reference mass). Gaps up to ``1e-3 + 1e-5 |log pi_ref|``
+            either way are read as equal: the rounding of a float32 sequence sum, which ``d``'s
+            ``1 / pi_old`` would otherwise amplify into a pull.
         sample_logps: ``[B]`` ``log pi_old(y_i|x)`` of the policy that sampled (``log pi`` on-policy).
         group_ids: ``[B]`` integer prompt-group id per sample; ``None``: one group.
         max_weight: cap on ``c_i``; ``None``: exact, unbounded weights (an error where they overflow float32).
@@ -277,7 +279,10 @@ def mara_forward_weights(
             raise ValueError(f"{name} must not contain NaN or +inf")
     if torch.isneginf(sample).any():
         raise ValueError("sample_logps must be finite: every completion was sampled, so it has probability > 0")
-    if (mara_ref < ref - 1e-3).any():
+    # Sequence sums of the same per-token log-probs, added in another order or precision, differ by
+    # rounding; d amplifies a difference by 1/pi_old, so gaps within it count as none.
+    tolerance = 1e-3 + 1e-5 * torch.where(torch.isfinite(ref), ref.abs(), 0.0)
+    if (mara_ref < ref - tolerance).any():
         raise ValueError("mara_ref_logps must not be below ref_logps: Alg. 2 only raises a sample's reference mass")
     if n == 0:
         empty = torch.zeros(0, dtype=torch.float32, device=ref.device)
@@ -288,7 +293,7 @@ def mara_forward_weights(
         _check_shape(group_ids, (n,), "group_ids")
         codes = torch.unique(group_ids, return_inverse=True)[1].to(ref.device)
     num_groups = int(codes.max()) + 1
-    raised = mara_ref > ref
+    raised = mara_ref > ref + tolerance
     # log d_i = log(m_i - pi_ref_i) - log pi_old_i, in log space: d is exponential in the length.
     log_d = torch.where(raised, mara_ref + _log1mexp(torch.where(raised, ref - mara_ref, -1.0)) - sample, -math.inf)
     others = (torch.bincount(codes, minlength=num_groups) - 1)[codes].to(ref.dtype)
