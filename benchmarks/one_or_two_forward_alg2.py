@@ -8,7 +8,7 @@ normalised answer entropy and reward over seeds, and Welch's t-test of each pair
 per prompt), ``one-or-two-forward-loo`` (leave-one-out weights, 16), ``one-or-two-forward-loo-n4``
 (leave-one-out, 4 samples per prompt, vanilla and MARA) and ``one-or-two-forward-snis-n4`` (the
 self-normalised weights of commit 98578f9 at 4 samples per prompt); for a beta other than 0.01 the
-last four end in ``-beta<beta>``.
+last four end in ``-beta<beta>``; further seeds of a folder sit in ``<folder>-seeds<a>-<b>``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ PAIRS = [(1, 2), (4, 5), (3, 5), (0, 2)]
 def runs(root: Path, folder: str, method: str, beta: float) -> list[dict]:
     if folder != "one-or-two-eps1e-7" and beta != 0.01:
         folder = f"{folder}-beta{beta:g}"
-    files = sorted((root / folder / "runs").glob(f"beta{beta:g}-forward-{method}-seed*.json"))
+    # A folder's further seeds live in siblings named <folder>-seeds<a>-<b>.
+    folders = [root / folder, *sorted(root.glob(f"{folder}-seeds*"))]
+    files = sorted(f for d in folders for f in (d / "runs").glob(f"beta{beta:g}-forward-{method}-seed*.json"))
     return [json.loads(f.read_text()) for f in files]
 
 
