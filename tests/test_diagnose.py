@@ -642,3 +642,15 @@ def test_the_documented_example_output_is_consistent_with_what_the_code_prints()
     for beta, block in (("0.001", rows[:4]), ("1", rows[4:])):
         share = round(100 * sum(float(r[7]) < MULTIMODAL_MIN_EFFECTIVE for r in block) / len(block))
         assert f"unimodal by construction on {share}% of prompts at beta={beta} (reverse KL); MARA: 0%" in "\n".join(docs)
+
+
+@pytest.mark.parametrize("kl", ["reverse", "forward"])
+def test_second_to_top_ratios_keep_their_digits_below_the_normal_floats(kl):
+    # Equal rewards: the vanilla target keeps the reference ratio e^-714 ~ 1e-310 between the two good
+    # answers, whose target probabilities (~1e-10 and ~1e-320) reach float64's subnormal range.
+    rows = [("p", "answer: 1", 1.0, -23.0), ("p", "answer: 2", 1.0, -737.0), ("p", "pass", 0.0, -1e-10)]
+    rollouts = pd.DataFrame(rows, columns=["prompt", "completion", "reward", "ref_logprob"])
+    row = diagnose(rollouts, 100.0, kl=kl, tau=1.0, answer_key=r"answer: (\d)").prompts.iloc[0]
+    assert row["ref_second_to_top"] == pytest.approx(math.exp(-714.0), rel=1e-12, abs=0.0)
+    assert row["vanilla_second_to_top"] == pytest.approx(math.exp(-714.0), rel=1e-12, abs=0.0)
+    assert row["mara_second_to_top"] == pytest.approx(1.0, rel=1e-12)

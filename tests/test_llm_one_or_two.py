@@ -126,3 +126,30 @@ def test_sweep_config_rejects_bad_settings():
         SweepConfig(methods=("ppo",))
     with pytest.raises(ValueError, match="steps"):
         SweepConfig(steps=0)
+    with pytest.raises(ValueError, match="num_generations"):
+        SweepConfig(num_generations=1)
+
+
+def test_group_size_and_methods_flags_reach_the_stored_config(tmp_path, monkeypatch):
+    import mara_rl.llm.one_or_two as one_or_two
+    from mara_rl.cli import main
+
+    seen = {}
+
+    def capture(cfg, out, jobs=1):
+        one_or_two._check_stored_config(cfg, out)
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(one_or_two, "run_sweep", capture)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    argv = ["llm", "one-or-two", "--num-generations", "4", "--methods", "mara", "--kl", "forward",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert seen["cfg"].num_generations == 4 and seen["cfg"].methods == ("mara",)
+    assert json.loads((out / "config.json").read_text())["num_generations"] == 4
+    # Resuming with another group size is refused, naming the setting.
+    with pytest.raises(ValueError, match="num_generations"):
+        one_or_two._check_stored_config(SweepConfig(**{**seen["cfg"].__dict__, "num_generations": 8}), out)

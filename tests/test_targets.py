@@ -231,3 +231,78 @@ def test_grouped_logsumexp_matches_per_group_reduction():
     np.testing.assert_allclose(out, [-np.inf, np.logaddexp(0.0, 1.0), -2.0])
     with pytest.raises(ValueError, match="values"):
         T.grouped_logsumexp([0.0, np.nan], [0, 0])
+
+
+def _mp_forward_log_target(rewards, ref_logprobs, beta, mp):
+    """log G_fwd by mpmath at 80 digits: Lambda by bisection in log(Lambda - max R)."""
+    r = [mp.mpf(float(x)) for x in rewards]
+    w = [mp.exp(mp.mpf(float(x))) for x in ref_logprobs]
+    w = [x / sum(w) for x in w]
+    b, top = mp.mpf(beta), max(r)
+
+    def excess(t):
+        return sum(b * wi / (t + (top - ri)) for wi, ri in zip(w, r)) - 1
+
+    lo = mp.log(b * sum(wi for wi, ri in zip(w, r) if ri == top)) - 1
+    hi = mp.log(b) + 1
+    for _ in range(600):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mp.exp(mid)) > 0 else (lo, mid)
+    t = mp.exp((lo + hi) / 2)
+    return [mp.log(b * wi / (t + (top - ri))) for wi, ri in zip(w, r)]
+
+
+@pytest.mark.parametrize("beta", [1e-3, 1e-150, 1e-300])
+def test_log_targets_keep_full_relative_precision_at_tiny_probabilities(beta):
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 80
+    rewards = np.array([1.0, 0.9, 0.5, 0.0, 1.0])
+    ref_logprobs = np.array([-0.5, -2.0, -1.0, -745.0, -600.0])  # outcomes at 1e-150 .. 1e-326 and below
+    log_fwd = T.forward_kl_target(rewards, ref_logprobs, beta, return_log=True)
+    want = _mp_forward_log_target(rewards, ref_logprobs, beta, mp)
+    # |log G - log G_mp| is the relative error of G.
+    assert max(abs(float(mp.mpf(float(g)) - w)) for g, w in zip(log_fwd, want)) < 1e-12
+    assert np.exp(log_fwd).sum() == pytest.approx(1.0, rel=1e-14)
+    normal = np.exp(log_fwd) > 1e-300
+    np.testing.assert_allclose(np.exp(log_fwd[normal]), T.forward_kl_target(rewards, ref_logprobs, beta)[normal], rtol=1e-14)
+
+    # Reverse KL: log G = log pi_ref + R / beta - log zeta, against mpmath.
+    log_rev = T.reverse_kl_target(rewards, ref_logprobs, 0.05, return_log=True)
+    lr = [mp.mpf(float(x)) + mp.mpf(float(r)) / mp.mpf(0.05) for x, r in zip(ref_logprobs, rewards)]
+    zeta = mp.log(sum(mp.exp(x) for x in lr))
+    assert max(abs(float(mp.mpf(float(g)) - (x - zeta))) for g, x in zip(log_rev, lr)) < 1e-12
+
+    # MARA's forward target is the forward target of the anchored weights: the same solve.
+    log_mara = T.mara_target(rewards, ref_logprobs, beta, 0.95, kl="forward", return_log=True)
+    anchored = np.where(rewards >= 0.95, ref_logprobs[rewards >= 0.95].max(), ref_logprobs)
+    want_mara = _mp_forward_log_target(rewards, anchored, beta * math.exp(np.logaddexp.reduce(anchored)
+                                                                             - np.logaddexp.reduce(ref_logprobs)), mp)
+    assert max(abs(float(mp.mpf(float(g)) - w)) for g, w in zip(log_mara, want_mara)) < 1e-12
+
+
+def test_log_targets_below_the_smallest_float():
+    # A probability of e^-800 ~ 1e-348 is 0 as a float64 and exact as a log.
+    log_fwd = T.forward_kl_target([1.0, 0.0], [0.0, -800.0], 0.1, return_log=True)
+    assert np.isfinite(log_fwd).all() and log_fwd[1] < -790
+    assert T.forward_kl_target([1.0, 0.0], [0.0, -800.0], 0.1)[1] == 0.0
+    assert T.reverse_kl_target([0.0, 0.0], [0.0, -800.0], 1.0, return_log=True)[1] == pytest.approx(-800.0, rel=1e-15)
+
+
+def test_entropy_rejects_unnormalised_probabilities():
+    with pytest.raises(ValueError, match="sum to 1"):
+        T.entropy([0.5, 0.6])
+    with pytest.raises(ValueError, match="sum to 1"):
+        T.entropy([3, 1])
+    assert T.entropy([0.5, 0.5]) == pytest.approx(math.log(2))
+
+
+def test_meta_tensors_are_a_one_line_value_error():
+    torch = pytest.importorskip("torch")
+    from mara_rl.augment import mara_rewards
+
+    meta = torch.zeros(3, device="meta")
+    for call in (lambda: mara_rewards(meta, meta, beta=1.0, tau=0.5), lambda: T.reverse_kl_target(meta, meta, 1.0),
+                 lambda: T.forward_kl_target(meta, meta, 1.0), lambda: T.mara_target(meta, meta, 1.0, 0.5)):
+        with pytest.raises(ValueError, match="meta") as info:
+            call()
+        assert "\n" not in str(info.value)

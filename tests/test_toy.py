@@ -159,7 +159,8 @@ def test_beta_sweep_crossover_is_the_peak_tie_under_both_kls():
     low, high = bump_peaks(bandit)
     assert bandit.rewards[high] > bandit.rewards[low] and bandit.ref_logprobs[low] > bandit.ref_logprobs[high]
     targets = {"reverse": reverse_kl_target, "forward": forward_kl_target}
-    ties = {kl: peak_tie_beta(lambda b, f=f: f(bandit.rewards, bandit.ref_logprobs, b), high, low, 0.005, 2.0) for kl, f in targets.items()}
+    ties = {kl: peak_tie_beta(lambda b, f=f: f(bandit.rewards, bandit.ref_logprobs, b, return_log=True), high, low, 0.005, 2.0)
+            for kl, f in targets.items()}
     closed_form = crossover_beta(bandit.rewards[high], bandit.rewards[low], bandit.ref_logprobs[high], bandit.ref_logprobs[low])
     assert ties["reverse"] == pytest.approx(closed_form, rel=1e-9)
     assert ties["forward"] == pytest.approx(0.688, abs=5e-4)

@@ -18,10 +18,15 @@ from verl.workers.config import ActorConfig  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
-from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD, forward_kl_ppo_loss  # noqa: E402
+from mara_rl.integrations.verl.loss import (  # noqa: E402
+    MARA_KL_COEF_FIELD,
+    MARA_KL_REF_FIELD,
+    MARA_KL_SCALE_FIELD,
+    forward_kl_ppo_loss,
+)
 from mara_rl.integrations.verl.rewards import mara_rewrite, session_final_rows  # noqa: E402
 from mara_rl.integrations.verl.settings import KL_IN_LOSS, KL_IN_REWARD, MaraSettings  # noqa: E402
-from mara_rl.integrations.forward_kl import sequence_forward_kl  # noqa: E402
+from mara_rl.integrations.forward_kl import mara_forward_weights, sequence_forward_kl  # noqa: E402
 
 torch.set_num_threads(1)
 WIDTH = 7
@@ -68,11 +73,15 @@ def independent_sums(rm, ref, mask, lengths):
     return np.array(rewards), np.array(refs)
 
 
+def old_log_probs(ref, mask):
+    return (ref - 0.3 * torch.rand(ref.shape, generator=torch.Generator().manual_seed(7))) * mask
+
+
 def rewrite(settings: MaraSettings, final_output_only: bool, beta: float = 0.05):
     rows, rm, ref, mask, lengths = make_batch()
     out = mara_rewrite(
         rm, ref, mask, lengths, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-        beta=beta, settings=settings, final_output_only=final_output_only,
+        old_log_prob=old_log_probs(ref, mask), beta=beta, settings=settings, final_output_only=final_output_only,
     )
     return rows, rm, ref, mask, lengths, out
 
@@ -98,12 +107,18 @@ def test_rewrite_equals_core_mara_on_recomputed_sequence_logprobs(final_output_o
         samples[j] for j in np.flatnonzero(expected.rewards == raw[samples])
     }
     if kl == "reverse":
-        assert out.kl_ref_log_prob is None
+        assert out.kl_scale is None and out.kl_coef is None
     else:
-        _, kl_ref_seq = independent_sums(rm, out.kl_ref_log_prob, mask, lengths)
-        np.testing.assert_allclose(kl_ref_seq[samples], expected.ref_logprobs, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(kl_ref_seq[others], ref_seq[others], rtol=0, atol=1e-6)
-        assert torch.equal(out.kl_ref_log_prob * (1 - mask), ref * (1 - mask)), "shift only on policy tokens"
+        # Alg. 2's weights over each whole uid group, from independently summed log-probs.
+        _, old_seq = independent_sums(rm, old_log_probs(ref, mask), mask, lengths)
+        codes = np.unique([rows[i][0] for i in samples], return_inverse=True)[1]
+        coef, scale = mara_forward_weights(*(torch.tensor(x, dtype=torch.float64) for x in (
+            ref_seq[samples], expected.ref_logprobs, old_seq[samples])), torch.tensor(codes))
+        torch.testing.assert_close(out.kl_coef[samples], coef, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out.kl_scale[samples], scale, rtol=1e-5, atol=1e-6)
+        assert bool((coef > 0).any()), "the batch has good samples below their anchor"
+        assert torch.equal(out.kl_coef[others], torch.zeros(len(others)))
+        assert torch.equal(out.kl_scale[others], torch.ones(len(others)))
     assert out.metrics["mara/frac_groups_augmented"] == pytest.approx(expected.fraction_groups_augmented)
     assert out.metrics["mara/reward_raw"] == pytest.approx(raw[samples].mean())
     assert out.metrics["mara/reward_augmented"] == pytest.approx(float(expected.rewards.mean()), abs=1e-6)
@@ -133,7 +148,7 @@ def test_anchor_is_the_most_reference_likely_good_sample():
 def test_disabled_mara_with_forward_kl_keeps_rewards_and_reference():
     rows, rm, ref, mask, lengths, out = rewrite(MaraSettings(enable=False, kl="forward"), final_output_only=True)
     assert torch.equal(out.rm_scores, rm)
-    assert torch.equal(out.kl_ref_log_prob, ref)
+    assert torch.equal(out.kl_scale, torch.ones(len(rows))) and torch.equal(out.kl_coef, torch.zeros(len(rows)))
     assert set(out.metrics) == {"mara/beta"}
 
 
@@ -249,7 +264,7 @@ def actor_config(use_kl_loss: bool = False) -> ActorConfig:
                        loss_agg_mode="token-mean")
 
 
-def micro_batch(seed: int = 0, lengths: tuple[int, ...] = (3, 5, 2, 4)):
+def micro_batch(seed: int = 0, lengths: tuple[int, ...] = (3, 5, 2, 4), mara: bool = False):
     """A padded micro-batch as verl's actor engine hands it to the loss (left-right padding)."""
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
@@ -259,7 +274,9 @@ def micro_batch(seed: int = 0, lengths: tuple[int, ...] = (3, 5, 2, 4)):
     old = -torch.rand(b, width, generator=gen) * mask
     ref = -torch.rand(b, width, generator=gen) * 2 * mask
     kl_ref = ref.clone()
-    kl_ref[0, int(lengths[0]) - 1] += 0.7  # an Alg. 2 shift on row 0's last token
+    # Alg. 2's weights as the trainer writes them: per sample, on every response token.
+    scale = torch.tensor([0.5, 1.0, 0.8, 1.0])[:b] if mara else torch.ones(b)
+    coef = torch.tensor([0.0, 0.0, 2.5, 0.0])[:b] if mara else torch.zeros(b)
     data = TensorDict(
         {
             "prompts": torch.zeros(b, prompt, dtype=torch.int64),
@@ -270,6 +287,8 @@ def micro_batch(seed: int = 0, lengths: tuple[int, ...] = (3, 5, 2, 4)):
             "advantages": torch.randn(b, width, generator=gen) * mask,
             "ref_log_prob": ref,
             MARA_KL_REF_FIELD: kl_ref,
+            MARA_KL_SCALE_FIELD: scale[:, None] * mask,
+            MARA_KL_COEF_FIELD: coef[:, None] * mask,
         },
         batch_size=b,
     )
@@ -288,27 +307,29 @@ def padded_log_probs(log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return torch.cat(rows)
 
 
-def test_forward_kl_loss_is_ppo_loss_plus_beta_times_sequence_surrogate():
+@pytest.mark.parametrize("mara", [False, True])
+def test_forward_kl_loss_is_ppo_loss_plus_beta_times_sequence_surrogate(mara):
     beta = 0.3
-    data, log_probs, mask, kl_ref, old = micro_batch()
-    stock_data, _, _, _, _ = micro_batch()
+    data, log_probs, mask, kl_ref, old = micro_batch(mara=mara)
+    stock_data, _, _, _, _ = micro_batch(mara=mara)
     stock_logp = log_probs.detach().clone().requires_grad_(True)
     loss, metrics = forward_kl_ppo_loss(actor_config(), {"log_probs": padded_log_probs(log_probs, mask)}, data, beta=beta)
     stock, _ = ppo_loss(actor_config(), {"log_probs": padded_log_probs(stock_logp, mask)}, stock_data)
     seq = lambda t: (t * mask).sum(-1)  # noqa: E731
+    scale, coef = (data[name][:, 0] for name in (MARA_KL_SCALE_FIELD, MARA_KL_COEF_FIELD))
     surrogate, value = sequence_forward_kl(seq(stock_logp), seq(kl_ref), seq(old))
-    expected = stock + beta * surrogate.mean()
+    expected = stock + beta * (scale * surrogate + coef * (seq(stock_logp).detach() - seq(stock_logp))).mean()
     torch.testing.assert_close(loss, expected)
     assert metrics["kl_coef"] == beta
     assert float(metrics["kl_loss"].values[0]) == pytest.approx(float(value.mean()), rel=1e-5)
     loss.backward()
     expected.backward()
     torch.testing.assert_close(log_probs.grad, stock_logp.grad)
-    # The forward term's gradient is -beta * rho / B on every policy token (rho from Alg. 2's reference).
+    # The forward term's gradient is -beta (s rho + c) / B on every policy token.
     rho = torch.exp(seq(kl_ref) - seq(old))
     pg_only = stock_logp.detach().clone().requires_grad_(True)
     ppo_loss(actor_config(), {"log_probs": padded_log_probs(pg_only, mask)}, micro_batch()[0])[0].backward()
-    torch.testing.assert_close(log_probs.grad - pg_only.grad, (-beta * rho / 4)[:, None] * mask)
+    torch.testing.assert_close(log_probs.grad - pg_only.grad, (-beta * (scale * rho + coef) / 4)[:, None] * mask)
 
 
 def test_forward_kl_loss_refuses_a_config_with_verl_kl_loss():

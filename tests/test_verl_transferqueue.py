@@ -28,7 +28,8 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
-from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD  # noqa: E402
+from mara_rl.integrations.forward_kl import mara_forward_weights  # noqa: E402
+from mara_rl.integrations.verl.loss import MARA_KL_COEF_FIELD, MARA_KL_REF_FIELD, MARA_KL_SCALE_FIELD  # noqa: E402
 from mara_rl.integrations.verl.trainer import MaraSyncTrainer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -159,11 +160,20 @@ def test_compute_advantage_through_transferqueue(transfer_queue, kl, estimator):
     assert metrics["mara/frac_groups_augmented"] == 1.0
     assert metrics["mara/reward_raw"] == pytest.approx(np.mean([ROWS[i][4] for i in samples]))
     if kl == "forward":
-        assert MARA_KL_REF_FIELD in out.fields, "the actor update reads every persisted field"
-        kl_ref = read(part, MARA_KL_REF_FIELD)
-        sums = np.array([masked_sum(kl_ref[i].double(), FIELDS[i]["response_mask"]) for i in samples])
-        np.testing.assert_allclose(sums, expected.ref_logprobs, rtol=0, atol=1e-5)
-        assert not np.allclose(sums, ref), "Alg. 2 moves good samples' reference to the anchor's"
+        for field in (MARA_KL_REF_FIELD, MARA_KL_SCALE_FIELD, MARA_KL_COEF_FIELD):
+            assert field in out.fields, "the actor update reads every persisted field"
+        for i, values in enumerate(read(part, MARA_KL_REF_FIELD)):
+            assert torch.equal(values, FIELDS[i]["ref_log_prob"])
+        # Alg. 2's weights over each whole uid group, on sums taken here; the same on every response token.
+        old = np.array([masked_sum(FIELDS[i]["old_log_probs"].double(), FIELDS[i]["response_mask"]) for i in samples])
+        codes = np.unique([ROWS[i][0] for i in samples], return_inverse=True)[1]
+        coef, scale = mara_forward_weights(*(torch.tensor(x, dtype=torch.float64) for x in (ref, expected.ref_logprobs, old)),
+                                           torch.tensor(codes))
+        for name, want in ((MARA_KL_SCALE_FIELD, scale), (MARA_KL_COEF_FIELD, coef)):
+            got = read(part, name)
+            for j, i in enumerate(samples):
+                torch.testing.assert_close(got[i], torch.full_like(got[i], float(want[j])), rtol=1e-5, atol=1e-6)
+        assert bool((coef > 0).any()), "Alg. 2 pulls on good samples below their anchor"
     else:
         assert "actor/reward_kl_penalty" in metrics, "verl's in-reward KL still runs after MARA"
 

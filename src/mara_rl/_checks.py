@@ -137,6 +137,8 @@ def _with_kind(values: Any, name: str) -> tuple[Any, NumericKind]:
     if type(values).__module__.startswith("torch"):
         if values.is_complex():
             raise ValueError(f"{name} must be real numbers, got a complex tensor")
+        if values.is_meta:
+            raise ValueError(f"{name} is a tensor on the 'meta' device, which holds no values; pass real data")
         return values, NumericKind(values.device, values.dtype)
     try:
         array = np.asarray(values)

@@ -10,7 +10,9 @@ A KL-regularised objective fixes a target distribution; the optimiser only match
   ``sum_y beta pi_ref(y) / (Lambda - R(y)) = 1``;
 - MARA: the same targets after :func:`mara_rl.augment.mara_rewards` (uniform on ``R >= tau``).
 
-All functions take 1-D arrays over the outcomes, work in log-space, and return numpy arrays.
+All functions take 1-D arrays over the outcomes, work in log-space, and return numpy arrays; the
+target functions' ``return_log=True`` returns the log-probabilities themselves, exact to a few ulp
+where the probability is far below float64's smallest (``1e-308`` normal, ``5e-324`` subnormal).
 ``ref_logprobs`` need not be normalised: it is normalised over the outcomes given, so the target
 is the one restricted to that outcome set. ``-inf`` marks outcomes outside the reference support.
 """
@@ -56,12 +58,13 @@ def grouped_logsumexp(values, group_ids) -> np.ndarray:
     return segments.logsumexp(segments.sort(values))
 
 
-def _softmax(logits: np.ndarray, segments: Segments) -> np.ndarray:
-    probs = np.exp(logits - segments.logsumexp(logits)[segments.index])
-    return segments.normalize(probs)
+def _softmax(logits: np.ndarray, segments: Segments, log: bool) -> np.ndarray:
+    log_probs = logits - segments.logsumexp(logits)[segments.index]
+    return log_probs if log else segments.normalize(np.exp(log_probs))
 
 
-def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments) -> np.ndarray:
+def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments,
+           log: bool = False) -> np.ndarray:
     temperature = beta + eta
     supported = ~np.isneginf(ref_logprobs)
     # Subtract each group's top reward before dividing: R/beta at beta = 1e-300 would overflow, and
@@ -70,10 +73,11 @@ def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: floa
     with np.errstate(invalid="ignore", over="ignore"):  # a subnormal beta sends every gap to -inf
         scaled_gap = (rewards - top[segments.index]) / temperature
     logits = np.where(supported, (beta / temperature) * ref_logprobs + scaled_gap, -np.inf)
-    return _softmax(logits, segments)
+    return _softmax(logits, segments, log)
 
 
-def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 0.0, *, group_ids=None) -> np.ndarray:
+def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 0.0, *, group_ids=None,
+                      return_log: bool = False) -> np.ndarray:
     """Optimum of ``E_pi[R] - beta KL(pi||pi_ref) + entropy_coef H(pi)`` (paper Eq. 4 / Sec. 3.1).
 
     ``G(y) ∝ pi_ref(y)^(beta/(beta+eta)) exp(R(y)/(beta+eta))`` with ``eta = entropy_coef``.
@@ -85,17 +89,17 @@ def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 
         entropy_coef: entropy bonus ``eta >= 0``.
         group_ids: ``[K]`` labels of independent problems (e.g. prompts); each is solved and
             normalised on its own. ``None``: one problem.
+        return_log: return ``log G`` (``-inf`` off the support), without rounding tiny probabilities.
 
     Returns:
-        ``[K]`` probabilities summing to 1 (within each group).
+        ``[K]`` probabilities summing to 1 (within each group), or their logs.
     """
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
     beta = check_beta(beta)
     eta = check_nonnegative(entropy_coef, "entropy_coef")
-    return segments.unsort(_gibbs(rewards, ref_logprobs, beta, eta, segments))
+    return segments.unsort(_gibbs(rewards, ref_logprobs, beta, eta, segments, return_log))
 
 
-_BISECTION_TOL = 1e-13  # on log(Lambda - max R): a relative error of 1e-13 in every probability
 
 
 def _forward_solve(
@@ -113,8 +117,11 @@ def _forward_solve(
     ``w = 0`` receive mass only when their reward equals ``Lambda`` (the best reward lies off the
     reference support and the supported terms sum to less than 1 there); ties share it equally.
 
+    ``log t`` is bisected to within two ulp, so ``log G = log(beta w) - log(t + gap)`` carries a few ulp
+    of absolute error: full relative precision in ``G`` at any size.
+
     Returns:
-        sorted-order probabilities and the per-group multiplier ``Lambda``.
+        sorted-order log-probabilities and the per-group multiplier ``Lambda``.
     """
     on = ~np.isneginf(log_weights)
     support_max = segments.max(np.where(on, rewards, -np.inf))
@@ -129,7 +136,7 @@ def _forward_solve(
     lo = segments.logsumexp(np.where(top, log_beta_w, -np.inf))
     hi = segments.logsumexp(log_beta_w)
     for _ in range(200):
-        if (hi - lo).max() <= _BISECTION_TOL * max(1.0, float(np.abs(lo).max())):
+        if (hi - lo <= 2.0 * np.spacing(np.maximum(np.abs(lo), np.abs(hi)))).all():
             break
         mid = 0.5 * (lo + hi)
         above = segments.logsumexp(log_terms(mid)) > 0.0
@@ -145,19 +152,22 @@ def _forward_solve(
         off_wins &= segments.logsumexp(log_terms(log_t_off)) < 0.0
         log_t = np.where(off_wins, log_t_off, log_t)
 
-    probs = np.exp(log_terms(log_t))
+    log_probs = log_terms(log_t)
     if off_wins.any():
         winners = ~on & off_wins[segments.index] & (rewards == off_max[segments.index])
-        leftover = 1.0 - segments.sum(probs)
-        share = leftover / segments.sum(winners.astype(np.float64)).clip(min=1.0)
-        probs = np.where(winners, share[segments.index], probs)
-    total = segments.sum(probs)
-    if not np.all(np.abs(total - 1.0) < 1e-6):
-        raise ValueError(f"forward-KL root finding did not converge (group masses {total[np.abs(total - 1) >= 1e-6][:3]})")
-    return segments.normalize(probs), support_max + np.exp(log_t)
+        # The winners share what the supported outcomes leave: a difference, exact only to ~1e-16 of 1.
+        leftover = np.maximum(1.0 - segments.sum(np.exp(log_probs)), 0.0)
+        with np.errstate(divide="ignore"):
+            log_share = np.log(leftover / segments.sum(winners.astype(np.float64)).clip(min=1.0))
+        log_probs = np.where(winners, log_share[segments.index], log_probs)
+    log_total = segments.logsumexp(log_probs)
+    if not np.all(np.abs(log_total) < 1e-6):
+        raise ValueError(f"forward-KL root finding did not converge (group masses {np.exp(log_total[np.abs(log_total) >= 1e-6][:3])})")
+    return log_probs - log_total[segments.index], support_max + np.exp(log_t)
 
 
-def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: bool = False, group_ids=None):
+def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: bool = False, group_ids=None,
+                      return_log: bool = False):
     """Optimum of ``E_pi[R] - beta KL(pi_ref || pi)`` (paper Sec. 3.2).
 
     ``G_fwd(y) = beta pi_ref(y) / (Lambda - R(y))`` where ``Lambda`` is the unique root of
@@ -172,29 +182,33 @@ def forward_kl_target(rewards, ref_logprobs, beta: float, *, return_multiplier: 
         return_multiplier: also return ``Lambda``.
         group_ids: ``[K]`` labels of independent problems, each solved on its own (see
             :func:`reverse_kl_target`).
+        return_log: return ``log G_fwd = log beta + log pi_ref - log(Lambda - R)``, with ``Lambda - R``
+            formed as ``(Lambda - max R) + (max R - R)`` so that neither is lost in the other.
 
     Returns:
-        ``[K]`` probabilities, or ``(probs, Lambda)`` when ``return_multiplier``; ``Lambda`` is a float,
-        or with ``group_ids`` an array over the sorted unique group labels.
+        ``[K]`` probabilities (or their logs), or ``(probs, Lambda)`` when ``return_multiplier``; ``Lambda``
+        is a float, or with ``group_ids`` an array over the sorted unique group labels.
     """
     rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
-    probs, multiplier = _forward_solve(rewards, ref_logprobs, check_beta(beta), segments)
-    probs = segments.unsort(probs)
+    log_probs, multiplier = _forward_solve(rewards, ref_logprobs, check_beta(beta), segments)
+    probs = segments.unsort(log_probs if return_log else np.exp(log_probs))
     if return_multiplier:
         return probs, (float(multiplier[0]) if group_ids is None else multiplier)
     return probs
 
 
-def kl_target(rewards, ref_logprobs, beta: float, kl: KLDirection = "reverse", *, group_ids=None) -> np.ndarray:
+def kl_target(rewards, ref_logprobs, beta: float, kl: KLDirection = "reverse", *, group_ids=None,
+              return_log: bool = False) -> np.ndarray:
     """The vanilla target for either KL direction (see the two functions above)."""
     if kl == "reverse":
-        return reverse_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
+        return reverse_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids, return_log=return_log)
     check_choice(kl, KL_DIRECTIONS, "kl")
-    return forward_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids)
+    return forward_kl_target(rewards, ref_logprobs, beta, group_ids=group_ids, return_log=return_log)
 
 
 def mara_target(
-    rewards, ref_logprobs, beta: float, tau: float, kl: KLDirection = "reverse", *, group_ids=None
+    rewards, ref_logprobs, beta: float, tau: float, kl: KLDirection = "reverse", *, group_ids=None,
+    return_log: bool = False,
 ) -> np.ndarray:
     """The target MARA's augmented objective optimises (paper Sec. 5, Algorithms 1 and 2).
 
@@ -202,10 +216,10 @@ def mara_target(
     with ``R >= tau``. Reverse KL: the Gibbs target of the augmented rewards, uniform over
     ``R >= tau`` and ``∝ pi_ref exp(R/beta)`` below. Forward KL: the forward target with both the
     reward and the regulariser's reference weight of good outcomes replaced by the anchor's.
-    A group with no outcome ``>= tau`` keeps its vanilla target.
+    A group with no outcome ``>= tau`` keeps its vanilla target. ``return_log``: the log-probabilities.
 
     Returns:
-        ``[K]`` probabilities summing to 1 (within each group).
+        ``[K]`` probabilities summing to 1 (within each group), or their logs.
     """
     check_choice(kl, KL_DIRECTIONS, "kl")
     tau = threshold_for(rewards, tau)
@@ -215,10 +229,9 @@ def mara_target(
     if kl == "reverse":
         # pi_ref(y) exp(r(y)/beta) = pi_ref(z) exp(R(z)/beta) on the good set (Alg. 1): the Gibbs target of
         # the anchor's (R, log pi_ref) pair, exact even where beta * (log-prob gap) is below one ulp of R.
-        probs = _gibbs(augmented.rewards, augmented.ref_logprobs, beta, 0.0, segments)
-    else:
-        probs, _ = _forward_solve(augmented.rewards, augmented.ref_logprobs, beta, segments)
-    return segments.unsort(probs)
+        return segments.unsort(_gibbs(augmented.rewards, augmented.ref_logprobs, beta, 0.0, segments, return_log))
+    log_probs, _ = _forward_solve(augmented.rewards, augmented.ref_logprobs, beta, segments)
+    return segments.unsort(log_probs if return_log else np.exp(log_probs))
 
 
 def log_ratio(reward_1, reward_2, ref_logprob_1, ref_logprob_2, beta: float, entropy_coef: float = 0.0):
@@ -270,12 +283,18 @@ def crossover_beta(reward_1, reward_2, ref_logprob_1, ref_logprob_2, target_log_
 
 
 def entropy(probs, *, normalized: bool = False) -> float:
-    """Shannon entropy ``-sum p log p`` in nats (``0 log 0 = 0``); ``normalized`` divides by ``log K``."""
+    """Shannon entropy ``-sum p log p`` in nats (``0 log 0 = 0``); ``normalized`` divides by ``log K``.
+
+    ``probs`` must sum to 1 (within 1e-6, as :func:`describe_target` asks).
+    """
     p = as_vector(probs, "probs")
     check_finite(p, "probs", "probability")
     if (p < 0).any():
         raise ValueError("probs must be non-negative")
-    p = p / p.sum()
+    total = p.sum()
+    if abs(total - 1.0) > _PROB_SUM_TOL:
+        raise ValueError(f"probs must sum to 1, got {total:.6g}; pass a normalised distribution")
+    p = p / total
     nz = p[p > 0]
     h = float(-(nz * np.log(nz)).sum())
     if normalized:
@@ -296,6 +315,7 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
 
     Equals the number of good outcomes when the target is uniform over them and 1 when one
     outcome holds all the good mass. Returns 0 when no outcome reaches ``tau`` or they carry no mass.
+    ``probs`` must sum to 1.
     """
     p = as_vector(probs, "probs")
     if tau is not None:
@@ -306,6 +326,7 @@ def effective_num_modes(probs, rewards=None, tau: float | None = None) -> float:
         p = p[r >= threshold_for(rewards, tau)]
         if p.size == 0 or p.sum() <= 0:
             return 0.0
+        p = p / p.sum()
     return math.exp(entropy(p))
 
 

@@ -162,15 +162,18 @@ def diagnose(
     classes["tau"] = tau_c
     classes["good"] = reward >= tau_c
     classes["ref_prob"] = np.exp(ref_logmass - grouped_logsumexp(ref_logmass, prompt_id)[prompt_id])
-    classes["vanilla"] = kl_target(reward, ref_logmass, beta, kl, group_ids=prompt_id)
-    # The MARA target is unchanged when a prompt's rewards and tau shift together, so subtracting
-    # each prompt's tau lets one call with tau = 0 serve per-prompt thresholds.
-    classes["mara"] = mara_target(reward - tau_c, ref_logmass, beta, 0.0, kl, group_ids=prompt_id)
+    # Log targets, so a second-to-top ratio of 1e-320 keeps its digits; the columns hold probabilities.
+    log_targets = {"vanilla": kl_target(reward, ref_logmass, beta, kl, group_ids=prompt_id, return_log=True),
+                   # The MARA target is unchanged when a prompt's rewards and tau shift together, so
+                   # subtracting each prompt's tau lets one call with tau = 0 serve per-prompt thresholds.
+                   "mara": mara_target(reward - tau_c, ref_logmass, beta, 0.0, kl, group_ids=prompt_id, return_log=True)}
+    for name, values in log_targets.items():
+        classes[name] = np.exp(values)
     if "policy_logmass" in classes.columns:
         policy = classes["policy_logmass"].to_numpy()
         classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id)[prompt_id])
 
-    prompts = _per_prompt(classes, groups.prompts, prompt_tau)
+    prompts = _per_prompt(classes, groups.prompts, prompt_tau, log_targets)
     if "policy_prob" in classes.columns:
         # How far a trained policy is from each target, over the same classes: 0.5 sum |pi - G|.
         for name in ("vanilla", "mara"):
@@ -180,7 +183,8 @@ def diagnose(
     return Diagnosis(config, classes, prompts, summarize(prompts, config), list(groups.warnings))
 
 
-def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: np.ndarray) -> pd.DataFrame:
+def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: np.ndarray,
+                log_targets: dict[str, np.ndarray]) -> pd.DataFrame:
     num_prompts = len(prompt_table)
     prompt_id = classes["prompt_id"].to_numpy()
     reward = classes["reward"].to_numpy()
@@ -199,9 +203,10 @@ def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: n
     t, s = top[pair], second[pair]
     ref_logmass = classes["ref_logmass"].to_numpy()
 
-    def ratio(column: np.ndarray) -> np.ndarray:
+    def ratio(log_column: np.ndarray) -> np.ndarray:
         values = np.full(num_prompts, np.nan)
-        values[pair] = column[s] / column[t]
+        with np.errstate(invalid="ignore"):
+            values[pair] = np.exp(log_column[s] - log_column[t])
         return values
 
     beta_half = np.full(num_prompts, np.nan)
@@ -213,15 +218,15 @@ def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: n
             "num_classes": prompt_table["num_classes"].to_numpy(),
             "num_good": num_good,
             "tau": prompt_tau,
-            "ref_second_to_top": ratio(classes["ref_prob"].to_numpy()),
+            "ref_second_to_top": ratio(ref_logmass),
             "vanilla_top_good": out["vanilla_top_good"],
-            "vanilla_second_to_top": ratio(classes["vanilla"].to_numpy()),
+            "vanilla_second_to_top": ratio(log_targets["vanilla"]),
             "vanilla_effective_good": out["vanilla_effective_good"],
             "vanilla_entropy": out["vanilla_entropy"],
             "vanilla_mass_above_tau": out["vanilla_mass_above_tau"],
             "vanilla_multimodal": out["vanilla_multimodal"],
             "mara_top_good": out["mara_top_good"],
-            "mara_second_to_top": ratio(classes["mara"].to_numpy()),
+            "mara_second_to_top": ratio(log_targets["mara"]),
             "mara_effective_good": out["mara_effective_good"],
             "mara_entropy": out["mara_entropy"],
             "mara_mass_above_tau": out["mara_mass_above_tau"],

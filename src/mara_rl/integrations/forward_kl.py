@@ -5,9 +5,10 @@ Two estimators, both taking completions ``y ~ pi_old`` (the policy that sampled;
 - :func:`token_forward_kl_loss` (the default): the exact forward KL over the full vocabulary at each
   sampled prefix, ``K(y) = sum_t KL(pi_ref(.|x, y<t) || pi(.|x, y<t))``, computed in row chunks so no
   ``[B, T, V]`` tensor is ever materialised beyond the inputs (from hidden states and LM heads, none
-  at all). MARA's Algorithm 2 enters as a per-sample coefficient on ``log pi(y|x)``, self-normalised
-  per prompt group (:func:`mara_forward_coefficients`); off-policy batches get prefix importance
-  weights (:func:`prefix_importance_weights`). Every weight is bounded.
+  at all). MARA's Algorithm 2 enters as a per-sample coefficient on ``log pi(y|x)`` and a scale of the
+  sample's KL term, normalised by the *other* samples of its prompt group (:func:`mara_forward_weights`),
+  so the expected gradient points exactly along Alg. 2's; off-policy batches get prefix importance
+  weights (:func:`prefix_importance_weights`). Every weight is capped.
 - :func:`sequence_forward_kl`: the sequence-level score-function estimator with weight
   ``rho = pi_ref(y|x) / pi_old(y|x)`` (unbiased, but ``rho`` is exponential in the length).
 
@@ -26,6 +27,7 @@ import torch
 MAX_LOG_RATIO = 20.0
 DEFAULT_CHUNK_ROWS = 1024
 DEFAULT_MAX_IMPORTANCE_WEIGHT = 3.0
+DEFAULT_MAX_MARA_WEIGHT = 50.0
 
 
 def _check_shape(tensor: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
@@ -263,72 +265,115 @@ def prefix_importance_weights(
     return log_w.exp()
 
 
-def _grouped_softmax(logits: torch.Tensor, codes: torch.Tensor, num_groups: int) -> torch.Tensor:
-    group_max = torch.full((num_groups,), -math.inf, dtype=logits.dtype, device=logits.device)
-    group_max = group_max.scatter_reduce(0, codes, logits, reduce="amax")
-    shifted = (logits - group_max[codes]).exp()
-    total = torch.zeros(num_groups, dtype=logits.dtype, device=logits.device).index_add(0, codes, shifted)
-    return shifted / total[codes]
+def _leave_one_out_logsumexp(log_values: torch.Tensor, codes: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``log sum_{j in group(i), j != i} exp(log_values_j)`` per ``i`` (``-inf`` alone in its group).
+
+    Built from prefix and suffix sums inside each group, never as ``total - own``, which would cancel
+    when one term dominates.
+    """
+    order = torch.argsort(codes, stable=True)
+    grouped = codes[order]
+    sizes = torch.bincount(codes, minlength=num_groups)
+    slot = torch.arange(codes.numel(), device=codes.device) - (torch.cumsum(sizes, 0) - sizes)[grouped]
+    # One -inf column on each side, so slot s has its prefix at column s and its suffix at column s + 2.
+    table = torch.full((num_groups, int(sizes.max()) + 2), -math.inf, dtype=log_values.dtype, device=log_values.device)
+    table[grouped, slot + 1] = log_values[order]
+    before = torch.logcumsumexp(table, dim=1)
+    after = torch.logcumsumexp(table.flip(1), dim=1).flip(1)
+    out = torch.empty_like(log_values)
+    out[order] = torch.logaddexp(before[grouped, slot], after[grouped, slot + 2])
+    return out
 
 
-def mara_forward_coefficients(
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - e^x)`` for ``x < 0``, accurate at both ends (Maechler's switch at ``-log 2``)."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def mara_forward_weights(
     ref_logps: torch.Tensor,
     mara_ref_logps: torch.Tensor,
     sample_logps: torch.Tensor,
     group_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Algorithm 2's reshaping of the forward regulariser, as bounded per-sample coefficients ``c_i``.
+    *,
+    max_weight: float | None = DEFAULT_MAX_MARA_WEIGHT,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 2 as per-sample weights: a coefficient ``c_i`` on ``-grad log pi(y_i)`` and a scale ``s_i`` of the KL term.
 
-    Alg. 2 replaces ``pi_ref(y)`` by ``m(y) = pi_ref(z)`` on good samples (``z`` the group's anchor).
-    With ``q = m / sum m`` (the anchored reference), ``grad [KL(q||pi) - KL(pi_ref||pi)] =
-    -(E_q - E_ref)[grad log pi(y)]``. Per group ``g`` of ``n_g`` samples from ``pi_old``, both
-    expectations are estimated by self-normalised importance sampling:
+    Alg. 2 raises the regulariser's reference mass on good samples from ``pi_ref(y)`` to ``m(y) =
+    pi_ref(z)``: ``m = pi_ref + D`` with ``D = m - pi_ref >= 0``, and the forward term is ``KL(q || pi)``
+    towards ``q = m / M``, ``M = 1 + sum_y D(y)``. Its gradient is a mixture,
 
-        a_i = softmax_g(log m(y_i) - log pi_old(y_i)),   b_i = softmax_g(log pi_ref(y_i) - log pi_old(y_i)),
-        c_i = n_g (a_i - b_i)
+        grad KL(q || pi) = (1 / M) [grad KL(pi_ref || pi) - E_{pi_old}[d grad log pi]],   d = D / pi_old,
 
-    so the per-sample loss term ``c_i (sg(log pi(y_i)) - log pi(y_i))``, averaged over samples, has gradient
-    ``-sum_i (a_i - b_i) grad log pi(y_i)``. ``|c_i| < n_g`` whatever the lengths, ``sum_g c_i = 0``,
-    and ``c = 0`` exactly where ``m = pi_ref`` (no anchor: forward KL alone).
+    and the only part no sample can estimate without bias is ``1 / M`` (``docs/forward_kl.md``). Each
+    sample ``i`` of a group of ``n_g`` gets the normaliser from the *other* samples,
+
+        N_i = 1 + sum_{j != i} d_j / (n_g - 1),   c_i = min(d_i / N_i, max_weight),   s_i = 1 / N_i
+
+    (``N_i = 1`` for a sample alone in its group). ``N_i`` does not depend on sample ``i``'s own draw,
+    so while the cap does not bind ``E[s_i grad K_i - c_i grad log pi(y_i)] = kappa_n grad KL(q || pi)``
+    exactly (one-token completions; ``grad K_i`` the token-level term): the intended gradient times
+    the scalar ``kappa_n = M E[1 / N]`` in ``[1, M]``. The cap only shortens Alg. 2's pull on samples
+    the sampler rarely draws. ``0 <= c_i <= max_weight``, ``0 < s_i <= 1``; without a raised sample in a
+    group ``c = 0`` and ``s = 1`` (forward KL alone).
 
     Args:
         ref_logps: ``[B]`` ``log pi_ref(y_i|x)``.
         mara_ref_logps: ``[B]`` ``log m(y_i)``: :func:`mara_rl.augment.mara_rewards`' ``ref_logprobs``
-            with ``kl="forward"`` (the anchor's on good samples, ``ref_logps`` elsewhere).
+            with ``kl="forward"`` (the anchor's on good samples, ``ref_logps`` elsewhere); never below
+            ``ref_logps`` (Alg. 2 only raises the reference mass). Gaps up to ``1e-3 + 1e-5 |log pi_ref|``
+            either way are read as equal: the rounding of a float32 sequence sum, which ``d``'s
+            ``1 / pi_old`` would otherwise amplify into a pull.
         sample_logps: ``[B]`` ``log pi_old(y_i|x)`` of the policy that sampled (``log pi`` on-policy).
         group_ids: ``[B]`` integer prompt-group id per sample; ``None``: one group.
+        max_weight: cap on ``c_i``; ``None``: exact, unbounded weights (an error where they overflow float32).
 
     Returns:
-        ``[B]`` fp32 coefficients ``c_i`` (detached).
+        ``(c, s)``, each ``[B]`` fp32, detached.
     """
     if ref_logps.dim() != 1:
         raise ValueError(f"ref_logps must be 1-D [B], got shape {tuple(ref_logps.shape)}")
     n = ref_logps.shape[0]
     _check_shape(mara_ref_logps, (n,), "mara_ref_logps")
     _check_shape(sample_logps, (n,), "sample_logps")
+    if max_weight is not None and not max_weight > 0.0:
+        raise ValueError(f"max_weight must be > 0 or None, got {max_weight!r}")
     ref = ref_logps.detach().double()
     mara_ref = mara_ref_logps.detach().double()
-    sample = sample_logps.detach().double()
+    sample = sample_logps.detach().double().to(ref.device)
     for name, values in (("ref_logps", ref), ("mara_ref_logps", mara_ref), ("sample_logps", sample)):
         if torch.isnan(values).any() or torch.isposinf(values).any():
             raise ValueError(f"{name} must not contain NaN or +inf")
     if torch.isneginf(sample).any():
         raise ValueError("sample_logps must be finite: every completion was sampled, so it has probability > 0")
+    # Sequence sums of the same per-token log-probs, added in another order or precision, differ by
+    # rounding; d amplifies a difference by 1/pi_old, so gaps within it count as none.
+    tolerance = 1e-3 + 1e-5 * torch.where(torch.isfinite(ref), ref.abs(), 0.0)
+    if (mara_ref < ref - tolerance).any():
+        raise ValueError("mara_ref_logps must not be below ref_logps: Alg. 2 only raises a sample's reference mass")
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.float32, device=ref.device)
+        return empty, empty.clone()
     if group_ids is None:
         codes = torch.zeros(n, dtype=torch.long, device=ref.device)
     else:
         _check_shape(group_ids, (n,), "group_ids")
         codes = torch.unique(group_ids, return_inverse=True)[1].to(ref.device)
-    num_groups = int(codes.max()) + 1 if n else 0
-    sizes = torch.bincount(codes, minlength=num_groups).to(ref.dtype)
-    # A group where pi_ref(y) = 0 on every sample has no reference mass to reshape (and no anchor): c = 0.
-    log_v = ref - sample
-    finite = torch.zeros(num_groups, dtype=ref.dtype, device=ref.device).index_add(0, codes, torch.isfinite(log_v).to(ref.dtype))
-    has_ref = (finite > 0)[codes]
-    a = _grouped_softmax(torch.where(has_ref, mara_ref - sample, 0.0), codes, num_groups)
-    b = _grouped_softmax(torch.where(has_ref, log_v, 0.0), codes, num_groups)
-    coefficients = torch.where(has_ref, sizes[codes] * (a - b), 0.0)
-    return coefficients.float()
+    num_groups = int(codes.max()) + 1
+    raised = mara_ref > ref + tolerance
+    # log d_i = log(m_i - pi_ref_i) - log pi_old_i, in log space: d is exponential in the length.
+    log_d = torch.where(raised, mara_ref + _log1mexp(torch.where(raised, ref - mara_ref, -1.0)) - sample, -math.inf)
+    others = (torch.bincount(codes, minlength=num_groups) - 1)[codes].to(ref.dtype)
+    log_mean_others = _leave_one_out_logsumexp(log_d, codes, num_groups) - others.clamp(min=1).log()
+    log_norm = torch.where(others > 0, torch.logaddexp(torch.zeros_like(log_d), log_mean_others), 0.0)
+    log_c = log_d - log_norm
+    if max_weight is not None:
+        log_c = log_c.clamp(max=math.log(max_weight))
+    coefficients = log_c.exp().float()
+    if not torch.isfinite(coefficients).all():
+        raise ValueError("Alg. 2's uncapped weights overflow float32 at these log-prob gaps: give max_weight a value")
+    return coefficients, (-log_norm).exp().float()
 
 
 @dataclass(frozen=True)
@@ -339,12 +384,14 @@ class ForwardKLOutput:
         loss: scalar surrogate; ``loss.backward()`` gives the regulariser's gradient (multiply by beta).
         kl: ``[B]`` per-sample value ``sum_t KL_t`` (detached, unweighted).
         mara_coefficients: ``[B]`` Alg. 2 coefficients ``c_i`` (zeros without MARA).
-        importance_weights: ``[B, T]`` prefix weights ``W_t`` (ones on-policy).
+        mara_scales: ``[B]`` Alg. 2 scales ``s_i`` of each sample's KL term (ones without MARA).
+        importance_weights: ``[B, T]`` prefix weights ``W_t`` (ones on-policy), before ``s_i``.
     """
 
     loss: torch.Tensor
     kl: torch.Tensor
     mara_coefficients: torch.Tensor
+    mara_scales: torch.Tensor
     importance_weights: torch.Tensor
 
 
@@ -359,6 +406,7 @@ def token_forward_kl_loss(
     group_ids: torch.Tensor | None = None,
     old_logps: torch.Tensor | None = None,
     max_importance_weight: float | None = DEFAULT_MAX_IMPORTANCE_WEIGHT,
+    max_mara_weight: float | None = DEFAULT_MAX_MARA_WEIGHT,
     prefix_correction: bool = True,
     policy_head: torch.Tensor | LMHead | None = None,
     ref_head: torch.Tensor | LMHead | None = None,
@@ -369,13 +417,14 @@ def token_forward_kl_loss(
 
     Per sample ``i`` (mean over the ``B`` samples):
 
-        loss_i = sum_t W_it KL_it  +  c_i * (sg(log pi(y_i|x)) - log pi(y_i|x)),   log pi(y_i|x) = sum_t mask_it logps_it
+        loss_i = s_i sum_t W_it KL_it  +  c_i * (sg(log pi(y_i|x)) - log pi(y_i|x)),   log pi(y_i|x) = sum_t mask_it logps_it
 
     ``KL_it`` from :func:`token_forward_kl`, ``W`` from :func:`prefix_importance_weights` (ones when
-    ``old_logps`` is None), ``c`` from :func:`mara_forward_coefficients` (zeros when
+    ``old_logps`` is None), ``(c, s)`` from :func:`mara_forward_weights` (``c = 0``, ``s = 1`` when
     ``mara_ref_logps`` is None). On-policy without MARA the gradient is exactly that of
-    ``E_{y~sg(pi)}[sum_t KL(pi_ref(.|x,y<t) || pi(.|x,y<t))]``; for one-token completions it is
-    ``grad KL(q || pi)`` with ``q`` the anchored reference (``docs/forward_kl.md``).
+    ``E_{y~sg(pi)}[sum_t KL(pi_ref(.|x,y<t) || pi(.|x,y<t))]``; for one-token completions its expectation
+    over a group is ``kappa_n grad KL(q || pi)`` with ``q`` the anchored reference and ``kappa_n >= 1``
+    a scalar, while the cap ``max_mara_weight`` does not bind (``docs/forward_kl.md``).
 
     Args:
         policy, ref, mask, policy_head, ref_head, temperature, chunk_rows: as in :func:`token_forward_kl`.
@@ -386,6 +435,7 @@ def token_forward_kl_loss(
         group_ids: ``[B]`` prompt-group ids for Alg. 2 (``None``: one group).
         old_logps: ``[B, T]`` per-token log-probs of the policy that sampled; ``None``: on-policy.
         max_importance_weight: truncation of the prefix weights (``None``: exact).
+        max_mara_weight: cap on Alg. 2's coefficients ``c_i`` (``None``: exact, unbounded).
         prefix_correction: ``False`` keeps ``W = 1`` off-policy (as TRL's ``use_bias_correction_kl=False``
             leaves its own KL term uncorrected); Alg. 2's coefficients still use ``old_logps``, the sampler.
 
@@ -395,31 +445,32 @@ def token_forward_kl_loss(
     batch, length = mask.shape
     _check_shape(logps, (batch, length), "logps")
     mask_f = mask.to(torch.float32)
-    if old_logps is None:
-        importance = mask_f.clone()
-        sample_seq = (logps.detach().float() * mask_f).sum(dim=1)
-    else:
+    importance = mask_f.clone()
+    if old_logps is not None:
         _check_shape(old_logps, (batch, length), "old_logps")
-        importance = mask_f.clone()
         if prefix_correction:
             importance *= prefix_importance_weights(logps, old_logps, mask_f, max_weight=max_importance_weight)
-        sample_seq = (old_logps.detach().float() * mask_f).sum(dim=1)
-    kl_sum, kl = token_forward_kl(
-        policy, ref, mask, weights=importance / batch, policy_head=policy_head, ref_head=ref_head,
-        temperature=temperature, chunk_rows=chunk_rows,
-    )
-    seq_logps = (logps * mask_f).sum(dim=1)
     if mara_ref_logps is None:
         coefficients = torch.zeros(batch, dtype=torch.float32, device=mask.device)
+        scales = torch.ones(batch, dtype=torch.float32, device=mask.device)
     else:
         if ref_logps is None:
             raise ValueError("mara_ref_logps needs ref_logps (the reference's own per-token log-probs)")
         _check_shape(ref_logps, (batch, length), "ref_logps")
-        ref_seq = (ref_logps.detach().float() * mask_f).sum(dim=1)
-        coefficients = mara_forward_coefficients(ref_seq, mara_ref_logps.float(), sample_seq, group_ids).to(mask.device)
-    # c_i (sg(log pi) - log pi): gradient -c_i grad log pi, value 0, so the loss reads as the KL estimate.
+        sampler = logps if old_logps is None else old_logps
+        ref_seq, sample_seq = ((x.detach().double() * mask_f).sum(dim=1) for x in (ref_logps, sampler))
+        coefficients, scales = mara_forward_weights(ref_seq, mara_ref_logps, sample_seq, group_ids,
+                                                    max_weight=max_mara_weight)
+        coefficients, scales = coefficients.to(mask.device), scales.to(mask.device)
+    kl_sum, kl = token_forward_kl(
+        policy, ref, mask, weights=importance * scales[:, None] / batch, policy_head=policy_head, ref_head=ref_head,
+        temperature=temperature, chunk_rows=chunk_rows,
+    )
+    seq_logps = (logps * mask_f).sum(dim=1)
+    # c_i (sg(log pi) - log pi): gradient -c_i grad log pi, value 0.
     loss = kl_sum + (coefficients.to(seq_logps.dtype) * (seq_logps.detach() - seq_logps)).sum() / batch
-    return ForwardKLOutput(loss=loss, kl=kl.sum(dim=1), mara_coefficients=coefficients, importance_weights=importance)
+    return ForwardKLOutput(loss=loss, kl=kl.sum(dim=1), mara_coefficients=coefficients, mara_scales=scales,
+                           importance_weights=importance)
 
 
 def sequence_forward_kl(

@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/one-or-two", help="output folder (default: runs/one-or-two)")
     p.add_argument("--betas", type=positive_float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
+    p.add_argument("--methods", nargs="+", choices=("vanilla", "mara"), default=None, help="methods (default both)")
     p.add_argument("--seeds", type=seed, nargs="+", default=None, help="seeds (default 0)")
+    p.add_argument("--num-generations", type=int_at_least(2), default=None,
+                   help="completions sampled per prompt, the GRPO group and MARA's anchor group (default 16)")
     p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 250)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
@@ -83,11 +86,13 @@ def _one_or_two(args: argparse.Namespace) -> int:
     else:
         _check_cache_dir(args.cache_dir)
     settings = dict(QUICK) if args.quick else {}
-    for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("seeds", args.seeds)):
+    for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("methods", args.methods),
+                       ("seeds", args.seeds)):
         if value is not None:
             settings[key] = tuple(value)
-    if args.steps is not None:
-        settings["steps"] = args.steps
+    for key, value in (("steps", args.steps), ("num_generations", args.num_generations)):
+        if value is not None:
+            settings[key] = value
     cfg = SweepConfig(model=args.model, cache_dir=args.cache_dir, **settings)
     if args.threads is not None:
         import torch

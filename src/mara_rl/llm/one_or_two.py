@@ -75,6 +75,8 @@ class SweepConfig:
     options: tuple[str, ...] = field(default=ONE_OR_TWO)
 
     def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (GRPO's group baseline needs two samples), got {self.num_generations}")
         if self.steps < 1 or self.eval_every < 1:
             raise ValueError(f"steps and eval_every must be >= 1, got {self.steps} and {self.eval_every}")
         if any(b <= 0 for b in self.betas):

@@ -96,7 +96,7 @@ def normalized_answer_entropy(histogram: dict[str, int], options: Sequence[str])
     total = sum(counts)
     if total == 0:
         return 0.0
-    return entropy(counts, normalized=True)
+    return entropy([c / total for c in counts], normalized=True)
 
 
 def random_choice_metrics(completions: Sequence[str], options: Sequence[str] = ONE_OR_TWO) -> dict[str, Any]:

@@ -170,16 +170,17 @@ def bump_peaks(bandit: Bandit) -> tuple[int, int]:
     return tuple(int(lo + np.argmax(bandit.rewards[lo:hi])) for lo, hi in bandit.regions.values())
 
 
-def peak_tie_beta(target: Callable[[float], np.ndarray], first: int, second: int, lo: float, hi: float) -> float:
-    """Smallest beta in ``[lo, hi]`` at which ``target(beta)`` gives outcomes ``first`` and ``second`` equal probability.
+def peak_tie_beta(log_target: Callable[[float], np.ndarray], first: int, second: int, lo: float, hi: float) -> float:
+    """Smallest beta in ``[lo, hi]`` at which ``log_target(beta)`` (log-probabilities, e.g. a target with
+    ``return_log=True``) gives outcomes ``first`` and ``second`` equal probability.
 
     The sign change of ``log p[first] - log p[second]`` is located on a 64-point log grid, then
     bisected in ``log beta`` to a relative width of 1e-12. ``inf`` if the two never tie in the range.
     """
 
     def gap(beta: float) -> float:
-        probs = target(beta)
-        return float(np.log(probs[first]) - np.log(probs[second]))
+        log_probs = log_target(beta)
+        return float(log_probs[first] - log_probs[second])
 
     grid = np.geomspace(lo, hi, 64)
     signs = np.sign([gap(b) for b in grid])
@@ -226,13 +227,17 @@ def beta_sweep(
         return probs[:, high] / (probs[:, high] + probs[:, low])
 
     beta_grid = np.geomspace(min(betas) / 2, max(betas) * 2, 200)
-    target_share = {
-        "reverse": high_share(np.stack([reverse_kl_target(bandit.rewards, bandit.ref_logprobs, b) for b in beta_grid])),
-        "forward": high_share(np.stack([forward_kl_target(bandit.rewards, bandit.ref_logprobs, b) for b in beta_grid])),
-    }
+
+    def target_high_share(target: Callable[..., np.ndarray]) -> np.ndarray:
+        # From log targets: p_high / (p_high + p_low) = 1 / (1 + exp(log p_low - log p_high)), exact when both are tiny.
+        log_probs = np.stack([target(bandit.rewards, bandit.ref_logprobs, b, return_log=True) for b in beta_grid])
+        return 1.0 / (1.0 + np.exp(log_probs[:, low] - log_probs[:, high]))
+
+    target_share = {"reverse": target_high_share(reverse_kl_target), "forward": target_high_share(forward_kl_target)}
     trained_share = {kl: high_share(result.probs[[r for r, run in enumerate(runs) if run.kl == kl]]) for kl in ("reverse", "forward")}
     reverse_cross = crossover_beta(bandit.rewards[high], bandit.rewards[low], bandit.ref_logprobs[high], bandit.ref_logprobs[low])
-    forward_cross = peak_tie_beta(lambda b: forward_kl_target(bandit.rewards, bandit.ref_logprobs, b), high, low, beta_grid[0], beta_grid[-1])
+    forward_cross = peak_tie_beta(lambda b: forward_kl_target(bandit.rewards, bandit.ref_logprobs, b, return_log=True), high, low,
+                                  beta_grid[0], beta_grid[-1])
     crossovers = {"reverse": (reverse_cross, "peaks tie, crossover_beta"), "forward": (forward_cross, "peaks tie")}
 
     outcomes = np.arange(bandit.num_outcomes)

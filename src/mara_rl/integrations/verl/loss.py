@@ -14,8 +14,12 @@ See ``docs/verl.md``.)
 :func:`forward_kl_ppo_loss` is verl's own ``ppo_loss`` run with ``use_kl_loss`` off, plus
 ``beta`` times the surrogate averaged over the mini-batch's sequences (verl's
 ``seq-mean-token-sum`` aggregation with the global batch info ``ppo_loss`` records, so data and
-micro-batch splits do not change it). MARA's Algorithm 2 enters through the reference log-probs
-the trainer mode writes as :data:`MARA_KL_REF_FIELD`: the anchor's ``log pi_ref(z|x)`` on good samples.
+micro-batch splits do not change it). The trainer mode writes the reference log-probs as
+:data:`MARA_KL_REF_FIELD` and MARA's Algorithm 2 as the per-sample weights of
+:func:`mara_rl.integrations.forward_kl.mara_forward_weights`, computed over whole ``uid`` groups:
+a scale ``s_i`` (:data:`MARA_KL_SCALE_FIELD`) of the sample's forward-KL term and a coefficient
+``c_i`` (:data:`MARA_KL_COEF_FIELD`) on ``-grad log pi(y_i|x)``, the same Alg. 2 as the TRL trainers'
+(``docs/forward_kl.md``); without MARA ``s = 1``, ``c = 0``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from mara_rl.integrations.verl.rewards import last_token_onehot
 from mara_rl.integrations.forward_kl import MAX_LOG_RATIO, sequence_forward_kl
 
 MARA_KL_REF_FIELD = "mara_kl_ref_log_prob"
+MARA_KL_SCALE_FIELD = "mara_kl_scale"
+MARA_KL_COEF_FIELD = "mara_kl_coef"
 
 
 def forward_kl_ppo_loss(
@@ -45,13 +51,17 @@ def forward_kl_ppo_loss(
     beta: float,
     max_log_ratio: float = MAX_LOG_RATIO,
 ) -> tuple[torch.Tensor, dict]:
-    """verl's ``ppo_loss`` plus ``beta`` times the sequence-level forward-KL surrogate.
+    """verl's ``ppo_loss`` plus ``beta`` times the sequence-level forward-KL surrogate with Alg. 2's weights.
+
+    Per sequence: ``s_i * surrogate_i + c_i (sg(log pi(y_i|x)) - log pi(y_i|x))``, ``surrogate`` from
+    :func:`~mara_rl.integrations.forward_kl.sequence_forward_kl` on the reference's own log-probs.
 
     Args:
         config: verl's ``ActorConfig`` with ``use_kl_loss=False`` (this term replaces verl's KL loss).
         model_output: the actor engine's output; ``log_probs`` of the sampled tokens (with grad).
-        data: the micro-batch: ``response_mask``, ``old_log_probs``, :data:`MARA_KL_REF_FIELD` and
-            what ``ppo_loss`` reads.
+        data: the micro-batch: ``response_mask``, ``old_log_probs``, :data:`MARA_KL_REF_FIELD`,
+            :data:`MARA_KL_SCALE_FIELD` and :data:`MARA_KL_COEF_FIELD` (per-sample values on every
+            response token) and what ``ppo_loss`` reads.
         dp_group: passed through to ``ppo_loss``.
         beta: the forward-KL coefficient (``actor_rollout_ref.actor.kl_loss_coef``).
         max_log_ratio: clip on ``log rho`` (``rho <= e^max_log_ratio``), biased wherever it binds.
@@ -68,15 +78,18 @@ def forward_kl_ppo_loss(
         raise ValueError("forward_kl_ppo_loss needs an actor config with use_kl_loss=False: it replaces that term")
     loss, metrics = ppo_loss(config, model_output, data, dp_group)
     log_prob = no_padding_2_padding(model_output["log_probs"], data)
-    fields = data.select("response_mask", "old_log_probs", MARA_KL_REF_FIELD).to_padded_tensor()
+    fields = data.select("response_mask", "old_log_probs", MARA_KL_REF_FIELD, MARA_KL_SCALE_FIELD,
+                         MARA_KL_COEF_FIELD).to_padded_tensor()
     mask = fields["response_mask"].to(bool)
+    last = last_token_onehot(mask).float()
 
     def sequence(per_token: torch.Tensor) -> torch.Tensor:
         return (per_token.float() * mask).sum(dim=-1)
 
-    ref_seq, old_seq = sequence(fields[MARA_KL_REF_FIELD]), sequence(fields["old_log_probs"])
-    surrogate, value = sequence_forward_kl(sequence(log_prob), ref_seq, old_seq, max_log_ratio=max_log_ratio)
-    last = last_token_onehot(mask).float()
+    ref_seq, old_seq, seq_logps = sequence(fields[MARA_KL_REF_FIELD]), sequence(fields["old_log_probs"]), sequence(log_prob)
+    surrogate, value = sequence_forward_kl(seq_logps, ref_seq, old_seq, max_log_ratio=max_log_ratio)
+    scale, coef = ((fields[name].float() * last).sum(dim=-1) for name in (MARA_KL_SCALE_FIELD, MARA_KL_COEF_FIELD))
+    surrogate = scale * surrogate + coef * (seq_logps.detach() - seq_logps)
 
     def per_sequence_mean(values: torch.Tensor) -> torch.Tensor:
         return agg_loss(

@@ -14,8 +14,9 @@ A sample's reward is ``R = sum_t rm_scores`` over its whole response (verl's est
 token) and ``log pi_ref(y|x) = sum_t ref_log_prob`` over its response mask (the tokens the policy
 generated, which verl's KL terms cover); :func:`mara_rl.augment.mara_rewards` gives ``r``, and
 ``r - R`` is added to ``rm_scores`` at the last response position (where verl's reward managers put
-the score). Forward KL (Alg. 2) also yields per-token regulariser log-probs whose masked sum is the
-anchor's ``log pi_ref(z|x)`` on good samples (the shift sits on the last masked token), for the actor loss.
+the score). Forward KL (Alg. 2) also yields each sample's forward-KL scale ``s_i`` and coefficient
+``c_i`` (:func:`mara_rl.integrations.forward_kl.mara_forward_weights` over the whole ``uid`` group,
+with ``log pi_old(y|x) = sum_t old_log_probs``), for the actor loss.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from mara_rl.augment import mara_rewards
+from mara_rl.integrations.forward_kl import mara_forward_weights
 from mara_rl.integrations.verl.settings import MaraSettings
 
 
@@ -36,14 +38,15 @@ class MaraRewrite:
 
     Attributes:
         rm_scores: ``[B, T]`` per-token scores whose masked row sums are MARA's rewards (input dtype).
-        kl_ref_log_prob: ``[B, T]`` regulariser reference log-probs for the forward-KL loss, or None
-            for reverse KL.
+        kl_scale, kl_coef: ``[B]`` fp32 Alg. 2 weights ``s_i`` and ``c_i`` of the forward-KL loss (``1`` and
+            ``0`` outside MARA's samples and without MARA), or None for reverse KL.
         metrics: ``mara/...`` scalars for verl's metrics dict.
         anchor_rows: ``[A]`` batch row of each group's anchor (empty when MARA changed nothing).
     """
 
     rm_scores: torch.Tensor
-    kl_ref_log_prob: torch.Tensor | None
+    kl_scale: torch.Tensor | None
+    kl_coef: torch.Tensor | None
     metrics: dict[str, float]
     anchor_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -82,6 +85,7 @@ def mara_rewrite(
     keys: Sequence[str],
     is_padding: Sequence[bool],
     *,
+    old_log_prob: torch.Tensor | None = None,
     beta: float,
     settings: MaraSettings,
     final_output_only: bool,
@@ -94,6 +98,8 @@ def mara_rewrite(
         uids: ``[B]`` prompt uid of each row (verl's ``uid`` field).
         keys: ``[B]`` TransferQueue keys ``{uid}_{session}_{index}``.
         is_padding: ``[B]`` verl's padding tags.
+        old_log_prob: ``[B, T]`` log-probs of the sampling policy (verl's ``old_log_probs``); needed
+            for forward KL with MARA.
         beta: the KL coefficient verl applies this step.
         settings: the ``algorithm.mara`` settings.
         final_output_only: True for GRPO (only each session's final output is a sample).
@@ -120,18 +126,23 @@ def mara_rewrite(
     raw = rm_scores.double().sum(dim=1)
     ref_seq = (ref_log_prob.double() * mask.double()).sum(dim=1)
     forward = settings.kl == "forward"
-    new_rm, kl_ref = rm_scores, (ref_log_prob.clone() if forward else None)
+    if forward and settings.enable and old_log_prob is None:
+        raise ValueError("forward KL with MARA needs old_log_prob (Alg. 2's weights use the sampling policy)")
+    new_rm = rm_scores
+    kl_scale = torch.ones(batch, dtype=torch.float32, device=rm_scores.device) if forward else None
+    kl_coef = torch.zeros(batch, dtype=torch.float32, device=rm_scores.device) if forward else None
     metrics: dict[str, float] = {"mara/beta": float(beta)}
     if not settings.enable or rows.numel() == 0:
-        return MaraRewrite(new_rm, kl_ref, metrics)
+        return MaraRewrite(new_rm, kl_scale, kl_coef, metrics)
 
+    row_uids = np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str)
     result = mara_rewards(
         raw[rows],
         ref_seq[rows],
         beta=beta,
         tau=settings.tau,
         tau_quantile=settings.tau_quantile,
-        group_ids=np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str),
+        group_ids=row_uids,
         kl=settings.kl,
     )
     reward_shift = torch.zeros(batch, dtype=torch.float64, device=rm_scores.device)
@@ -139,9 +150,11 @@ def mara_rewrite(
     # Shifted in float64 and rounded once, so a one-token reward becomes MARA's r in the input dtype.
     new_rm = (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
     if forward:
-        ref_shift = torch.zeros(batch, dtype=torch.float64, device=ref_log_prob.device)
-        ref_shift[rows] = result.ref_logprobs - ref_seq[rows]
-        kl_ref = (ref_log_prob.double() + ref_shift[:, None] * last_token_onehot(mask)).to(ref_log_prob.dtype)
+        old_seq = (old_log_prob.double() * mask.double()).sum(dim=1)
+        codes = torch.from_numpy(np.unique(row_uids, return_inverse=True)[1].reshape(-1)).to(rows.device)
+        coef, scale = mara_forward_weights(ref_seq[rows], result.ref_logprobs, old_seq[rows], codes)
+        kl_scale[rows], kl_coef[rows] = scale.to(kl_scale.device), coef.to(kl_coef.device)
+        metrics["mara/forward_kl_coef_max"] = float(coef.max())
 
     augmented = result.augmented
     anchors = result.anchor_index[result.anchor_index >= 0]
@@ -156,4 +169,4 @@ def mara_rewrite(
     )
     if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
         metrics["mara/anchor_ref_logprob"] = float(result.ref_logprobs[anchors].mean())
-    return MaraRewrite(new_rm, kl_ref, metrics, rows[anchors].cpu().numpy())
+    return MaraRewrite(new_rm, kl_scale, kl_coef, metrics, rows[anchors].cpu().numpy())

@@ -5,7 +5,7 @@ reference log-probs, then ``_compute_advantage``, which reads ``rm_scores`` and 
 TransferQueue and runs the stock KL-in-reward, rollout-correction and advantage code. This mode
 rewrites ``rm_scores`` there (:func:`~mara_rl.integrations.verl.rewards.mara_rewrite`, one MARA
 group per ``uid``) and then calls the stock method, so everything downstream is verl's own.
-With ``algorithm.mara.kl=forward`` it also writes Alg. 2's regulariser log-probs and installs
+With ``algorithm.mara.kl=forward`` it also writes the reference log-probs and Alg. 2's per-sample weights and installs
 :func:`~mara_rl.integrations.verl.loss.forward_kl_ppo_loss` on the actor workers. With
 ``algorithm.mara.record_dir`` it writes each step's rollouts there
 (:mod:`~mara_rl.integrations.verl.recording`), MARA on or off.
@@ -32,7 +32,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_to_nested
 
-from mara_rl.integrations.verl.loss import MARA_KL_REF_FIELD, forward_kl_ppo_loss
+from mara_rl.integrations.verl.loss import MARA_KL_COEF_FIELD, MARA_KL_REF_FIELD, MARA_KL_SCALE_FIELD, forward_kl_ppo_loss
 from mara_rl.integrations.verl.recording import VerlRecorder, record_metadata
 from mara_rl.integrations.verl.rewards import mara_rewrite
 from mara_rl.integrations.verl.settings import KL_IN_REWARD, MaraSettings
@@ -103,7 +103,7 @@ class MaraSyncTrainer(PPOTrainerSync):
             self.actor_rollout_wg.set_loss_fn(loss_fn)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        """Rewrite ``rm_scores`` (and, for forward KL, write Alg. 2's reference log-probs), then verl's own.
+        """Rewrite ``rm_scores`` (and, for forward KL, write the reference log-probs and Alg. 2's weights), then verl's own.
 
         With ``enable=false`` and reverse KL there is nothing to rewrite: this is verl's stock method.
         """
@@ -117,7 +117,7 @@ class MaraSyncTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
-            select_fields=["uid", "response_mask", "rm_scores", "ref_log_prob"],
+            select_fields=["uid", "response_mask", "rm_scores", "ref_log_prob", "old_log_probs"],
         )
         response_mask = data["response_mask"]
         padded = data.to_padded_tensor()
@@ -130,13 +130,17 @@ class MaraSyncTrainer(PPOTrainerSync):
             uids,
             list(batch.keys),
             [bool(tag.get("is_padding", False)) for tag in batch.tags],
+            old_log_prob=padded["old_log_probs"],
             beta=self.mara_beta(),
             settings=self.mara,
             final_output_only=self.config.algorithm.adv_estimator == AdvantageEstimator.GRPO,
         )
         fields = {"rm_scores": response_to_nested(rewrite.rm_scores, response_mask)}
-        if rewrite.kl_ref_log_prob is not None:
-            fields[MARA_KL_REF_FIELD] = response_to_nested(rewrite.kl_ref_log_prob, response_mask)
+        if rewrite.kl_scale is not None:
+            fields[MARA_KL_REF_FIELD] = response_to_nested(padded["ref_log_prob"], response_mask)
+            for name, weight in ((MARA_KL_SCALE_FIELD, rewrite.kl_scale), (MARA_KL_COEF_FIELD, rewrite.kl_coef)):
+                per_token = weight.to(padded["ref_log_prob"].dtype)[:, None] * padded["response_mask"]
+                fields[name] = response_to_nested(per_token, response_mask)
         tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )
