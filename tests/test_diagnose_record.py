@@ -512,3 +512,20 @@ def test_large_group_ids_are_labels(tmp_path):
     record = open_record(write_record(tmp_path / "rec", big))
     means = step_means(summarize_steps(record, [Settings(0.05)], record.step_numbers, use_cache=False)[0].summaries)
     compare(means, expected_means(rows, Settings(0.05)))
+
+
+RECORDED_SWEEP = Path(__file__).parent.parent / "results" / "llm" / "one-or-two-record" / "records"
+
+
+@pytest.mark.parametrize("method", ["vanilla", "mara"])
+def test_a_recorded_one_or_two_run_aims_at_the_reference_ratio_or_at_one_to_one(tmp_path, method):
+    """The committed "1 or 2" records: two good answers with equal reward, so the vanilla target keeps
+    the reference's ratio (Prop. 4.1) and MARA's is 1:1, whatever the policy did."""
+    out = tmp_path / "diagnosis.json"
+    record = RECORDED_SWEEP / f"beta0.01-reverse-{method}-seed0"
+    assert main(["diagnose", str(record), "--no-cache", "--json", str(out)]) == 0
+    (prompt,) = json.loads(out.read_text())["results"][0]["prompts"]
+    assert prompt["num_good"] == 2
+    assert 0.08 < prompt["ref_second_to_top"] < 0.14  # the tiny reference answers about 90/10
+    assert prompt["vanilla_second_to_top"] == pytest.approx(prompt["ref_second_to_top"], rel=1e-9)
+    assert prompt["mara_second_to_top"] == pytest.approx(1.0, rel=1e-9)
