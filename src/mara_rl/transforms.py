@@ -118,7 +118,7 @@ def _midranks(values: np.ndarray, codes: np.ndarray, sizes: np.ndarray) -> np.nd
     run = np.cumsum(new_run) - 1
     run_start = np.flatnonzero(new_run)
     run_end = np.r_[run_start[1:], n] - 1
-    group_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    group_start = np.cumsum(sizes) - sizes
     ranks = np.empty(n)
     ranks[order] = (run_start[run] + run_end[run]) / 2.0 - group_start[c]
     return ranks
@@ -210,7 +210,7 @@ def pkpo_rewards(rewards: Any, *, k: int = 4, group_ids: Any = None) -> Any:
     n = values.shape[0]
     order = np.lexsort((values, codes))
     g, c = values[order], codes[order]
-    group_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    group_start = np.cumsum(sizes) - sizes
     position = np.arange(n) - group_start[c] + 1  # 1-based i within the sorted group
     size = sizes[c].astype(np.float64)
     log_total = _log_binom(size, k)
@@ -328,7 +328,7 @@ def grpo_passk_advantages(rewards: Any, *, norm_by_std: float = 1, group_ids: An
         raise ValueError("grpo_passk needs at least 2 samples in every group")
     n = values.shape[0]
     order = np.lexsort((np.arange(n), -values, codes))  # per group: largest first, then lowest index
-    group_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    group_start = np.cumsum(sizes) - sizes
     best, second = order[group_start], order[group_start + 1]
     gap = values[best] - values[second]
     if norm_by_std:
