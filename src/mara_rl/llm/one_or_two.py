@@ -78,8 +78,12 @@ class SweepConfig:
             raise ValueError(f"betas must all be > 0 (MARA is inert at beta = 0), got {self.betas}")
         from mara_rl.llm.methods import expand_methods
 
-        if expand_methods(self.methods) != tuple(self.methods):
-            raise ValueError(f"methods must be labels with their settings (expand_methods), got {self.methods}")
+        try:
+            labels = expand_methods(self.methods)
+        except ValueError as err:
+            raise ValueError(f"methods: {err}") from None
+        if labels != tuple(self.methods):
+            raise ValueError(f"methods must be labels with their settings {labels}, got {self.methods}")
         if not set(self.kl_directions) <= {"reverse", "forward"}:
             raise ValueError(f"kl_directions must be drawn from ('reverse', 'forward'), got {self.kl_directions}")
 
