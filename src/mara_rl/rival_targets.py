@@ -60,15 +60,14 @@ def expected_rewards(name: str, rewards: np.ndarray, probs: np.ndarray, *, value
 
 
 def self_consistent_target(name: str, rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, *,
-                           value: float | None = None, group_size: int = GROUP_SIZE, steps: int = 2000,
-                           damping: float = 0.05) -> np.ndarray:
-    """``pi = reverse_kl_target(r_pi, log pi_ref, beta)`` by damped iteration from ``pi_ref``, averaged over its
-    second half.
+                           value: float | None = None, group_size: int = GROUP_SIZE, steps: int = 2000) -> np.ndarray:
+    """``pi = reverse_kl_target(r_pi, log pi_ref, beta)`` by damped iteration from ``pi_ref`` with step sizes
+    ``min(0.5, 5/(t + 10))`` (in log space), averaged over its second half.
 
     Where ``r_pi`` jumps, there may be no fixed point: unlikeliness re-ranks two outcomes when they swap
     order, and when the jump exceeds ``beta`` times their log reference ratio the update keeps pushing
     whichever is ahead back; the policy then slides along the switching point (the two equally likely),
-    which the average over the iterations approximates.
+    which the shrinking steps and the average approach.
     """
     ref_logprobs = np.asarray(ref_logprobs, np.float64)
     log_pi = ref_logprobs - np.logaddexp.reduce(ref_logprobs)
@@ -77,6 +76,7 @@ def self_consistent_target(name: str, rewards: np.ndarray, ref_logprobs: np.ndar
         target = reverse_kl_target(expected_rewards(name, rewards, np.exp(log_pi), value=value, group_size=group_size),
                                    ref_logprobs, beta)
         with np.errstate(divide="ignore"):
+            damping = min(0.5, 5.0 / (step + 10))
             mixed = (1 - damping) * log_pi + damping * np.log(target)
         log_pi = mixed - np.logaddexp.reduce(mixed[np.isfinite(mixed)])
         if step >= steps // 2:
