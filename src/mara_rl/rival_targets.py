@@ -19,7 +19,8 @@ GRPO's group-mean baseline scales every reward by ``(G-1)/G`` in expectation, fo
 alike; that common factor is left out. Advantage transforms (``passk_advantage``, ``grpo_passk``)
 normalise within the group and are not a reward: they have no target of this form.
 
-``python -m mara_rl.rival_targets [OUT_DIR]`` draws the figures (default ``docs/figures``).
+``python -m mara_rl.rival_targets [OUT_DIR]`` draws the figures (default ``docs/figures``) and prints each
+method's target on "1 or 2".
 """
 
 from __future__ import annotations
@@ -176,12 +177,34 @@ def plot_two_bumps(path: Path, betas: tuple[float, ...] = (0.01, 0.1)) -> dict[s
     return out
 
 
+ONE_OR_TWO_REFERENCE = {"invalid": 30, "1": 435, "2": 47}
+"""The tiny reference's answers to "1 or 2" in 512 samples (``results/llm/one-or-two-eps1e-7/summary.md``)."""
+
+
+def one_or_two_table(betas: tuple[float, ...] = (0.001, 0.01, 0.02, 0.03)) -> str:
+    """Markdown: each method's target on "1 or 2" read as a bandit over {invalid, 1, 2} with the reference's
+    frequencies; normalised entropy of the valid answers (1 = 50/50) and the target's valid mass."""
+    counts = np.array(list(ONE_OR_TWO_REFERENCE.values()), np.float64)
+    ref, rewards = np.log(counts / counts.sum()), np.array([0.0, 1.0, 1.0])
+    lines = ["| method | " + " | ".join(f"beta {b:g}" for b in betas) + " |", "|---" * (len(betas) + 1) + "|"]
+    rows: dict[str, list[str]] = {}
+    for beta in betas:
+        for method, probs in method_targets(rewards, ref, beta, 1.0).items():
+            valid = probs[1:] / probs[1:].sum()
+            entropy = -(valid * np.log2(np.clip(valid, 1e-300, None))).sum()
+            rows.setdefault(method, []).append(f"{entropy:.3f} ({probs[1:].sum():.3f})")
+    lines += [f"| {m} | " + " | ".join(v) + " |" for m, v in rows.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "docs/figures")
     out.mkdir(parents=True, exist_ok=True)
     plot_three_action(out / "rival_targets_three_action.png")
     plot_two_bumps(out / "rival_targets_two_bumps.png")
+    print("target on '1 or 2': normalised entropy of the valid answers (valid mass)")
+    print(one_or_two_table())
     print(f"wrote {out}/rival_targets_three_action.png and {out}/rival_targets_two_bumps.png")
     return 0
 
