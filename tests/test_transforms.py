@@ -11,7 +11,9 @@ from mara_rl.transforms import (
     TRANSFORMS,
     get_transform,
     grpo_passk_advantages,
+    OutcomeCounts,
     outcome_batch_rewards,
+    outcome_ucb_rewards,
     passk_advantages,
     pkpo_rewards,
     register,
@@ -141,12 +143,31 @@ def test_outcome_batch_by_hand():
     np.testing.assert_allclose(out, [1.0, 1.0, 0.5, 0.5])
 
 
+# ---- historical outcome exploration (Song et al. 2509.06941): r = R + coef / sqrt(N) ----
+
+def test_outcome_ucb_by_hand():
+    # counts 1, 4, 16: bonuses 0.5, 0.25, 0.125
+    out = outcome_ucb_rewards(np.array([1.0, 1.0, 0.0]), np.array([1, 4, 16]), coef=0.5)
+    np.testing.assert_allclose(out, [1.5, 1.25, 0.125])
+
+
+def test_outcome_counts_run_across_batches_per_prompt():
+    counts = OutcomeCounts()
+    # batch 1: prompt p answers "1" twice and "2" once; prompt q answers "1" once
+    np.testing.assert_array_equal(counts.update(["p", "p", "p", "q"], ["1", "1", "2", "1"]), [2, 2, 1, 1])
+    # evaluation does not count; training does
+    np.testing.assert_array_equal(counts.update(["p"], ["2"], record=False), [2])
+    np.testing.assert_array_equal(counts.update(["p", "q"], ["2", "2"]), [2, 1])
+    assert counts.counts[("'p'", "2")] == 2
+
+
 # ---- numeric kinds, edges, errors, registry ----
 
 CALLS = {
     "unlikeliness": lambda r, **kw: unlikeliness_rewards(r, np.linspace(-3, -1, len(r)), **kw),
     "pkpo": lambda r, **kw: pkpo_rewards(r, k=2, **kw),
     "outcome_batch": lambda r, **kw: outcome_batch_rewards(r, ["a", "b"] * (len(r) // 2), **kw),
+    "outcome_ucb": lambda r, **kw: outcome_ucb_rewards(r, np.arange(1, len(r) + 1), **kw),
     "passk_advantage": lambda r, **kw: passk_advantages(r, k=2, **kw),
     "grpo_passk": lambda r, **kw: grpo_passk_advantages(r, **kw),
 }
@@ -204,6 +225,8 @@ def test_huge_and_tiny_values_stay_exact():
     (lambda: outcome_batch_rewards(np.ones(2), ["a"]), "one answer per reward"),
     (lambda: outcome_batch_rewards(np.ones(2), [["a"], ["b"]]), "hashable"),
     (lambda: grpo_passk_advantages(np.ones(3), group_ids=[0, 0, 1]), "at least 2"),
+    (lambda: outcome_ucb_rewards(np.ones(2), np.array([1, 0])), "counts >= 1"),
+    (lambda: outcome_ucb_rewards(np.ones(2), np.array([1])), "shape"),
     (lambda: get_transform("nope"), "unknown transform 'nope'"),
     (lambda: get_transform("unlikeliness")(np.ones(2)), "needs policy_logprobs"),
 ])
@@ -215,7 +238,7 @@ def test_errors_are_one_line_value_errors(call, match):
 
 def test_registry_names_kinds_and_defaults():
     assert {n: t.kind for n, t in TRANSFORMS.items()} == {
-        "unlikeliness": "reward", "pkpo": "reward", "outcome_batch": "reward",
+        "unlikeliness": "reward", "pkpo": "reward", "outcome_batch": "reward", "outcome_ucb": "reward",
         "passk_advantage": "advantage", "grpo_passk": "advantage"}
     for t in TRANSFORMS.values():
         assert t.default in t.settings

@@ -15,7 +15,7 @@ from mara_rl.integrations.trl.trainers import (  # noqa: E402
 )
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
 from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
-from mara_rl.transforms import get_transform  # noqa: E402
+from mara_rl.transforms import OutcomeCounts, get_transform  # noqa: E402
 
 NUM_GENERATIONS = 4
 
@@ -58,7 +58,7 @@ def policy_sequence_logprobs(trainer, out):
     return (logp[:, -t:] * out["completion_mask"]).sum(dim=1)
 
 
-@pytest.mark.parametrize("name,value", [("unlikeliness", 0.5), ("pkpo", 2), ("outcome_batch", 0.5),
+@pytest.mark.parametrize("name,value", [("unlikeliness", 0.5), ("pkpo", 2), ("outcome_batch", 0.5), ("outcome_ucb", 1.0),
                                         ("passk_advantage", 2), ("grpo_passk", None)])
 @pytest.mark.parametrize("beta", [0.1, 0.0])
 def test_grpo_advantages_are_those_of_the_core_transform(name, value, beta, model_dir, tmp_path):
@@ -67,7 +67,8 @@ def test_grpo_advantages_are_those_of_the_core_transform(name, value, beta, mode
         pytest.skip("needs a reference pass")
     trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, reward_transform=name,
                            reward_transform_value=value, beta=beta)
-    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer._generate_and_score_completions(batch)
     kept = [ids[m.bool()].tolist() for ids, m in zip(out["completion_ids"], out["completion_mask"])]
     rewards = torch.tensor(parity_reward(kept), dtype=torch.float64)
     groups = torch.arange(len(rewards)) // NUM_GENERATIONS
@@ -76,6 +77,9 @@ def test_grpo_advantages_are_those_of_the_core_transform(name, value, beta, mode
         inputs["policy_logprobs"] = policy_sequence_logprobs(trainer, out).double()
     if "outcomes" in transform.needs:
         inputs["outcomes"] = [trainer.processing_class.decode(ids, skip_special_tokens=True).strip() for ids in kept]
+    if "outcome_counts" in transform.needs:  # a fresh run: the counts are this batch's
+        answers = [trainer.processing_class.decode(ids, skip_special_tokens=True).strip() for ids in kept]
+        inputs["outcome_counts"] = OutcomeCounts().update([x["prompt"] for x in batch], answers)
     result = transform(rewards, group_ids=groups, value=value, **inputs).float()
     if transform.kind == "reward":
         result = result - result.view(-1, NUM_GENERATIONS).mean(dim=1).repeat_interleave(NUM_GENERATIONS)

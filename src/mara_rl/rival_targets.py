@@ -15,6 +15,9 @@ group of ``G`` samples:
 - pkpo: ``k E[max(R(y), M)]``, ``M`` the largest reward of ``k - 1`` draws from ``pi``;
 - outcome_batch: ``R(y) - coef (G-1)/G pi(y)`` (every outcome its own answer).
 
+``outcome_ucb``'s bonus ``coef / sqrt(N)`` depends on how often the run has seen an answer: as the
+counts grow (``N ~ t G pi(y)`` after ``t`` batches) it fades and the target returns to vanilla's.
+
 GRPO's group-mean baseline scales every reward by ``(G-1)/G`` in expectation, for vanilla and MARA
 alike; that common factor is left out. Advantage transforms (``passk_advantage``, ``grpo_passk``)
 normalise within the group and are not a reward: they have no target of this form.
@@ -57,7 +60,9 @@ def expected_rewards(name: str, rewards: np.ndarray, probs: np.ndarray, *, value
         cdf = np.cumsum(np.bincount(level_of.reshape(-1), weights=probs, minlength=levels.size))
         mass_of_max = np.diff(np.r_[0.0, cdf ** (k - 1)])  # P(M = level) for the max of k - 1 draws
         return k * (np.maximum(rewards[:, None], levels[None, :]) * mass_of_max[None, :]).sum(axis=1)
-    raise ValueError(f"transform {name!r} is an {transform.kind} transform: it has no reward target")
+    if transform.kind == "advantage":
+        raise ValueError(f"transform {name!r} is an advantage transform: it has no reward target")
+    raise ValueError(f"transform {name!r} depends on the run's history, not on the policy alone: no fixed target")
 
 
 def self_consistent_target(name: str, rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, *,

@@ -15,8 +15,8 @@ uses them in place of its own.
 
 - ``unlikeliness`` (reward): He, Fried and Welleck, "Rewarding the Unlikely", arXiv 2506.02355.
 - ``pkpo`` (reward): Walder and Karkhanis, "Pass@K Policy Optimization", arXiv 2505.15201.
-- ``outcome_batch`` (reward): Song, Kempe and Munos, "Outcome-based Exploration for LLM
-  Reasoning", arXiv 2509.06941 (batch exploration).
+- ``outcome_batch`` and ``outcome_ucb`` (reward): Song, Kempe and Munos, "Outcome-based Exploration
+  for LLM Reasoning", arXiv 2509.06941 (batch and historical exploration).
 - ``passk_advantage`` (advantage): Chen et al., "Pass@k Training", arXiv 2508.10751 (analytic).
 - ``grpo_passk`` (advantage): verl's ``adv_estimator=grpo_passk`` (after arXiv 2503.19595).
 """
@@ -255,6 +255,54 @@ def outcome_batch_rewards(rewards: Any, outcomes: Any, *, coef: float = 0.5, gro
                                    return_counts=True)
     repeats = same[pair_code.reshape(-1)] - 1
     return kind.give_back(values - coef * repeats / sizes[codes])
+
+
+@register("outcome_ucb", kind="reward", knob="coef", default=0.5, settings=(0.25, 0.5, 1.0),
+          needs=("outcome_counts",), reference="Song, Kempe, Munos, arXiv 2509.06941")
+def outcome_ucb_rewards(rewards: Any, outcome_counts: Any, *, coef: float = 0.5, group_ids: Any = None) -> Any:
+    """Historical outcome exploration (Song et al., arXiv 2509.06941): a UCB-style bonus for rarely seen answers.
+
+        r_i = R_i + coef / sqrt(N(x_i, a(y_i)))
+
+    ``N(x, a)`` the number of times answer ``a`` has been sampled for prompt ``x`` so far, this batch
+    included (so ``N >= 1``); :class:`OutcomeCounts` keeps it across batches. The bonus fades as an
+    answer is seen more often.
+
+    Args:
+        rewards: ``[n]`` task rewards.
+        outcome_counts: ``[n]`` counts ``N >= 1`` of each sample's (prompt, answer) pair.
+        coef: bonus coefficient ``>= 0``.
+        group_ids: unused (the counts carry the prompt); accepted like every transform's.
+    """
+    coef = _nonnegative(coef, "coef")
+    values, kind, _, _ = _rewards_and_groups(rewards, group_ids)
+    counts, _ = as_float64(outcome_counts, "outcome_counts")
+    if counts.shape != values.shape:
+        raise ValueError(f"outcome_counts must have the shape of rewards {values.shape}, got {counts.shape}")
+    if not (counts >= 1).all() or not np.isfinite(counts).all():
+        raise ValueError("outcome_counts must be counts >= 1 (this batch included)")
+    return kind.give_back(values + coef / np.sqrt(counts))
+
+
+class OutcomeCounts:
+    """Running counts of (prompt, answer) pairs across batches, for :func:`outcome_ucb_rewards`."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, Any], int] = {}
+
+    def update(self, prompts: list[Any], outcomes: list[Any], *, record: bool = True) -> np.ndarray:
+        """``[n]`` each sample's count ``N(x_i, a_i)``, this batch included; ``record=False`` (evaluation)
+        leaves the running counts as they were."""
+        if len(prompts) != len(outcomes):
+            raise ValueError(f"prompts and outcomes must pair up, got {len(prompts)} and {len(outcomes)}")
+        keys = [(repr(p), a) for p, a in zip(prompts, outcomes)]
+        batch: dict[tuple[Any, Any], int] = {}
+        for key in keys:
+            batch[key] = batch.get(key, 0) + 1
+        totals = {key: self.counts.get(key, 0) + n for key, n in batch.items()}
+        if record:
+            self.counts.update(totals)
+        return np.array([totals[key] for key in keys], dtype=np.int64)
 
 
 def _binary(values: np.ndarray, name: str) -> np.ndarray:

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=seed, nargs="+", default=None, help="seeds (default 0)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="methods compared (default: vanilla mara): vanilla, mara, entropy, adaptive_entropy and the "
-                   "transforms of mara_rl.transforms (unlikeliness, pkpo, outcome_batch, passk_advantage, grpo_passk); "
+                   "transforms of mara_rl.transforms (unlikeliness, pkpo, outcome_batch, outcome_ucb, passk_advantage, "
+                   "grpo_passk); "
                    "a bare name runs its recommended knob value and one each side, NAME=VALUE one setting")
     p.add_argument("--report", action="store_true",
                    help="train nothing: rewrite the table, figures and method comparison of OUT from its finished runs "

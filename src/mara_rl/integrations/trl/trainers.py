@@ -68,7 +68,8 @@ folded into the reward columns like MARA's; an advantage transform (``passk_adva
 ``grpo_passk``) replaces TRL's advantages for the batch (GRPO only: RLOO's KL lives in its rewards).
 Transforms that rank by the policy's likelihood get ``log pi(y|x)`` from TRL's own policy pass when it
 made one, else from one extra no-grad pass on the inputs of TRL's reference pass (so they need
-``beta > 0``). Outcome transforms read each completion's stripped text as its answer.
+``beta > 0``). Outcome transforms read each completion's stripped text as its answer; ``outcome_ucb``
+counts (prompt, answer) pairs over the training run (in memory: a resumed run starts counting anew).
 
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
@@ -166,7 +167,8 @@ _MARA_HELP = {
     "prefix, in the loss; bounded weights at any length) or 'sequence' (score-function estimator over whole "
     "completions, weight pi_ref(y|x)/pi(y|x)).",
     "reward_transform": "Name of a reward or advantage transform of mara_rl.transforms (a rival of MARA: "
-    "'unlikeliness', 'pkpo', 'outcome_batch', 'passk_advantage', 'grpo_passk'), applied where MARA is applied.",
+    "'unlikeliness', 'pkpo', 'outcome_batch', 'outcome_ucb', 'passk_advantage', 'grpo_passk'), applied where MARA "
+    "is applied.",
     "reward_transform_value": "The transform's knob (default: its paper's or engine's recommended value).",
     "scale_rewards": "GRPO's reward scaling: 'group', 'batch' or 'none'. Default: 'none' with mara=True (MARA's "
     "target is uniform only unscaled; 'group' or 'batch' then warn), else TRL's 'group'.",
@@ -354,6 +356,7 @@ class _MaraMixin:
         self._mara_clip_range: tuple[float, float] | None = None
         self._mara_scoring_call: tuple[Any, ...] | None = None  # inputs of the last scoring pass
         self._mara_advantages: torch.Tensor | None = None  # gathered advantages of an advantage transform
+        self._mara_outcome_counts: Any = None  # (prompt, answer) counts of the run, for outcome_ucb
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -471,7 +474,7 @@ class _MaraMixin:
         scorable = ~torch.isnan(rewards_per_func).all(dim=1)
         rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
         if self.beta == 0.0:  # no KL term, so no reference pass: only a transform can be on
-            new_rewards = self._apply_transform(rewards, scorable, scorable, completions)
+            new_rewards = self._apply_transform(rewards, scorable, scorable, prompts, completions)
             return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
                                      torch.where(scorable, new_rewards, 0.0))
         ref_pass = self._mara_reference_pass()
@@ -485,7 +488,7 @@ class _MaraMixin:
         if self._mara_setting("mara", False):
             self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
         elif self._transform() is not None:
-            new_rewards = self._apply_transform(rewards, scorable, scorable & in_loss.bool(), completions)
+            new_rewards = self._apply_transform(rewards, scorable, scorable & in_loss.bool(), prompts, completions)
         if self._mara_forward():
             self._mara_kl_ref_logps = kl_ref_logps
             if self._mara_token_forward():
@@ -504,7 +507,7 @@ class _MaraMixin:
                                  torch.where(scorable, new_rewards, 0.0))
 
     def _apply_transform(self, rewards: torch.Tensor, scorable: torch.Tensor, eligible: torch.Tensor,
-                         completions: list[Any]) -> torch.Tensor:
+                         prompts: list[Any], completions: list[Any]) -> torch.Tensor:
         """The named transform on the eligible gathered samples, one group per prompt (see the module docstring).
 
         Returns the new rewards; an advantage transform keeps them and leaves its advantages (zero outside
@@ -515,10 +518,19 @@ class _MaraMixin:
         inputs: dict[str, Any] = {}
         if "policy_logprobs" in transform.needs:
             inputs["policy_logprobs"] = self._mara_policy_logps()[eligible]
-        if "outcomes" in transform.needs:
+        if {"outcomes", "outcome_counts"} & set(transform.needs):
             texts = gather_object(completions)
             answers = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in texts]
-            inputs["outcomes"] = [a for a, keep in zip(answers, eligible.tolist()) if keep]
+            answers = [a for a, keep in zip(answers, eligible.tolist()) if keep]
+            inputs["outcomes"] = answers
+            if "outcome_counts" in transform.needs:
+                from mara_rl.transforms import OutcomeCounts
+
+                if self._mara_outcome_counts is None:
+                    self._mara_outcome_counts = OutcomeCounts()
+                asked = [p for p, keep in zip(gather_object(prompts), eligible.tolist()) if keep]
+                inputs["outcome_counts"] = self._mara_outcome_counts.update(asked, answers,
+                                                                            record=self.model.training)
         new_rewards = rewards.clone()
         if not eligible.any():
             return new_rewards
