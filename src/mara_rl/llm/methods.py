@@ -171,10 +171,15 @@ def _sd(values: list[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def write_comparison(results: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """``methods.md`` at ``path``: the best setting of every method and each run's breakdown count."""
+def write_comparison(results: list[dict[str, Any]], path: Path, planned: int | None = None) -> list[dict[str, Any]]:
+    """``methods.md`` at ``path``: the best setting of every method and each run's breakdown count.
+
+    ``planned``: the size of the sweep's grid, to say how much of it the table rests on.
+    """
     rows = best_settings(results)
+    done = f"{len(results)} of {planned} planned runs finished. " if planned is not None else ""
     lines = ["# Anti-collapse methods on '1 or 2': best setting of each", "",
+             f"{done}Methods: {', '.join(sorted({r['method'] for r in results}))}.", "",
              f"Best setting: the (setting, beta, KL) cell of highest mean answer entropy among those with mean "
              f"reward >= {REWARD_BAR} (else of highest reward). Entropy is the normalised entropy of the valid "
              "answers (1 = 50/50). p: Welch t-test of the per-seed entropies against MARA's best cell "

@@ -422,7 +422,7 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     if set(cfg.methods) - {"vanilla", "mara"}:
         from mara_rl.llm.methods import plot_fronts, write_comparison
 
-        metrics["methods"] = write_comparison(results, out / "methods.md")
+        metrics["methods"] = write_comparison(results, out / "methods.md", planned=len(grid))
         plot_fronts(results, reference, out / "methods.png")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
