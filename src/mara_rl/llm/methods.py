@@ -215,10 +215,12 @@ def plot_fronts(results: list[dict[str, Any]], reference: dict[str, Any], path: 
         point = (_mean([r["reward"] for r in runs]), _mean([r["entropy"] for r in runs]))
         families.setdefault(parse_label(label)[0], []).append(point)
     order = [n for n in method_names() if n in families]
-    colors = plt.get_cmap("tab10")
+    palette = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan",
+               "tab:orange", "black", "gold"]
+    rivals = [n for n in method_names() if n not in ("vanilla", "mara")]
     fig, ax = plt.subplots(figsize=(7.0, 4.8))
-    for i, family in enumerate(order):
-        color = "tab:red" if family == "mara" else "tab:blue" if family == "vanilla" else colors((i + 2) % 10)
+    for family in order:
+        color = {"mara": "tab:red", "vanilla": "tab:blue"}.get(family) or palette[rivals.index(family) % len(palette)]
         points = families[family]
         ax.scatter([p[1] for p in points], [p[0] for p in points], color=color, s=22, alpha=0.6, edgecolors="none")
         front = pareto_front(points)
