@@ -153,3 +153,39 @@ def test_group_size_and_methods_flags_reach_the_stored_config(tmp_path, monkeypa
     # Resuming with another group size is refused, naming the setting.
     with pytest.raises(ValueError, match="num_generations"):
         one_or_two._check_stored_config(SweepConfig(**{**seen["cfg"].__dict__, "num_generations": 8}), out)
+
+
+def test_sweep_compares_named_methods_and_reports_finished_runs(tmp_path):
+    from mara_rl.llm.methods import config_kwargs, expand_methods
+
+    methods = expand_methods(["vanilla", "mara", "pkpo=2", "entropy=0.01", "grpo_passk"])
+    cfg = tiny_sweep_config(tmp_path, kl_directions=("reverse",), methods=methods, seeds=(0, 1))
+    out = tmp_path / "sweep"
+    metrics = run_sweep(cfg, out)
+    assert {r["method"] for r in metrics["runs"]} == set(methods)
+    assert (out / "runs" / "beta0.01-reverse-pkpo=2-seed1.json").is_file()
+    for name in ("methods.md", "methods.png"):
+        assert (out / name).stat().st_size > 0, name
+    best = {row["family"]: row for row in metrics["methods"]}
+    assert set(best) == {"vanilla", "mara", "pkpo", "entropy", "grpo_passk"}
+    assert all(row["seeds"] == 2 for row in best.values())
+    assert "p vs MARA" in (out / "methods.md").read_text()
+    # --report: nothing trained, the table rebuilt from whatever finished
+    (out / "runs" / "beta0.01-reverse-vanilla-seed1.json").unlink()
+    report = run_sweep(cfg, out, train=False)
+    assert len(report["runs"]) == len(metrics["runs"]) - 1
+    assert config_kwargs("entropy=0.01", 1.0) == {"entropy_coef": 0.01}
+    assert config_kwargs("mara", 0.5) == {"mara": True, "mara_tau": 0.5}
+    assert config_kwargs("pkpo=2", 1.0) == {"reward_transform": "pkpo", "reward_transform_value": 2.0}
+
+
+def test_a_sweep_folder_from_before_the_methods_option_still_resumes(tmp_path):
+    """Old folders store methods ("vanilla", "mara") and runs without knob fields: same config, same names."""
+    cfg = tiny_sweep_config(tmp_path, kl_directions=("reverse",))
+    out = tmp_path / "old"
+    run_sweep(cfg, out)
+    runs = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert runs == ["beta0.01-reverse-mara-seed0.json", "beta0.01-reverse-vanilla-seed0.json"]
+    assert json.loads((out / "config.json").read_text())["methods"] == ["vanilla", "mara"]
+    assert not (out / "methods.md").exists()
+    run_sweep(cfg, out)  # resumes without retraining or complaint

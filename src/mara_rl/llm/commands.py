@@ -27,10 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/one-or-two", help="output folder (default: runs/one-or-two)")
     p.add_argument("--betas", type=positive_float, nargs="+", default=None, help="KL coefficients (default 0.001 0.01 0.02 0.03)")
     p.add_argument("--kl", nargs="+", choices=("reverse", "forward"), default=None, help="KL directions (default both)")
-    p.add_argument("--methods", nargs="+", choices=("vanilla", "mara"), default=None, help="methods (default both)")
     p.add_argument("--seeds", type=seed, nargs="+", default=None, help="seeds (default 0)")
     p.add_argument("--num-generations", type=int_at_least(2), default=None,
                    help="completions sampled per prompt, the GRPO group and MARA's anchor group (default 16)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="methods compared (default: vanilla mara): vanilla, mara, entropy, adaptive_entropy and the "
+                   "transforms of mara_rl.transforms (unlikeliness, pkpo, outcome_batch, outcome_ucb, passk_advantage, "
+                   "grpo_passk); "
+                   "a bare name runs its recommended knob value and one each side, NAME=VALUE one setting")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: rewrite the table, figures and method comparison of OUT from its finished runs "
+                   "(with OUT's stored settings)")
     p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps per run (default 250)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy CPU)")
@@ -81,18 +88,32 @@ def _one_or_two(args: argparse.Namespace) -> int:
     from mara_rl.llm.one_or_two import QUICK, SweepConfig, run_sweep
 
     out = check_output_dir(args.out, "--out")
+    if args.report:
+        from mara_rl.llm.one_or_two import stored_config
+
+        cfg = stored_config(out)
+        metrics = run_sweep(cfg, out, train=False)
+        print((out / ("methods.md" if "methods" in metrics else "summary.md")).read_text())
+        print(f"wrote {out}/ from {len(metrics['runs'])} finished runs")
+        return 0
     if args.model is not None:
         check_model(args.model)
     else:
         _check_cache_dir(args.cache_dir)
     settings = dict(QUICK) if args.quick else {}
-    for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("methods", args.methods),
-                       ("seeds", args.seeds)):
+    for key, value in (("betas", args.betas), ("kl_directions", args.kl), ("seeds", args.seeds)):
         if value is not None:
             settings[key] = tuple(value)
     for key, value in (("steps", args.steps), ("num_generations", args.num_generations)):
         if value is not None:
             settings[key] = value
+    if args.methods is not None:
+        from mara_rl.llm.methods import expand_methods
+
+        try:
+            settings["methods"] = expand_methods(args.methods)
+        except ValueError as err:
+            raise ValueError(f"--methods: {err}") from None
     cfg = SweepConfig(model=args.model, cache_dir=args.cache_dir, **settings)
     if args.threads is not None:
         import torch

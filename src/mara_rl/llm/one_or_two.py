@@ -81,8 +81,14 @@ class SweepConfig:
             raise ValueError(f"steps and eval_every must be >= 1, got {self.steps} and {self.eval_every}")
         if any(b <= 0 for b in self.betas):
             raise ValueError(f"betas must all be > 0 (MARA is inert at beta = 0), got {self.betas}")
-        if not set(self.methods) <= {"vanilla", "mara"}:
-            raise ValueError(f"methods must be drawn from ('vanilla', 'mara'), got {self.methods}")
+        from mara_rl.llm.methods import expand_methods
+
+        try:
+            labels = expand_methods(self.methods)
+        except ValueError as err:
+            raise ValueError(f"methods: {err}") from None
+        if labels != tuple(self.methods):
+            raise ValueError(f"methods must be labels with their settings {labels}, got {self.methods}")
         if not set(self.kl_directions) <= {"reverse", "forward"}:
             raise ValueError(f"kl_directions must be drawn from ('reverse', 'forward'), got {self.kl_directions}")
 
@@ -141,8 +147,9 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_prompt, random_choice_reward
     from mara_rl.integrations.trl.trainers import MaraGRPOConfig, MaraGRPOTrainer
+    from mara_rl.llm.methods import config_kwargs
+    from mara_rl.llm.tasks import random_choice_dataset_rows, random_choice_prompt, random_choice_reward
 
     model_path, tokenizer = load_policy(cfg)
     prompt = random_choice_prompt(cfg.options)
@@ -161,8 +168,7 @@ def train_run(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, ou
         max_steps=cfg.steps,
         beta=beta,
         kl_direction=kl,
-        mara=method == "mara",
-        mara_tau=cfg.mara_tau if method == "mara" else None,
+        **config_kwargs(method, cfg.mara_tau),
         scale_rewards="none",
         loss_type="grpo",
         seed=seed,
@@ -240,6 +246,7 @@ def plot_pareto(results: list[dict[str, Any]], reference: dict[str, Any], path: 
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     cmaps = {"vanilla": plt.get_cmap("Blues"), "mara": plt.get_cmap("Reds")}
+    results = [r for r in results if r["method"] in cmaps]  # the other methods: methods.png
     markers = {"reverse": "o", "forward": "s"}
     betas = sorted({r["beta"] for r in results})
 
@@ -342,6 +349,16 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def stored_config(out: Path) -> SweepConfig:
+    """The configuration a sweep folder was run with (``config.json``)."""
+    stored = out / "config.json"
+    if not stored.is_file():
+        raise ValueError(f"--report: {out} holds no sweep (no config.json)")
+    values = json.loads(stored.read_text())
+    known = set(SweepConfig.__dataclass_fields__)
+    return SweepConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+
+
 def _check_stored_config(cfg: SweepConfig, out: Path) -> None:
     """A resumed sweep must have the settings its finished runs were trained with."""
     stored = out / "config.json"
@@ -353,11 +370,14 @@ def _check_stored_config(cfg: SweepConfig, out: Path) -> None:
     stored.write_text(json.dumps(wanted, indent=2))
 
 
-def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
+def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out`` and write table, figures and summary.
 
     ``jobs > 1`` trains the missing runs in that many processes, each pinned to one torch thread;
     every run is seeded on its own, so the results are those of ``jobs=1`` on one thread.
+    ``train=False`` trains nothing and reports the grid's runs already finished in ``out``.
+    With methods beyond vanilla and MARA it also writes ``methods.md`` (best setting of each method,
+    Welch p-values against MARA, every run's breakdown) and ``methods.png`` (each method's front).
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -368,7 +388,8 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
-    _check_stored_config(cfg, out)
+    if train:
+        _check_stored_config(cfg, out)
     reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     done = {}
@@ -379,7 +400,9 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
                 done[key] = json.loads(run_file.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise ValueError(f"{run_file} is damaged ({err}); delete it to train that run again") from None
-    todo = [key for key in grid if key not in done]
+    todo = [key for key in grid if key not in done] if train else []
+    if not done and not todo:
+        raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
     progress = tqdm(total=len(grid), initial=len(done), desc="mara llm one-or-two")
     if jobs == 1:
         for key in todo:
@@ -392,7 +415,7 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
                 done[futures[future]] = future.result()
                 progress.update()
     progress.close()
-    results = [done[key] for key in grid]
+    results = [done[key] for key in grid if key in done]
     rows = aggregate(results)
     with open(out / "runs.csv", "w", newline="") as f:
         columns = ["name", "beta", "kl", "method", "seed", "reward", "entropy", "min_valid_rate", "all_invalid",
@@ -406,4 +429,10 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1) -> dict[str, Any]:
     plot_pareto(results, reference, out / "pareto.png")
     plot_curves(results, cfg.betas, out / "curves.png")
     write_summary(rows, reference, out / "summary.md")
+    if set(cfg.methods) - {"vanilla", "mara"}:
+        from mara_rl.llm.methods import plot_fronts, write_comparison
+
+        metrics["methods"] = write_comparison(results, out / "methods.md", planned=len(grid))
+        plot_fronts(results, reference, out / "methods.png")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -81,6 +81,16 @@ metrics (``collapse_metrics``, ``collapse_answer_key``) hook in at the same plac
 returns them, MARA's rewards and anchors, then TRL's output and scoring passes once
 ``_generate_and_score_completions`` has run (``docs/llm.md``, "Recording rollouts and watching collapse").
 
+Rival methods by name: ``reward_transform`` names a transform of :mod:`mara_rl.transforms` (its knob
+``reward_transform_value``; ``None`` is the method's recommended value), applied at MARA's place, on
+the same gathered, per-prompt-grouped, scored samples, instead of MARA. A reward transform's output is
+folded into the reward columns like MARA's; an advantage transform (``passk_advantage``,
+``grpo_passk``) replaces TRL's advantages for the batch (GRPO only: RLOO's KL lives in its rewards).
+Transforms that rank by the policy's likelihood get ``log pi(y|x)`` from TRL's own policy pass when it
+made one, else from one extra no-grad pass on the inputs of TRL's reference pass (so they need
+``beta > 0``). Outcome transforms read each completion's stripped text as its answer; ``outcome_ucb``
+counts (prompt, answer) pairs over the training run (in memory: a resumed run starts counting anew).
+
 With ``mara=False`` and ``kl_direction="reverse"`` both trainers compute exactly what the stock
 trainers compute. MARA's metrics are logged with TRL's to ``report_to``: ``mara/frac_groups_augmented``,
 ``mara/mean_augmentation`` (mean ``r - R`` over augmented samples), ``mara/anchor_ref_logprob``
@@ -100,7 +110,7 @@ from typing import Any, NamedTuple
 
 import torch
 import trl
-from accelerate.utils import gather
+from accelerate.utils import gather, gather_object
 from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import nanstd
@@ -169,8 +179,23 @@ def validate_mara_config(config: Any) -> None:
 
     Raises:
         ValueError: ``mara`` with ``beta == 0`` (``BETA_ZERO_MESSAGE``), a ``beta`` the core rejects
-            (NaN, infinite, negative), ``mara_tau`` with ``multi_objective_aggregation="normalize_then_sum"``.
+            (NaN, infinite, negative), ``mara_tau`` with ``multi_objective_aggregation="normalize_then_sum"``;
+            a ``reward_transform`` with ``mara=True``, with ``normalize_then_sum``, or needing a reference pass at
+            ``beta == 0``.
     """
+    if config.reward_transform is not None:
+        from mara_rl.transforms import get_transform
+
+        transform = get_transform(config.reward_transform)
+        if config.mara:
+            raise ValueError(f"give one of mara=True and reward_transform={config.reward_transform!r}: "
+                             "they are alternatives applied at the same place")
+        if getattr(config, "multi_objective_aggregation", None) == "normalize_then_sum":
+            raise ValueError(f"reward_transform={transform.name!r} acts on the summed task reward: it needs "
+                             "multi_objective_aggregation='sum_then_normalize'")
+        if "policy_logprobs" in transform.needs and config.beta == 0:
+            raise ValueError(f"reward_transform={transform.name!r} ranks by the policy's likelihood, which it "
+                             "computes on the inputs of TRL's reference pass: it needs beta > 0")
     if not config.mara:
         return
     if config.beta == 0:
@@ -206,6 +231,10 @@ _MARA_HELP = {
     "forward_kl_estimator": "With kl_direction='forward': 'token' (exact full-vocabulary forward KL at each sampled "
     "prefix, in the loss; bounded weights at any length) or 'sequence' (score-function estimator over whole "
     "completions, weight pi_ref(y|x)/pi(y|x)).",
+    "reward_transform": "Name of a reward or advantage transform of mara_rl.transforms (a rival of MARA: "
+    "'unlikeliness', 'pkpo', 'outcome_batch', 'outcome_ucb', 'passk_advantage', 'grpo_passk'), applied where MARA "
+    "is applied.",
+    "reward_transform_value": "The transform's knob (default: its paper's or engine's recommended value).",
     "scale_rewards": "GRPO's reward scaling: 'group', 'batch' or 'none'. Default: 'none' with mara=True (MARA's "
     "target is uniform only unscaled; 'group' or 'batch' then warn), else TRL's 'group'.",
 }
@@ -213,13 +242,15 @@ _MARA_HELP = {
 
 @dataclass
 class _MaraFields:
-    """The five fields both configs add; listed after the base config's own fields."""
+    """The fields both configs add; listed after the base config's own fields."""
 
     mara: bool = field(default=False, metadata={"help": _MARA_HELP["mara"]})
     mara_tau: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau"]})
     mara_tau_quantile: float | None = field(default=None, metadata={"help": _MARA_HELP["mara_tau_quantile"]})
     kl_direction: str = field(default="reverse", metadata={"help": _MARA_HELP["kl_direction"]})
     forward_kl_estimator: str = field(default="token", metadata={"help": _MARA_HELP["forward_kl_estimator"]})
+    reward_transform: str | None = field(default=None, metadata={"help": _MARA_HELP["reward_transform"]})
+    reward_transform_value: float | None = field(default=None, metadata={"help": _MARA_HELP["reward_transform_value"]})
 
 
 _RECORD_HELP = {
@@ -488,6 +519,9 @@ class _MaraMixin:
         self._mara_advantages: tuple[torch.Tensor, torch.Tensor] | None = None  # normalize_then_sum: TRL's, ours
         self._mara_update_rewards: torch.Tensor | None = None  # [B] RLOO forward: the rewards its advantages use
         self._mara_tool_mask: list[list[int]] | None = None  # GRPO: _generate's tool / environment-output mask
+        self._mara_scoring_call: tuple[Any, ...] | None = None  # inputs of the last scoring pass
+        self._mara_transform_advantages: torch.Tensor | None = None  # gathered advantages of an advantage transform
+        self._mara_outcome_counts: Any = None  # (prompt, answer) counts of the run, for outcome_ucb
         if not trl_is_tested():
             warnings.warn(
                 f"mara_rl's TRL trainers are tested with TRL {TESTED_TRL}, found {trl.__version__}; "
@@ -498,6 +532,10 @@ class _MaraMixin:
         super().__init__(*args, **kwargs)
         if self._mara_token_forward():
             check_token_estimator_model(self.model)
+        transform = self._transform()
+        if transform is not None and transform.kind == "advantage" and not isinstance(self, GRPOTrainer):
+            raise ValueError(f"reward_transform={transform.name!r} replaces the advantages: GRPO only (RLOO's KL "
+                             "penalty is part of its rewards and would be lost)")
         self._mara_recorder = BatchRecorder(self)
         if self.accelerator.is_main_process:
             logger.warning(mara_settings_message(self))  # once per trainer, visible without logging set up
@@ -516,7 +554,15 @@ class _MaraMixin:
         return self._mara_token_forward()
 
     def _mara_rewrites_rewards(self) -> bool:
-        return bool(self._mara_setting("mara", False)) or self._mara_forward()
+        return bool(self._mara_setting("mara", False)) or self._mara_forward() or self._transform() is not None
+
+    def _transform(self) -> Any:
+        name = self._mara_setting("reward_transform", None)
+        if name is None:
+            return None
+        from mara_rl.transforms import get_transform
+
+        return get_transform(name)
 
     @contextmanager
     def _mara_capture(self, window: str) -> Iterator[None]:
@@ -537,6 +583,7 @@ class _MaraMixin:
             )
         states = torch.cat(hidden) if hidden else None
         if self._mara_window == "scoring":
+            self._mara_scoring_call = (input_ids, attention_mask, logits_to_keep, args, kwargs)
             self._mara_passes.append(_LogprobPass(model, out[0], attention_mask[:, -logits_to_keep:], states))
         elif self._mara_window == "loss":
             self._mara_loss_pass = (out[0], states)
@@ -561,6 +608,9 @@ class _MaraMixin:
         if self._mara_advantages is not None:
             self._mara_set_advantages(output, *self._mara_advantages)
         self._mara_task_rewards = self._mara_advantages = self._mara_update_rewards = None
+        if self._mara_transform_advantages is not None:
+            output["advantages"] = self._mara_local(self._mara_transform_advantages, output["advantages"].size(0))
+            self._mara_transform_advantages = None
         if self._mara_kl_ref_logps is not None:
             output["mara_ref_logps"] = self._mara_local(self._mara_kl_ref_logps, output["advantages"].size(0))
         output.update(self._mara_token_inputs)
@@ -595,6 +645,14 @@ class _MaraMixin:
         weights = self.reward_weights.to(rewards_per_func.device)
         if not (weights != 0).any():
             raise ValueError("mara / kl_direction='forward' need a reward function with a non-zero weight")
+        raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
+        scorable = ~torch.isnan(rewards_per_func).all(dim=1)
+        if self.beta == 0.0:  # no KL term, so no reference pass: only a transform can be on
+            rewards = raw if self._mara_clip_range is None else raw.clamp(*self._mara_clip_range)
+            new_rewards = self._apply_transform(rewards, scorable, scorable, prompts, completions)
+            self._mara_task_rewards = rewards_per_func
+            return fold_into_columns(rewards_per_func, weights, torch.where(scorable, raw, 0.0),
+                                     torch.where(scorable, new_rewards, 0.0))
         ref_pass = self._mara_reference_pass()
         mask = self._mara_model_tokens(ref_pass.mask)
         local = torch.stack(
@@ -602,8 +660,6 @@ class _MaraMixin:
         )
         ref_logps, in_loss = gather(local).unbind(dim=1)
 
-        raw = (rewards_per_func * weights[None, :]).nansum(dim=1)
-        scorable = ~torch.isnan(rewards_per_func).all(dim=1)
         if self._mara_normalizes_then_sums():  # MARA acts on the normalised rewards the update uses
             rewards = normalize_then_sum(rewards_per_func, weights, self._mara_group_size())
         else:
@@ -612,6 +668,8 @@ class _MaraMixin:
         if self._mara_setting("mara", False):
             anchors = self._mara_augment(rewards, ref_logps, scorable, in_loss.bool(), new_rewards, kl_ref_logps)
             self._mara_recorder.augmented(torch.where(scorable, new_rewards, torch.nan), anchors)
+        elif self._transform() is not None:
+            new_rewards = self._apply_transform(rewards, scorable, scorable & in_loss.bool(), prompts, completions)
         if self._mara_forward():
             self._mara_kl_ref_logps = kl_ref_logps
             if self._mara_token_forward():
@@ -684,6 +742,58 @@ class _MaraMixin:
             group = self._mara_group_size()
             std = nanstd(self._mara_update_rewards.view(-1, group), dim=1) if group > 1 else torch.zeros(1)
             metrics["frac_reward_zero_std"][-1] = torch.isclose(std, torch.zeros_like(std)).float().mean().item()
+
+    def _apply_transform(self, rewards: torch.Tensor, scorable: torch.Tensor, eligible: torch.Tensor,
+                         prompts: list[Any], completions: list[Any]) -> torch.Tensor:
+        """The named transform on the eligible gathered samples, one group per prompt (see the module docstring).
+
+        Returns the new rewards; an advantage transform keeps them and leaves its advantages (zero outside
+        ``eligible``) in ``self._mara_transform_advantages``.
+        """
+        transform = self._transform()
+        group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+        inputs: dict[str, Any] = {}
+        if "policy_logprobs" in transform.needs:
+            inputs["policy_logprobs"] = self._mara_policy_logps()[eligible]
+        if {"outcomes", "outcome_counts"} & set(transform.needs):
+            texts = gather_object(completions)
+            answers = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in texts]
+            answers = [a for a, keep in zip(answers, eligible.tolist()) if keep]
+            inputs["outcomes"] = answers
+            if "outcome_counts" in transform.needs:
+                from mara_rl.transforms import OutcomeCounts
+
+                if self._mara_outcome_counts is None:
+                    self._mara_outcome_counts = OutcomeCounts()
+                asked = [p for p, keep in zip(gather_object(prompts), eligible.tolist()) if keep]
+                inputs["outcome_counts"] = self._mara_outcome_counts.update(asked, answers,
+                                                                            record=self.model.training)
+        new_rewards = rewards.clone()
+        if not eligible.any():
+            return new_rewards
+        out = transform(rewards[eligible], group_ids=group_ids[eligible],
+                        value=self._mara_setting("reward_transform_value", None), **inputs)
+        if transform.kind == "advantage":
+            self._mara_transform_advantages = torch.zeros_like(rewards)
+            self._mara_transform_advantages[eligible] = out.to(rewards.dtype)
+        else:
+            new_rewards[eligible] = out.to(rewards.dtype)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["mara/reward_raw"].append(float(rewards[scorable].mean()))
+        return new_rewards
+
+    def _mara_policy_logps(self) -> torch.Tensor:
+        """Gathered sequence ``log pi(y|x)`` of the batch under the current policy (no grad)."""
+        passes = self._mara_passes
+        if len(passes) >= 2 and passes[0].model is self.model:
+            per_token, mask = passes[0].per_token_logps, passes[0].mask
+        else:
+            input_ids, attention_mask, logits_to_keep, args, kwargs = self._mara_scoring_call
+            with torch.no_grad():
+                per_token = super()._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)[0]
+            mask = attention_mask[:, -logits_to_keep:]
+        return gather(sequence_logprobs(per_token.float(), mask))
 
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval

@@ -1,0 +1,97 @@
+"""Named transforms inside MaraGRPOTrainer / MaraRLOOTrainer: the batch's advantages are the core's."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+
+from mara_rl.integrations.trl.trainers import (  # noqa: E402
+    MaraGRPOConfig,
+    MaraGRPOTrainer,
+    MaraRLOOConfig,
+    MaraRLOOTrainer,
+)
+from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
+from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
+from mara_rl.transforms import OutcomeCounts, get_transform  # noqa: E402
+
+NUM_GENERATIONS = 4
+
+
+def parity_reward(completion_ids, **kwargs):
+    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-untrained")
+    model, tokenizer = tiny_untrained_model(seed=0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
+        max_completion_length=4, beta=0.1, learning_rate=1e-3, max_steps=1, logging_steps=1, report_to="none",
+        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False, scale_rewards="none",
+    )
+    settings.update(overrides)
+    if config_cls is MaraRLOOConfig:
+        settings.pop("scale_rewards")
+    dataset = Dataset.from_list(random_choice_dataset_rows(num_prompts=32))
+    return trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
+                       train_dataset=dataset)
+
+
+def policy_sequence_logprobs(trainer, out):
+    """log pi(y|x) over TRL's completion mask, by a plain forward pass of the policy."""
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    logp = torch.log_softmax(logits / trainer.temperature, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+    t = out["completion_ids"].size(1)
+    return (logp[:, -t:] * out["completion_mask"]).sum(dim=1)
+
+
+@pytest.mark.parametrize("name,value", [("unlikeliness", 0.5), ("pkpo", 2), ("outcome_batch", 0.5), ("outcome_ucb", 1.0),
+                                        ("passk_advantage", 2), ("grpo_passk", None)])
+@pytest.mark.parametrize("beta", [0.1, 0.0])
+def test_grpo_advantages_are_those_of_the_core_transform(name, value, beta, model_dir, tmp_path):
+    transform = get_transform(name)
+    if beta == 0.0 and "policy_logprobs" in transform.needs:
+        pytest.skip("needs a reference pass")
+    trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, reward_transform=name,
+                           reward_transform_value=value, beta=beta)
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer._generate_and_score_completions(batch)
+    kept = [ids[m.bool()].tolist() for ids, m in zip(out["completion_ids"], out["completion_mask"])]
+    rewards = torch.tensor(parity_reward(kept), dtype=torch.float64)
+    groups = torch.arange(len(rewards)) // NUM_GENERATIONS
+    inputs = {}
+    if "policy_logprobs" in transform.needs:
+        inputs["policy_logprobs"] = policy_sequence_logprobs(trainer, out).double()
+    if "outcomes" in transform.needs:
+        inputs["outcomes"] = [trainer.processing_class.decode(ids, skip_special_tokens=True).strip() for ids in kept]
+    if "outcome_counts" in transform.needs:  # a fresh run: the counts are this batch's
+        answers = [trainer.processing_class.decode(ids, skip_special_tokens=True).strip() for ids in kept]
+        inputs["outcome_counts"] = OutcomeCounts().update([x["prompt"] for x in batch], answers)
+    result = transform(rewards, group_ids=groups, value=value, **inputs).float()
+    if transform.kind == "reward":
+        result = result - result.view(-1, NUM_GENERATIONS).mean(dim=1).repeat_interleave(NUM_GENERATIONS)
+    assert torch.allclose(out["advantages"], result, atol=1e-4)
+
+
+def test_transform_config_errors(model_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown transform 'nope'"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="nope", use_cpu=True)
+    with pytest.raises(ValueError, match="alternatives"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="pkpo", mara=True, beta=0.1, use_cpu=True)
+    with pytest.raises(ValueError, match="beta > 0"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="unlikeliness", beta=0.0, use_cpu=True)
+    with pytest.raises(ValueError, match="GRPO only"):
+        make_trainer(MaraRLOOTrainer, MaraRLOOConfig, model_dir, tmp_path, reward_transform="grpo_passk")
