@@ -127,7 +127,7 @@ def is_truncated(ids: list[int], pad_token_id: int = 0) -> bool:
 
 def parity_reward(completion_ids, **kwargs):
     """1 when the first completion token id is even: about half the samples are 'good'."""
-    return [float(ids[0] % 2 == 0) for ids in completion_ids]
+    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
 
 
 def length_reward(completion_ids, **kwargs):

@@ -10,12 +10,11 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
-from _trl_helpers import save_tiny_arch_model  # noqa: E402
+from _trl_helpers import parity_reward, save_tiny_arch_model  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
 from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraGRPOConfig,
     MaraGRPOTrainer,
@@ -25,20 +24,6 @@ from mara_rl.integrations.trl.trainers import (  # noqa: E402
 )
 
 NUM_GENERATIONS = 4
-
-
-def parity_reward(completion_ids, **kwargs):
-    """1 when the first completion token id is even: about half the samples are 'good'."""
-    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-untrained")
-    model, tokenizer = tiny_untrained_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):

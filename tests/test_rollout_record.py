@@ -127,20 +127,7 @@ def test_collapse_metrics_by_hand():
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-
-def parity_reward(completion_ids, **kwargs):
-    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from mara_rl.llm.tiny import tiny_untrained_model
-
-    path = tmp_path_factory.mktemp("tiny-untrained")
-    model, tokenizer = tiny_untrained_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+from _trl_helpers import parity_reward  # noqa: E402
 
 
 def recorded_run(trainer_cls, config_cls, model_dir, tmp_path, steps=2, peft_config=None, **overrides):

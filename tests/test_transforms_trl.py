@@ -5,6 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from _trl_helpers import parity_reward  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from mara_rl.integrations.trl.trainers import (  # noqa: E402
@@ -14,23 +15,9 @@ from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraRLOOTrainer,
 )
 from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
-from mara_rl.llm.tiny import tiny_untrained_model  # noqa: E402
 from mara_rl.transforms import OutcomeCounts, get_transform  # noqa: E402
 
 NUM_GENERATIONS = 4
-
-
-def parity_reward(completion_ids, **kwargs):
-    return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-untrained")
-    model, tokenizer = tiny_untrained_model(seed=0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
