@@ -178,7 +178,6 @@ CLI_ERRORS = [
     pytest.param(["llm", "one-or-two", "--betas", "inf"], "mara llm one-or-two", "finite", id="llm-betas-inf"),
     pytest.param(["llm", "one-or-two", "--steps", "0"], "mara llm one-or-two", "--steps: must be >= 1", id="llm-steps-zero"),
     pytest.param(["llm", "one-or-two", "--num-generations", "1"], "mara llm one-or-two", "--num-generations: must be >= 2", id="llm-num-generations-one"),
-    pytest.param(["llm", "one-or-two", "--methods", "ppo"], "mara llm one-or-two", "invalid choice", id="llm-methods-unknown"),
     pytest.param(["llm", "one-or-two", "--seeds", "0", "-1"], "mara llm one-or-two", "--seeds: must be >= 0", id="llm-seeds-negative"),
     pytest.param(["llm", "one-or-two", "--seeds", "4294967296"], "mara llm one-or-two", "--seeds: must be <= 4294967295",
                  id="llm-seeds-too-large"),

@@ -1,6 +1,7 @@
 """The one-or-two sweep end to end on a tiny untrained model (seconds), and the tiny-model helpers."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from mara_rl.llm.one_or_two import SweepConfig, aggregate, pareto_front, run_sweep, train_run  # noqa: E402
+from mara_rl.llm.sweep import check_stored_config  # noqa: E402
 from mara_rl.llm.tiny import build_tokenizer, cache_root, tiny_untrained_model  # noqa: E402
 
 
@@ -137,7 +139,7 @@ def test_group_size_and_methods_flags_reach_the_stored_config(tmp_path, monkeypa
     seen = {}
 
     def capture(cfg, out, jobs=1):
-        one_or_two._check_stored_config(cfg, out)
+        check_stored_config(asdict(cfg), out)
         seen["cfg"] = cfg
         raise SystemExit(0)
 
@@ -152,7 +154,7 @@ def test_group_size_and_methods_flags_reach_the_stored_config(tmp_path, monkeypa
     assert json.loads((out / "config.json").read_text())["num_generations"] == 4
     # Resuming with another group size is refused, naming the setting.
     with pytest.raises(ValueError, match="num_generations"):
-        one_or_two._check_stored_config(SweepConfig(**{**seen["cfg"].__dict__, "num_generations": 8}), out)
+        check_stored_config(asdict(SweepConfig(**{**seen["cfg"].__dict__, "num_generations": 8})), out)
 
 
 def test_sweep_compares_named_methods_and_reports_finished_runs(tmp_path):

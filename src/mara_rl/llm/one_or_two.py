@@ -26,7 +26,7 @@ uniform target; unscaled, reward and KL term keep the relative scale the target 
 
 The sweep (beta x KL direction x method x seed) writes into its folder: ``config.json``,
 ``runs/<run>.json`` (one per finished run: the sweep resumes by skipping them; ``jobs > 1`` trains
-runs in that many processes, each on one torch thread), ``metrics.json``,
+runs in that many processes, each on one torch thread; :mod:`mara_rl.llm.sweep`), ``metrics.json``,
 ``runs.csv`` (per-run table), ``pareto.png`` (reward vs answer entropy with the Pareto front),
 ``curves.png``, ``summary.md`` and ``records/<run>/``: each run's rollout record (every training
 completion with its reward and sequence log pi_ref, :mod:`mara_rl.integrations.record`), which
@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,23 +331,6 @@ def write_summary(rows: list[dict[str, Any]], reference: dict[str, Any], path: P
     path.write_text("\n".join(lines) + "\n")
 
 
-def _train_and_store(cfg: SweepConfig, beta: float, kl: str, method: str, seed: int, out: Path) -> dict[str, Any]:
-    """Train one run and write ``out/runs/<run>.json`` (renamed into place, so a kill leaves no torn file)."""
-    name = run_name(beta, kl, method, seed)
-    result = train_run(cfg, beta, kl, method, seed, out / "trainer" / name, record_dir=out / "records" / name)
-    run_file = out / "runs" / f"{name}.json"
-    partial = run_file.with_suffix(f".json.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(result, indent=2))
-    partial.replace(run_file)
-    return result
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def stored_config(out: Path) -> SweepConfig:
     """The configuration a sweep folder was run with (``config.json``)."""
     stored = out / "config.json"
@@ -357,17 +339,6 @@ def stored_config(out: Path) -> SweepConfig:
     values = json.loads(stored.read_text())
     known = set(SweepConfig.__dataclass_fields__)
     return SweepConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
-
-
-def _check_stored_config(cfg: SweepConfig, out: Path) -> None:
-    """A resumed sweep must have the settings its finished runs were trained with."""
-    stored = out / "config.json"
-    wanted = json.loads(json.dumps(asdict(cfg)))
-    previous = json.loads(stored.read_text()) if stored.exists() else wanted
-    if previous != wanted:
-        changed = sorted(k for k in previous.keys() | wanted.keys() if previous.get(k) != wanted.get(k))
-        raise ValueError(f"{out} holds a sweep with other settings ({', '.join(changed)}); use another --out")
-    stored.write_text(json.dumps(wanted, indent=2))
 
 
 def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True) -> dict[str, Any]:
@@ -379,43 +350,23 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     With methods beyond vanilla and MARA it also writes ``methods.md`` (best setting of each method,
     Welch p-values against MARA, every run's breakdown) and ``methods.png`` (each method's front).
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    from tqdm.auto import tqdm
+    from mara_rl.llm.sweep import check_stored_config, finished_runs, run_grid
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "runs").mkdir(exist_ok=True)
     if train:
-        _check_stored_config(cfg, out)
+        check_stored_config(asdict(cfg), out)
     reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
-    done = {}
-    for key in grid:
-        run_file = out / "runs" / f"{run_name(*key)}.json"
-        if run_file.exists():
-            try:
-                done[key] = json.loads(run_file.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{run_file} is damaged ({err}); delete it to train that run again") from None
-    todo = [key for key in grid if key not in done] if train else []
-    if not done and not todo:
-        raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
-    progress = tqdm(total=len(grid), initial=len(done), desc="mara llm one-or-two")
-    if jobs == 1:
-        for key in todo:
-            done[key] = _train_and_store(cfg, *key, out)
-            progress.update()
+    runs = {run_name(*key): (cfg, *key, out / "trainer" / run_name(*key), out / "records" / run_name(*key))
+            for key in grid}
+    if train:
+        results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm one-or-two").values())
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            futures = {pool.submit(_train_and_store, cfg, *key, out): key for key in todo}
-            for future in as_completed(futures):
-                done[futures[future]] = future.result()
-                progress.update()
-    progress.close()
-    results = [done[key] for key in grid if key in done]
+        results = list(finished_runs(out, list(runs)).values())
+        if not results:
+            raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
     rows = aggregate(results)
     with open(out / "runs.csv", "w", newline="") as f:
         columns = ["name", "beta", "kl", "method", "seed", "reward", "entropy", "min_valid_rate", "all_invalid",

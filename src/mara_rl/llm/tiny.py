@@ -14,6 +14,11 @@ The trained model is saved under ``<cache>/tiny-random-choice-v1`` and reused; t
 directory is the ``cache_dir`` argument, else ``$MARA_RL_CACHE``, else ``~/.cache/mara-rl``.
 ``tiny_reference_path()`` gives that folder, which TRL trainers accept as a model id.
 ``tiny_untrained_model()`` gives the same architecture at random init, for fast mechanics tests.
+
+The pieces are generic so other local tasks build their own reference the same way (the creative
+task, ``mara_rl.llm.creative_task``): :func:`word_tokenizer` over a word list, :func:`pretrain` on any
+``sample_line(rng) -> (prompt, answer)`` corpus, and :func:`build_cached_model`, which builds into a
+temporary folder and renames it into place.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from mara_rl._cache import cache_root
 from mara_rl.llm.tasks import ONE_OR_TWO, random_choice_prompt
@@ -40,16 +45,15 @@ P_FIRST = 0.9
 CHAT_TEMPLATE = "{% for message in messages %}{% if not loop.first %} {% endif %}{{ message['content'] }}{% endfor %}"
 
 
-def build_tokenizer() -> Any:
-    """Word-level tokenizer covering every ``random_choice`` prompt with digit options 1-9."""
+def word_tokenizer(texts: Iterable[str]) -> Any:
+    """Word-level tokenizer whose vocabulary is ``<pad>``, ``<eos>``, ``<unk>`` (ids 0, 1, 2) and then
+    every whitespace/punctuation-split word of ``texts``, sorted; left padding for generation."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = set()
-    for k in range(2, 10):
-        words.update(pre_tokenizers.Whitespace().pre_tokenize_str(random_choice_prompt(DIGITS[:k])))
-    vocab_words = ["<pad>", "<eos>", "<unk>"] + sorted({w for w, _ in words} | set(DIGITS) | set(INVALID_WORDS))
-    vocab = {w: i for i, w in enumerate(vocab_words)}
+    split = pre_tokenizers.Whitespace().pre_tokenize_str
+    words = {w for text in texts for w, _ in split(text)}
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>"] + sorted(words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
@@ -57,6 +61,11 @@ def build_tokenizer() -> Any:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+def build_tokenizer() -> Any:
+    """Word-level tokenizer covering every ``random_choice`` prompt with digit options 1-9."""
+    return word_tokenizer([random_choice_prompt(DIGITS[:k]) for k in range(2, 10)] + list(DIGITS + INVALID_WORDS))
 
 
 def tiny_config(vocab_size: int) -> Any:
@@ -78,12 +87,12 @@ def tiny_config(vocab_size: int) -> Any:
     )
 
 
-def tiny_untrained_model(seed: int = 0) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` with random weights: fast trainer-mechanics tests, no pre-training."""
+def tiny_untrained_model(seed: int = 0, tokenizer: Any | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` with random weights (default tokenizer: :func:`build_tokenizer`)."""
     import torch
     from transformers import LlamaForCausalLM
 
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config(len(tokenizer)))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -98,6 +107,12 @@ def sample_corpus_answer(options: tuple[str, ...], rng: random.Random) -> str:
     if rng.random() < P_FIRST:
         return options[0]
     return rng.choice(options[1:])
+
+
+def sample_random_choice_line(rng: random.Random) -> tuple[str, str]:
+    """One ``(prompt, answer)`` line of the ``random_choice`` corpus."""
+    options = sample_corpus_options(rng)
+    return random_choice_prompt(options), sample_corpus_answer(options, rng)
 
 
 def sample_corpus_options(rng: random.Random) -> tuple[str, ...]:
@@ -126,22 +141,26 @@ def answer_distribution(model: Any, tokenizer: Any, options: tuple[str, ...] = O
     return out
 
 
-def pretrain(model: Any, tokenizer: Any, *, steps: int = PRE_TRAIN_STEPS, batch_size: int = 64, seed: int = 0) -> None:
-    """Maximum likelihood on freshly sampled corpus lines; loss only on answer tokens and end of sequence."""
+def pretrain(model: Any, tokenizer: Any, *, steps: int = PRE_TRAIN_STEPS, batch_size: int = 64, seed: int = 0,
+             sample_line: Callable[[random.Random], tuple[str, str]] = sample_random_choice_line,
+             learning_rate: float = 3e-3) -> None:
+    """Maximum likelihood on freshly sampled corpus lines ``sample_line(rng) -> (prompt, answer)``
+    (default: the ``random_choice`` corpus); loss only on answer tokens and end of sequence, learning
+    rate decaying linearly to 0."""
     import torch
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
     model.train()
     for _ in tqdm(range(steps), desc="pre-training the tiny reference model", leave=False):
         rows, labels = [], []
         for _ in range(batch_size):
-            options = sample_corpus_options(rng)
-            prompt = tokenizer(random_choice_prompt(options))["input_ids"]
-            answer = tokenizer(sample_corpus_answer(options, rng))["input_ids"] + [tokenizer.eos_token_id]
+            prompt_text, answer_text = sample_line(rng)
+            prompt = tokenizer(prompt_text)["input_ids"]
+            answer = tokenizer(answer_text)["input_ids"] + [tokenizer.eos_token_id]
             rows.append(prompt + answer)
             labels.append([-100] * len(prompt) + answer)
         width = max(len(r) for r in rows)
@@ -157,31 +176,32 @@ def pretrain(model: Any, tokenizer: Any, *, steps: int = PRE_TRAIN_STEPS, batch_
     model.eval()
 
 
-def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebuild: bool = False) -> Path:
-    """Folder of the pre-trained tiny reference (built on first use, then reused).
+def build_cached_model(dirname: str, build: Callable[[Path], dict[str, Any]],
+                       cache_dir: str | os.PathLike[str] | None = None, *, rebuild: bool = False) -> Path:
+    """``<cache>/<dirname>``, made on first use by ``build(folder) -> info`` and then reused.
 
-    Built into a temporary folder and renamed into place, so concurrent processes never see a
-    half-written model. ``info.json`` there records the measured answer probabilities.
+    ``build`` writes its files into a temporary folder, which gets ``info.json`` (the returned dict)
+    and is then renamed into place, so concurrent processes never see a half-written folder; a
+    folder counts as built once its ``info.json`` exists.
     """
-    target = cache_root(cache_dir) / MODEL_DIRNAME
+    target = cache_root(cache_dir) / dirname
     if rebuild and target.exists():
         shutil.rmtree(target)
     if (target / "info.json").exists():
         _add_chat_template(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = tiny_untrained_model(seed=0)
-    pretrain(model, tokenizer)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    probs = answer_distribution(model, tokenizer)
-    info = {"answer_probabilities_one_or_two": probs, "pre_train_steps": PRE_TRAIN_STEPS}
-    (tmp / "info.json").write_text(json.dumps(info, indent=2))
     try:
+        info = build(tmp)
+        (tmp / "info.json").write_text(json.dumps(info, indent=2))
         tmp.rename(target)
     except OSError:
-        shutil.rmtree(tmp)  # another process finished first; its copy is identical in kind
+        if not (target / "info.json").exists():
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # failed, or another process finished first: its copy is identical in kind
     return target
 
 
@@ -204,6 +224,22 @@ def _add_chat_template(folder: Path) -> None:
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_random_choice_reference(folder: Path) -> dict[str, Any]:
+    model, tokenizer = tiny_untrained_model(seed=0)
+    pretrain(model, tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {"answer_probabilities_one_or_two": answer_distribution(model, tokenizer), "pre_train_steps": PRE_TRAIN_STEPS}
+
+
+def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebuild: bool = False) -> Path:
+    """Folder of the pre-trained tiny reference (built on first use, then reused).
+
+    ``info.json`` there records the measured answer probabilities.
+    """
+    return build_cached_model(MODEL_DIRNAME, _build_random_choice_reference, cache_dir, rebuild=rebuild)
 
 
 def load_tiny_reference(cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:
