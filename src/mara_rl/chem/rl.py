@@ -61,6 +61,7 @@ RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
 SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
+HISTORY_EVERY = 2  # steps between history rows: a 500-call run (8 steps of 64) still draws a curve
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Ledger:
         self.executor = executor or SerialExecutor()
         self.fields = LEDGER_FIELDS
         self.cache: dict[str, float] = {}
+        self.row: dict[str, int] = {}  # each molecule's index in ``order``
         self.order: list[str] = []  # molecules in call order
         self.steps: list[int] = []  # the step that scored each of them
         self.raw: list[float | None] = []  # a docking objective's raw score of each of them
@@ -228,6 +230,7 @@ class Ledger:
 
     def _keep(self, smiles: str, step: int, score: float, raw: float | None, reason: str) -> None:
         self.cache[smiles] = score
+        self.row[smiles] = len(self.order)
         self.order.append(smiles)
         self.steps.append(step)
         self.raw.append(raw)
@@ -249,6 +252,11 @@ class Ledger:
     def last_step(self) -> int:
         """Step of the last scored molecule (-1 before the first)."""
         return self.steps[-1] if self.steps else -1
+
+    def scored_before(self, smiles: str, step: int) -> bool:
+        """Whether ``smiles`` was scored at a step before ``step`` (the same answer on a resumed replay)."""
+        row = self.row.get(smiles)
+        return row is not None and self.steps[row] < step
 
     def rows_before(self, step: int) -> int:
         """How many molecules were scored before ``step``."""
@@ -321,6 +329,10 @@ class RunState:
     sampled: int = 0
     replay: list[tuple[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
+    # valid proposals of a molecule already scored at an earlier step or earlier in the same batch
+    # (free for the budget, but a wasted update); ``repeated_hits`` per screen counts those scoring >= it
+    repeats: int = 0
+    repeated_hits: dict[str, int] = field(default_factory=dict)
 
 
 def read_config(out: str | Path) -> RunConfig:
@@ -452,6 +464,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
             state.invalid += sum(m is None for m in molecules)
             state.sampled += len(molecules)
+            _count_repeats(state, ledger, molecules, scores, config.screens)
             train_scores = diversity(molecules, scores) if diversity is not None else scores
 
             if config.replay_size:  # replay from the memory as it was before this batch, then update it
@@ -478,7 +491,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             steps_this_session += 1
             progress.update(ledger.calls - calls_before)
             done = finished()
-            if state.step % 5 == 0 or done:
+            if state.step % HISTORY_EVERY == 0 or done:
                 state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
             if state.step % config.checkpoint_every == 0 or done:
                 save_checkpoint()
@@ -521,13 +534,30 @@ def _stack(agent: SmilesRNN, ids: torch.Tensor, smiles: list[str]) -> torch.Tens
     return torch.cat([grow(ids), grow(extra)])
 
 
+def _count_repeats(state: RunState, ledger: Ledger, molecules: Sequence[str | None], scores: np.ndarray,
+                   screens: Sequence[float]) -> None:
+    """Add this batch's repeats (valid molecules scored at an earlier step, or earlier in the batch)
+    to ``state``'s counters, and per screen those of them scoring at least the screen."""
+    seen: set[str] = set()
+    for m, s in zip(molecules, scores):
+        if m is None:
+            continue
+        if m in seen or ledger.scored_before(m, state.step):
+            state.repeats += 1
+            for screen in screens:
+                if s >= screen:
+                    state.repeated_hits[str(screen)] = state.repeated_hits.get(str(screen), 0) + 1
+        seen.add(m)
+
+
 def _snapshot(ledger: Ledger, state: RunState, config: RunConfig, loss: float, frac_augmented: float, mean_score: float) -> dict[str, float]:
     known = ledger.rows_before(state.step)  # a replayed step sees the ledger as its first pass did
     scores = ledger.scores_in_order()[:known]
     row = {"step": state.step, "oracle_calls": known * ledger.oracle.cost, "loss": loss, "mean_score": mean_score, "fraction_augmented": frac_augmented,
-           "invalid_fraction": state.invalid / max(state.sampled, 1)}
+           "invalid_fraction": state.invalid / max(state.sampled, 1), "sampled": state.sampled, "repeats": state.repeats}
     for screen in config.screens:
         row[f"yield@{screen}"] = int((scores >= screen).sum())
+        row[f"repeated_hits@{screen}"] = state.repeated_hits.get(str(screen), 0)
     return row
 
 
@@ -547,6 +577,7 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         "stopped_by_step_limit": not ledger.exhausted,
         "sampled": state.sampled,
         "validity": 1.0 - state.invalid / max(state.sampled, 1),
+        "repeats": state.repeats,
         "mean_score": float(scores.mean()),
         "intdiv1": internal_diversity(ledger.order),
         "circles": num_circles(ledger.order),
@@ -562,6 +593,7 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         metrics[f"yield@{screen}"] = len(hits)
         metrics[f"ob100@{screen}"] = oracle_calls_to_hits(scores, screen, 100)
         metrics[f"scaffolds@{screen}"] = num_scaffolds(hits)
+        metrics[f"repeated_hits@{screen}"] = state.repeated_hits.get(str(screen), 0)
     return metrics
 
 
