@@ -24,7 +24,8 @@ from mara_rl.chem.docking import (  # noqa: E402
     DockingCache, DockingOracle, DockingSettings, DockResult, load_target, make_docking_oracle, normalise,
 )
 from mara_rl.chem.executors import ProcessExecutor, SerialExecutor, make_executor  # noqa: E402
-from mara_rl.chem.oracles import MolOracle, get_oracle, hbd_below, qed, sa_desirability  # noqa: E402
+from mara_rl.chem.oracles import MolOracle, get_oracle  # noqa: E402
+from mara_rl.chem.scores import hbd_below, qed, sa_desirability  # noqa: E402
 
 FAST = DockingSettings(exhaustiveness=1, n_poses=1, box_size=(12.0, 12.0, 12.0))
 PHENOL, ANILINE = "Oc1ccccc1", "Nc1ccccc1"

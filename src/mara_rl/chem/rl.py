@@ -14,9 +14,10 @@ equal to the anchor's value, a target that is flat over the good molecules.
 Run folder and crash safety: ``config.json`` (written atomically first, the run's settings from
 then on), ``checkpoint.pt`` (agent, optimiser, sampler RNG, counters; replaced atomically every
 ``checkpoint_every`` steps, the first before any oracle call) and ``molecules.csv``, the ledger:
-every scored molecule (``call, step, smiles, score, raw, reason``: ``raw`` is a docking
-objective's Vina score in kcal/mol, ``reason`` why a molecule scored 0 unmeasured), appended,
-flushed and fsync'd per batch.
+every scored molecule (``call, step, smiles, score, raw, reason, prior_nll, agent_nll`` and one
+column per component of the objective: ``raw`` is a docking objective's Vina score in kcal/mol,
+``reason`` why a molecule scored 0 unmeasured, the NLLs (nats) are the prior's and the sampling
+agent's, a component is one term of the score, e.g. ``qed``), appended, flushed and fsync'd per batch.
 The ledger is the source of truth for the budget and the cache. A resumed run replays the steps
 since the checkpoint from the same RNG state, finds their molecules in the ledger and pays
 nothing for them, so it continues exactly where the killed run was. Only the batch being scored
@@ -53,15 +54,20 @@ from mara_rl.chem.checks import (
 )
 from mara_rl.chem.executors import Executor, SerialExecutor, make_executor
 from mara_rl.chem.model import SmilesRNN
-from mara_rl.chem.oracles import Details, Oracle, check_scores, get_oracle, is_docking
+from mara_rl.chem.oracles import Details, Oracle, check_scores, get_oracle, is_docking, is_user_objective
 
-LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason")
-LEGACY_LEDGER_FIELDS = LEDGER_FIELDS[:4]  # ledgers written before the raw column; they resume as they are
+LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason", "prior_nll", "agent_nll")  # then the objective's components
+# headers of ledgers written by earlier versions (before the raw score; before the NLLs and components): they resume as they are
+LEGACY_LEDGER_FIELDS = (LEDGER_FIELDS[:4], LEDGER_FIELDS[:6])
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
 SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
 HISTORY_EVERY = 2  # steps between history rows: a 500-call run (8 steps of 64) still draws a curve
+
+
+class OracleError(ValueError):
+    """A user's oracle (``--objective module:factory``) raised: the user's error, reported as one line."""
 
 
 @dataclass
@@ -160,6 +166,16 @@ def shaped_rewards(scores: torch.Tensor, prior_loglik: torch.Tensor, config: Run
     return result.rewards, float(result.augmented.float().mean())
 
 
+def ledger_fields(oracle: Oracle) -> tuple[str, ...]:
+    """A new ledger's columns: :data:`LEDGER_FIELDS`, then one per component of ``oracle``."""
+    components = tuple(getattr(oracle, "components", ()))
+    for name in components:
+        if not isinstance(name, str) or not name.isidentifier() or name in LEDGER_FIELDS or components.count(name) > 1:
+            raise ValueError(f"objective {oracle.name!r}: component names must be distinct identifiers other than "
+                             f"{', '.join(LEDGER_FIELDS)}, got {components}")
+    return LEDGER_FIELDS + components
+
+
 class Ledger:
     """Oracle budget, cache and CSV log of every scored molecule (rebuilt from the CSV on resume).
 
@@ -171,7 +187,7 @@ class Ledger:
     def __init__(self, path: Path, oracle: Oracle, budget: int, executor: Executor | None = None):
         self.path, self.oracle, self.budget = path, oracle, budget
         self.executor = executor or SerialExecutor()
-        self.fields = LEDGER_FIELDS
+        self.fields = ledger_fields(oracle)
         self.cache: dict[str, float] = {}
         self.row: dict[str, int] = {}  # each molecule's index in ``order``
         self.order: list[str] = []  # molecules in call order
@@ -181,7 +197,7 @@ class Ledger:
         if path.is_file():
             self._read()
         else:
-            atomic_write_text(path, ",".join(LEDGER_FIELDS) + "\r\n")  # csv's own line end, as in the rows
+            atomic_write_text(path, ",".join(self.fields) + "\r\n")  # csv's own line end, as in the rows
 
     def _read(self) -> None:
         raw = self.path.read_bytes()
@@ -197,8 +213,12 @@ class Ledger:
         except UnicodeDecodeError as err:
             self._damaged(f"bytes that are not text at offset {err.start}")
         header = tuple(lines[0].split(",")) if lines else ()
-        if header not in (LEDGER_FIELDS, LEGACY_LEDGER_FIELDS):
-            self._damaged(f"its first line is not the header {','.join(LEDGER_FIELDS)}")
+        if header != self.fields and header not in LEGACY_LEDGER_FIELDS:
+            if header[: len(LEDGER_FIELDS)] == LEDGER_FIELDS:
+                raise ValueError(f"ledger {self.path} holds the components {', '.join(header[len(LEDGER_FIELDS):]) or 'none'}, but "
+                                 f"objective {self.oracle.name!r} has {', '.join(self.fields[len(LEDGER_FIELDS):]) or 'none'}: it was "
+                                 "written for another objective; start a new run in another --out")
+            self._damaged(f"its first line is not the header {','.join(self.fields)}")
         self.fields = header
         for number, row in enumerate(csv.reader(lines[1:]), start=2):
             problem = self._add_row(row)
@@ -209,7 +229,7 @@ class Ledger:
         """Append one stored row to the cache; a description of what is wrong with it, if anything."""
         if len(row) != len(self.fields):
             return f"has {len(row)} fields instead of {len(self.fields)}"
-        call, step, smiles, score, raw, reason = row + ["", ""] * (len(row) == len(LEGACY_LEDGER_FIELDS))
+        call, step, smiles, score, raw, reason = (row + ["", ""])[:6]  # the oldest ledgers have no raw and reason
         try:
             call_n, step_n, value = int(call), int(step), float(score)
             raw_value = float(raw) if raw else None
@@ -262,10 +282,12 @@ class Ledger:
         """How many molecules were scored before ``step``."""
         return bisect_left(self.steps, step)
 
-    def score(self, molecules: Sequence[str | None], step: int) -> np.ndarray:
+    def score(self, molecules: Sequence[str | None], step: int, prior_nll: Sequence[float] | None = None,
+              agent_nll: Sequence[float] | None = None) -> np.ndarray:
         """Scores for canonical SMILES (``None`` = invalid -> 0, no call). New molecules are
         scored in order while the budget allows; the rest get NaN (unscored, left out of the
-        update). The batch's new rows are appended, flushed and fsync'd before this returns."""
+        update). The batch's new rows are appended, flushed and fsync'd before this returns;
+        ``prior_nll`` / ``agent_nll`` (one per molecule) go into a new molecule's row."""
         new: list[str] = []
         for m in molecules:
             if m is not None and m not in self.cache and m not in new:
@@ -275,13 +297,21 @@ class Ledger:
         if new:
             details = self.executor.map(Details(self.oracle), new)
             scores = check_scores(np.array([d.score for d in details]), len(new), self.oracle.name)
+            components = len(getattr(self.oracle, "components", ()))
+            for d in details:  # before any row is written, so that the ledger keeps whole batches
+                if len(d.components) != components:
+                    raise ValueError(f"oracle {self.oracle.name!r} names {components} components but returned {len(d.components)} "
+                                     "values for a molecule")
             text = io.StringIO()
             writer = csv.writer(text)
+            first = {m: i for i, m in reversed(list(enumerate(molecules)))}  # where each molecule was first sampled
+            nll = lambda values, m: "" if values is None else repr(float(values[first[m]]))  # noqa: E731
             for m, s, d in zip(new, scores, details):
                 reason = " ".join(d.reason.split())  # one line, so that a row is one line
                 raw = None if d.raw is None else float(d.raw)
                 self._keep(m, step, float(s), raw, reason)
-                row = (len(self.order), step, m, repr(float(s)), "" if raw is None else repr(raw), reason)
+                row = (len(self.order), step, m, repr(float(s)), "" if raw is None else repr(raw), reason,
+                       nll(prior_nll, m), nll(agent_nll, m), *(repr(float(c)) for c in d.components))
                 writer.writerow(row[: len(self.fields)])
             self._append(text.getvalue())
         return np.array([0.0 if m is None else self.cache.get(m, np.nan) for m in molecules])
@@ -458,10 +488,22 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         while not finished() and (config.max_steps is None or steps_this_session < config.max_steps):
             ids, _ = agent.sample(config.batch_size, generator=generator)
             molecules = [canonical_smiles(s) for s in agent.decode(ids)]
+            agent_ll = agent.log_likelihood(ids)
+            with torch.no_grad():
+                prior_ll = prior.log_likelihood(ids)
             calls_before = ledger.calls
-            scores = ledger.score(molecules, state.step)
+            try:
+                scores = ledger.score(molecules, state.step, prior_nll=(-prior_ll).tolist(), agent_nll=(-agent_ll.detach()).tolist())
+            except Exception as err:
+                if is_user_objective(config.objective):  # the user's code failed, not ours: say so, and how to go on
+                    raise OracleError(f"objective {config.objective!r} raised {type(err).__name__}: {first_line(err)} (an error in that "
+                                      f"oracle; the ledger holds the {len(ledger.order)} molecules scored before it, none of this "
+                                      f"batch). Fix it and continue with: mara chem run --out {config.out} --resume") from err
+                raise
             keep = ~np.isnan(scores)  # molecules the budget could no longer pay for sit out the update
             ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
+            keep_t = torch.as_tensor(keep, device=agent_ll.device)
+            agent_ll, prior_ll = agent_ll[keep_t], prior_ll[keep_t]
             state.invalid += sum(m is None for m in molecules)
             state.sampled += len(molecules)
             _count_repeats(state, ledger, molecules, scores, config.screens)
@@ -474,13 +516,13 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
                 memory.update({m: float(s) for m, s in zip(molecules, train_scores) if m is not None})
                 state.replay = sorted(memory.items(), key=lambda kv: -kv[1])[: config.replay_size]
                 if replayed:
-                    ids = _stack(agent, ids, [m for m, _ in replayed])
+                    extra = agent.encode([m for m, _ in replayed])
+                    agent_ll = torch.cat([agent_ll, agent.log_likelihood(extra)])
+                    with torch.no_grad():
+                        prior_ll = torch.cat([prior_ll, prior.log_likelihood(extra)])
                     train_scores = np.concatenate([train_scores, [s for _, s in replayed]])
 
             # the budget always pays for at least one new molecule, so the batch is never empty
-            agent_ll = agent.log_likelihood(ids)
-            with torch.no_grad():
-                prior_ll = prior.log_likelihood(ids)
             score_t = torch.as_tensor(train_scores, dtype=prior_ll.dtype, device=prior_ll.device)
             rewards, frac_augmented = shaped_rewards(score_t, prior_ll, config)
             loss = augmented_likelihood_loss(agent_ll, prior_ll, rewards, config.sigma)
@@ -523,15 +565,6 @@ def _load_checkpoint(path: Path, agent: SmilesRNN, optimizer: torch.optim.Optimi
         raise ValueError(f"checkpoint {path} is damaged or from another prior ({type(err).__name__}: {first_line(err)}); "
                          f"delete it and rerun with --resume to replay the run from its start "
                          "(molecules already in molecules.csv are not paid again)") from None
-
-
-def _stack(agent: SmilesRNN, ids: torch.Tensor, smiles: list[str]) -> torch.Tensor:
-    """Sampled ``ids`` and encoded ``smiles`` in one right-padded batch."""
-    extra = agent.encode(smiles)
-    width = max(ids.shape[1], extra.shape[1])
-    pad = agent.vocab.pad
-    grow = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad)  # noqa: E731
-    return torch.cat([grow(ids), grow(extra)])
 
 
 def _count_repeats(state: RunState, ledger: Ledger, molecules: Sequence[str | None], scores: np.ndarray,
