@@ -27,9 +27,11 @@ pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import QED  # noqa: E402
 
+import mara_rl  # noqa: E402
 from mara_rl.cli import main  # noqa: E402
 
 TESTS = Path(__file__).parent
+SOURCE = Path(mara_rl.__file__).parents[1]  # the mara_rl under test, also for the runs started in fresh interpreters
 BUDGET, BATCH = 40, 8
 RUN_FLAGS = ["--objective", "chem_counting_oracle:make", "--budget", str(BUDGET), "--batch-size", str(BATCH), "--sigma", "20",
              "--mara", "--tau", "0.7", "--diversity-filter", "--df-bucket-size", "2", "--replay-size", "8", "--replay-batch", "4",
@@ -89,7 +91,7 @@ def reference(tmp_path_factory):
 def _start(folder: Path, *extra: str, **env: str) -> subprocess.Popen:
     """``mara chem run`` in a fresh interpreter."""
     return subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "run", "--out", str(folder), *extra],
-                            env={**os.environ, "PYTHONPATH": str(TESTS), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(SOURCE)]), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _children(pid: int) -> list[int]:

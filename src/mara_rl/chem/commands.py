@@ -113,9 +113,10 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default 64")
     p.add_argument("--sigma", type=float, default=None, help="REINVENT's score weight (default 500); beta = 1 / sigma")
     p.add_argument("--lr", type=float, default=None, help="default 1e-4")
-    p.add_argument("--diversity-filter", action="store_true", default=None, help="scaffold-bucket diversity filter (off by default)")
-    p.add_argument("--df-bucket-size", type=int, default=None, help="default 25")
-    p.add_argument("--df-min-score", type=float, default=None, help="default 0.4")
+    p.add_argument("--diversity-filter", action="store_true", default=None,
+                   help="REINVENT4's IdenticalMurckoScaffold diversity filter on the training scores, applied before MARA (off by default)")
+    p.add_argument("--df-bucket-size", type=int, default=None, help="good molecules per scaffold that keep their score (default 25)")
+    p.add_argument("--df-min-score", type=float, default=None, help="score from which a molecule is memorised and fills its bucket (default 0.4)")
     p.add_argument("--replay-size", type=int, default=None, help="top-k experience replay memory (default 0: off)")
     p.add_argument("--replay-batch", type=int, default=None, help="default 24")
     p.add_argument("--screens", type=float, nargs="+", default=None, help="score thresholds for Yield and OB100 (default 0.8 0.85)")
@@ -175,6 +176,7 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taus", type=float, nargs="+", default=[0.8, 0.85], help="MARA thresholds to compare")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    p.add_argument("--filter-arms", action="store_true", help="run every method without and with the diversity filter")
     p.add_argument("--table-only", action="store_true", help="run nothing: tabulate the runs finished so far")
     p.set_defaults(func=_compare)
 
@@ -185,9 +187,10 @@ def _compare(args: argparse.Namespace) -> int:
     from mara_rl.chem.rl import RunConfig
 
     result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
-                     table_only=args.table_only)
+                     table_only=args.table_only, filter_arms=args.filter_arms)
     print(result["table"])
-    print(f"table, comparison.json and yield_curves.png written to {args.out}")
+    print(result["paired_table"])
+    print(f"summary.md, table.md, comparison.json, yield_curves.png and prior_loglik@<screen>.png written to {args.out}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Per step: sample a batch from the agent; score the new valid molecules (invalid SMILES score 0
 and cost nothing; a cached molecule costs nothing; the run stops at exactly ``budget`` oracle
-calls); optionally apply the scaffold diversity filter; turn scores into rewards with MARA
+calls); optionally apply REINVENT4's scaffold diversity filter; turn the filtered scores into
+rewards with MARA (so MARA sees exactly the scores the update uses)
 (``mara_rewards``: R = score, ref log-prob = prior log-likelihood, beta = 1 / sigma); regress
 the agent's log-likelihood onto the augmented likelihood ``log p_prior(x) + sigma * r(x)``.
 
@@ -86,8 +87,8 @@ class RunConfig:
     tau: float | None = None
     tau_quantile: float | None = None
     diversity_filter: bool = False
-    df_bucket_size: int = 25  # molecules per scaffold before that scaffold scores 0
-    df_min_score: float = 0.4  # molecules below this do not fill buckets
+    df_bucket_size: int = 25  # good molecules per scaffold before that scaffold scores 0 (REINVENT4's default)
+    df_min_score: float = 0.4  # molecules below this are not memorised and do not fill buckets (REINVENT4's default)
     replay_size: int = 0  # top-k experience replay memory (0: off)
     replay_batch: int = 24
     screens: tuple[float, ...] = (0.8, 0.85)
@@ -117,6 +118,8 @@ class RunConfig:
             self.tau_quantile = check_float(self.tau_quantile, "--tau-quantile", 0.0, 1.0)
         self.df_bucket_size = check_int(self.df_bucket_size, "--df-bucket-size", 1)
         self.df_min_score = check_float(self.df_min_score, "--df-min-score", 0.0, 1.0)
+        if self.df_min_score == 0.0:  # a zeroed repeat would fill buckets, and a resumed run could not rebuild them
+            raise ValueError("--df-min-score must be above 0 (at 0 every re-proposal, scored 0 by the filter, would fill its bucket)")
         self.replay_size = check_int(self.replay_size, "--replay-size", 0)
         self.replay_batch = check_int(self.replay_batch, "--replay-batch", 1)
         self.screens = tuple(check_float(s, "--screens", 0.0, 1.0) for s in self.screens)
@@ -327,28 +330,43 @@ class Ledger:
 
 
 class ScaffoldFilter:
-    """Scaffold-bucket diversity filter: once ``bucket_size`` molecules scoring at least
-    ``min_score`` share a Bemis-Murcko scaffold, further molecules of that scaffold score 0
-    for training (the ledger keeps the oracle's score)."""
+    """REINVENT4's ``IdenticalMurckoScaffold`` diversity filter (its defaults: ``bucket_size`` 25,
+    ``minscore`` 0.4; the penalty is a score of 0). Molecules are taken in batch order; for each
+    valid one:
+
+    1. a molecule the filter has memorised before scores 0 (REINVENT4 "also memorizes all seen
+       SMILES": a re-proposal earns nothing);
+    2. if its score is still at least ``min_score``, it is memorised and counted in the bucket of
+       its Bemis-Murcko scaffold (RDKit ``GetScaffoldForMol``, canonical SMILES; every acyclic
+       molecule shares the empty scaffold); once that bucket holds more than ``bucket_size``
+       molecules, it scores 0.
+
+    So the first ``bucket_size`` good molecules of a scaffold keep their score and later ones get 0.
+    The filter changes the scores used for training only (the ledger keeps the oracle's). With
+    ``min_score > 0`` its memory is a function of the distinct molecules in the order they were
+    first proposed (a zeroed repeat never counts), which is how a resumed run rebuilds it."""
 
     def __init__(self, bucket_size: int, min_score: float):
         self.bucket_size, self.min_score = bucket_size, min_score
-        self.buckets: dict[str, set[str]] = {}
+        self.buckets: dict[str, int] = {}
+        self.memory: set[str] = set()
 
     def __call__(self, molecules: Sequence[str | None], scores: np.ndarray) -> np.ndarray:
         from rdkit import Chem
         from rdkit.Chem.Scaffolds import MurckoScaffold
 
-        out = scores.copy()
-        for i, (m, s) in enumerate(zip(molecules, scores)):
-            if m is None or not s >= self.min_score:
+        out = np.array(scores, dtype=np.float64, copy=True)
+        for i, m in enumerate(molecules):
+            if m is None:
                 continue
-            scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.MolFromSmiles(m))
-            bucket = self.buckets.setdefault(scaffold, set())
-            if m not in bucket and len(bucket) >= self.bucket_size:
+            if m in self.memory:
                 out[i] = 0.0
-            else:
-                bucket.add(m)
+            if out[i] >= self.min_score:
+                self.memory.add(m)
+                scaffold = Chem.MolToSmiles(MurckoScaffold.GetScaffoldForMol(Chem.MolFromSmiles(m)))
+                self.buckets[scaffold] = self.buckets.get(scaffold, 0) + 1
+                if self.buckets[scaffold] > self.bucket_size:
+                    out[i] = 0.0
         return out
 
 
@@ -469,8 +487,8 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
                          f"{ledger_rows}: the ledger lost paid molecules. Restore it, or delete {checkpoint_path} and rerun "
                          "with --resume to replay the run from its start (the lost molecules are paid again)")
     diversity = ScaffoldFilter(config.df_bucket_size, config.df_min_score) if config.diversity_filter else None
-    if diversity is not None:  # refill the buckets as they were at the checkpoint, in call order
-        known = ledger.rows_before(state.step)
+    known = ledger.rows_before(state.step)
+    if diversity is not None and known:  # refill the memory as it was at the checkpoint, in first-proposal order
         diversity(ledger.order[:known], ledger.scores_in_order()[:known])
 
     def finished() -> bool:
@@ -631,9 +649,12 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
 
 
 def method_label(config: RunConfig) -> str:
+    """``REINVENT``, ``MARA tau=0.8`` or ``MARA q=0.9``, with `` + filter`` when the diversity filter is on."""
     if not config.mara:
-        return "REINVENT"
-    return f"MARA tau={config.tau}" if config.tau is not None else f"MARA q={config.tau_quantile}"
+        label = "REINVENT"
+    else:
+        label = f"MARA tau={config.tau}" if config.tau is not None else f"MARA q={config.tau_quantile}"
+    return label + " + filter" if config.diversity_filter else label
 
 
 def _write_report(out: Path, metrics: dict[str, Any], state: RunState) -> None:
