@@ -57,3 +57,19 @@ def free():
 
 def two_parts():
     return TwoParts()
+
+
+class InterruptedOnSecondBatch(RaisesOnSecondBatch):
+    """As if the user pressed Ctrl-C while the second batch was being scored."""
+
+    name = "interrupted_on_second_batch"
+
+    def __call__(self, smiles):
+        self.batches += 1
+        if self.batches == 2:
+            raise KeyboardInterrupt
+        return np.array([QED.qed(Chem.MolFromSmiles(s)) for s in smiles])
+
+
+def interrupted_on_second_batch():
+    return InterruptedOnSecondBatch()

@@ -167,3 +167,72 @@ def test_the_chem_modules_import_without_a_cycle():
 
     cycles = [m for m in imports if reaches(m, m, {m})]
     assert not cycles, f"import cycle through {cycles}"
+
+
+def test_summary_lists_the_top_molecules_and_draws_them(tmp_path):
+    folder = tmp_path / "run"
+    run(RunConfig(out=str(folder), budget=40, batch_size=16, prior=str(DEFAULT_PRIOR), sigma=10.0))
+    rows = sorted(_rows(folder), key=lambda r: -float(r["score"]))
+    summary = (folder / "summary.md").read_text()
+    assert "| rank | SMILES | score | prior_nll | agent_nll | qed | hbd_below_4 | sa_desirability | call |" in summary
+    best = rows[0]
+    assert f"| 1 | `{best['smiles']}` | {float(best['score']):.4f} | {float(best['prior_nll']):.4g} |" in summary
+    assert summary.count("\n| ") >= 20 + 1  # 20 molecules and the header
+    from PIL import Image
+
+    with Image.open(folder / "top_molecules.png") as image:
+        assert image.size == (4 * 260, 3 * 220)  # 12 molecules, 4 per row
+
+
+def test_tensorboard_logs_the_history_and_the_grid(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = tmp_path / "run"
+    run(RunConfig(out=str(folder), budget=64, batch_size=16, prior=str(DEFAULT_PRIOR), sigma=10.0, tensorboard=True))
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    history = json.loads((folder / "history.json").read_text())
+    logged = events.Scalars("yield@0.8")
+    assert [(e.step, e.value) for e in logged] == [(h["oracle_calls"], h["yield@0.8"]) for h in history]
+    assert events.Tags()["images"] == ["top_molecules"]
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "tensorboard", None)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    out = tmp_path / "run"
+    assert main(["chem", "run", "--tensorboard", "--out", str(out)]) == 2
+    assert "--tensorboard needs TensorBoard" in _error_line(capsys.readouterr().err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_ctrl_c_prints_the_resume_command_and_the_run_resumes(tmp_path, user_oracles, capsys):
+    out = tmp_path / "run"
+    argv = ["chem", "run", "--objective", "chem_user_oracles:interrupted_on_second_batch", "--budget", "48", "--batch-size", "16",
+            "--out", str(out)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"mara chem run: interrupted; continue with: mara chem run --out {out} --resume" in err
+    before = _rows(out)
+    assert before and {r["step"] for r in before} == {"0"}
+    # the resumed run's fresh oracle fails again on its second batch: step 0 is replayed from the ledger for free
+    assert main(["chem", "run", "--out", str(out), "--resume"]) == 130
+    after = _rows(out)
+    assert after[: len(before)] == before and {r["step"] for r in after[len(before):]} == {"1"}
+
+
+def test_an_unreachable_screen_is_warned_about_after_the_first_batch(tmp_path, capsys):
+    run(RunConfig(out=str(tmp_path / "far"), objective="qed", budget=16, batch_size=16, prior=str(DEFAULT_PRIOR),
+                  screens=(0.3, 0.99), mara=True, tau=0.98))
+    err = capsys.readouterr().err
+    assert "warning: screen 0.99 lies above the prior's 95th percentile" in err
+    assert "warning: MARA's --tau 0.98 lies above" in err and "screen 0.3 " not in err
+    from mara_rl.chem.rl import warn_unreachable
+
+    config = RunConfig(screens=(0.5, 0.9))
+    scores = np.linspace(0, 1, 101)  # 95th percentile 0.95
+    assert len(warn_unreachable(scores, config)) == 0
+    assert len(warn_unreachable(scores * 0.8, config)) == 1  # 95th percentile 0.76: only 0.9 is out of reach

@@ -283,12 +283,12 @@ def test_ledger_shorter_than_its_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("line, problem", [
-    (b"3,0,CCO,abc,,\r\n", "not a number"),
-    (b"3,0,CCO,0.5,x,\r\n", "not a number"),
-    (b"3,0,CCO,0.5,inf,\r\n", "not finite"),
-    (b"9,0,CCO,0.5,,\r\n", "is call 9"),
-    (b"3,0,CCO,1.5,,\r\n", "outside [0, 1]"),
-    (b"3,0,CCO,0.5\r\n", "4 fields instead of 6"),
+    (b"3,0,CCO,abc,,,20.1,20.1\r\n", "not a number"),
+    (b"3,0,CCO,0.5,x,,20.1,20.1\r\n", "not a number"),
+    (b"3,0,CCO,0.5,inf,,20.1,20.1\r\n", "not finite"),
+    (b"9,0,CCO,0.5,,,20.1,20.1\r\n", "is call 9"),
+    (b"3,0,CCO,1.5,,,20.1,20.1\r\n", "outside [0, 1]"),
+    (b"3,0,CCO,0.5\r\n", "4 fields instead of 8"),
 ])
 def test_damaged_ledger_row_is_a_clear_error(tmp_path, capsys, line, problem):
     folder = tmp_path / "run"

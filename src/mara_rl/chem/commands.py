@@ -129,6 +129,8 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
                    help="score each batch in N local processes (default 1: in the run's process); same ledger as serial")
     p.add_argument("--ray-address", default=None,
                    help="score on Ray: auto or an address joins a cluster, local starts a local Ray with --oracle-workers CPUs")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log the history's curves and the top-molecule grid to OUT/tensorboard (extra [tensorboard])")
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -152,15 +154,21 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its stored settings (only --threads, --device, --max-steps, --checkpoint-every, "
-                        "--oracle-workers and --ray-address may change)")
+                        "--oracle-workers, --ray-address and --tensorboard may change)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from mara_rl.chem.rl import RunConfig, resume_config, run
 
+    import sys
+
     config = resume_config(args.out, **_given(args)) if args.resume else RunConfig(out=args.out, **_given(args))
-    metrics = run(config, resume=args.resume)
+    try:
+        metrics = run(config, resume=args.resume)
+    except KeyboardInterrupt:  # nothing paid for is lost: the ledger holds every scored molecule
+        print(f"\nmara chem run: interrupted; continue with: mara chem run --out {args.out} --resume", file=sys.stderr)
+        return 130
     if not metrics.get("finished", True):
         print(f"stopped after step {metrics['step']} with {metrics['oracle_calls']} oracle calls; continue with --resume")
         return 0
@@ -186,8 +194,15 @@ def _compare(args: argparse.Namespace) -> int:
 
     from mara_rl.chem.rl import RunConfig
 
-    result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
-                     table_only=args.table_only, filter_arms=args.filter_arms)
+    import sys
+
+    try:
+        result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
+                         table_only=args.table_only, filter_arms=args.filter_arms)
+    except KeyboardInterrupt:
+        print("\nmara chem compare: interrupted; continue by running the same command again (finished runs are reused, "
+              "the interrupted ones resumed)", file=sys.stderr)
+        return 130
     print(result["table"])
     print(result["paired_table"])
     print(f"summary.md, table.md, comparison.json, yield_curves.png and prior_loglik@<screen>.png written to {args.out}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from mara_rl.chem.checks import check_device, check_float, check_int, check_oracle_executor, check_seed, open_prior, writable_folder
 from mara_rl.chem.mechanism import mechanism, mechanism_markdown, plot_prior_loglik
-from mara_rl.chem.rl import RunConfig, config_conflict, make_oracle, method_label, read_config, run
+from mara_rl.chem.rl import RunConfig, check_tensorboard, config_conflict, make_oracle, method_label, read_config, run
 
 # metric -> direction in which MARA would be "better" (the one-sided alternative)
 TABLE_METRICS = ("yield", "ob100", "scaffolds")
@@ -73,6 +73,7 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
         raise ValueError(f"--taus must be one or more distinct MARA thresholds, got {taus}")
     # every flag is checked here, before any run loads a model or calls the oracle
     check_device(base.device)
+    check_tensorboard(base.tensorboard)
     if filter_arms and base.diversity_filter:
         raise ValueError("--filter-arms runs every method without and with the diversity filter; drop --diversity-filter")
     if base.ray_address == "local" and jobs > 1:

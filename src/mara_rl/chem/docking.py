@@ -36,6 +36,7 @@ import json
 import math
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -216,6 +217,9 @@ def prepare_ligand(smiles: str, seed: int) -> str:
     return pdbqt
 
 
+_EXPLAINED: list[bool] = []  # whether this process has explained Vina's box-volume warning
+
+
 @functools.lru_cache(maxsize=2)
 def _vina(target: Target, settings: DockingSettings):
     """A Vina engine with the receptor's maps, built once per process for a target and settings
@@ -224,6 +228,11 @@ def _vina(target: Target, settings: DockingSettings):
 
     engine = Vina(sf_name="vina", cpu=1, seed=settings.seed, verbosity=0)
     engine.set_receptor(str(target.receptor))
+    volume = math.prod(box_size(target, settings))
+    if volume > 27_000 and not _EXPLAINED:  # Vina's own warning, printed from C++ whatever the verbosity
+        _EXPLAINED.append(True)
+        print(f"mara chem: Vina's warning 'Search space volume is greater than 27000 Angstrom^3' is expected: {target.name}'s box "
+              f"is {volume:,.0f} A^3, dockstring's published size", file=sys.stderr, flush=True)
     engine.compute_vina_maps(center=list(target.center), box_size=list(box_size(target, settings)), spacing=settings.spacing)
     return engine
 

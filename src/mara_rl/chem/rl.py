@@ -62,9 +62,10 @@ LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason", "prior_nll"
 LEGACY_LEDGER_FIELDS = (LEDGER_FIELDS[:4], LEDGER_FIELDS[:6])
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
-SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address")
+SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address", "tensorboard")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
 HISTORY_EVERY = 2  # steps between history rows: a 500-call run (8 steps of 64) still draws a curve
+TOP_MOLECULES = 20  # listed in summary.md; the first 12 drawn in top_molecules.png
 
 
 class OracleError(ValueError):
@@ -100,6 +101,7 @@ class RunConfig:
     oracle_workers: int = 1  # local processes scoring each batch (1: in this process)
     ray_address: str | None = None  # score on Ray: "auto", "ray://host:port", or "local" (started here)
     checkpoint_every: int = 10  # steps
+    tensorboard: bool = False  # also log the history and the top molecules to out/tensorboard
     max_steps: int | None = None  # stop this session early (the run stays resumable)
     step_limit: int | None = None  # total steps; default 4 * budget / batch_size (see run)
 
@@ -446,6 +448,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             raise ValueError(f"{out} already holds a finished run; choose another --out")
         raise ValueError(f"{out} holds an unfinished run; continue it with `mara chem run --out {out} --resume` or choose another --out")
     check_device(config.device)
+    check_tensorboard(config.tensorboard)
     writable_folder(out)
     oracle = oracle or make_oracle(config)
     check_oracle_executor(oracle, config.oracle_workers, config.ray_address)
@@ -497,6 +500,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         # such a run (recorded in its metrics) instead of spinning on free repeats.
         return (ledger.exhausted and state.step > ledger.last_step) or state.step >= config.step_limit
 
+    board = _tensorboard(out) if config.tensorboard else None
     # started last: a local Ray takes seconds to start, and the checks above may still refuse the run
     ledger.executor = make_executor(config.oracle_workers, config.ray_address)
     t0 = time.perf_counter()
@@ -518,6 +522,8 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
                                       f"oracle; the ledger holds the {len(ledger.order)} molecules scored before it, none of this "
                                       f"batch). Fix it and continue with: mara chem run --out {config.out} --resume") from err
                 raise
+            if calls_before == 0 and ledger.calls:  # the first batch is the prior's: can the run's thresholds be reached?
+                warn_unreachable(scores, config)
             keep = ~np.isnan(scores)  # molecules the budget could no longer pay for sit out the update
             ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
             keep_t = torch.as_tensor(keep, device=agent_ll.device)
@@ -553,12 +559,18 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             done = finished()
             if state.step % HISTORY_EVERY == 0 or done:
                 state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
+                if board is not None:
+                    for key, value in state.history[-1].items():
+                        if key not in ("step", "oracle_calls"):
+                            board.add_scalar(key, value, global_step=state.history[-1]["oracle_calls"])
             if state.step % config.checkpoint_every == 0 or done:
                 save_checkpoint()
                 saved_at = state.step
     finally:
         progress.close()
         ledger.executor.close()
+        if board is not None:
+            board.flush()
     if saved_at != state.step:
         save_checkpoint()
     if not finished():
@@ -566,7 +578,11 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
     metrics = summarise(ledger, state, config, wall_minutes_this_session=(time.perf_counter() - t0) / 60)
     atomic_write_text(out / "history.json", json.dumps(state.history))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    _write_report(out, metrics, state)
+    grid = _write_report(out, metrics, state)
+    if board is not None:
+        if grid is not None:
+            board.add_image("top_molecules", np.asarray(grid.convert("RGB")), global_step=ledger.calls, dataformats="HWC")
+        board.close()
     return metrics
 
 
@@ -657,19 +673,82 @@ def method_label(config: RunConfig) -> str:
     return label + " + filter" if config.diversity_filter else label
 
 
-def _write_report(out: Path, metrics: dict[str, Any], state: RunState) -> None:
+def _tensorboard(out: Path):
+    """A TensorBoard writer logging into ``out/tensorboard`` (extra ``tensorboard``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs TensorBoard: pip install 'mara-rl[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def check_tensorboard(enabled: bool) -> None:
+    """``--tensorboard`` can log: the package is installed (checked before anything is spent)."""
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--tensorboard needs TensorBoard: pip install 'mara-rl[tensorboard]'")
+
+
+def warn_unreachable(scores: np.ndarray, config: RunConfig, quantile: float = 95.0) -> list[str]:
+    """Warn on stderr (and return the warnings) for each screen, and MARA's tau, above the
+    ``quantile``-th percentile of the first batch's scores: the prior's own, since the agent starts
+    as the prior. Hits above such a threshold are rare at the start and may never come; stopping
+    now has cost one batch of the budget."""
+    measured = scores[np.isfinite(scores)]
+    if not measured.size:
+        return []
+    top = float(np.percentile(measured, quantile))
+    thresholds = [(f"screen {s}", s) for s in config.screens]
+    if config.mara and config.tau is not None:
+        thresholds.append((f"MARA's --tau {config.tau}", config.tau))
+    warnings = [f"mara chem run: warning: {name} lies above the prior's {quantile:g}th percentile ({top:.3g}, from the first "
+                f"{measured.size} molecules; their best scored {measured.max():.3g}): hits may be rare or never come. "
+                f"Stop now (Ctrl-C) to choose a lower one, having spent {measured.size} of the {config.budget} calls"
+                for name, value in thresholds if value > top]
+    for line in warnings:
+        tqdm.write(line, file=sys.stderr)
+    return warnings
+
+
+def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:
+    """The ``n`` best-scoring rows of ``out``'s ledger (ties in call order), as the ledger wrote them."""
+    with (out / "molecules.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return sorted(rows, key=lambda r: -float(r["score"]))[:n]
+
+
+def _write_report(out: Path, metrics: dict[str, Any], state: RunState):
+    """``summary.md`` (metrics and the top molecules with their scores and components),
+    ``yield.png`` and ``top_molecules.png`` (an RDKit grid of the best 12). Returns that grid
+    image (PIL), or None when no molecule was scored."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from rdkit import Chem
+    from rdkit.Chem import Draw
 
     lines = [f"# {metrics['method']} on {metrics['objective']} (seed {metrics['seed']})", ""]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v if v is not None else 'not reached'}" for k, v in metrics.items()]
+    top = top_molecules(out)
+    grid = None
+    if top:
+        extra = [k for k in top[0] if k not in ("call", "step", "smiles", "score", "reason") and any(r[k] for r in top)]
+        lines += ["", f"## Top {len(top)} molecules (`top_molecules.png`: the first 12; every molecule: `molecules.csv`)", "",
+                  "| rank | SMILES | score | " + " | ".join(extra) + " | call |", "|" + "---|" * (len(extra) + 4)]
+        for rank, r in enumerate(top, start=1):
+            cells = [f"{float(r[k]):.4g}" if r[k] else "" for k in extra]
+            lines.append(f"| {rank} | `{r['smiles']}` | {float(r['score']):.4f} | " + " | ".join(cells) + f" | {r['call']} |")
+        drawn = top[:12]
+        grid = Draw.MolsToGridImage([Chem.MolFromSmiles(r["smiles"]) for r in drawn], molsPerRow=4, subImgSize=(260, 220),
+                                    legends=[f"#{i} score {float(r['score']):.3f}" for i, r in enumerate(drawn, start=1)])
+        grid.save(out / "top_molecules.png")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     calls = [h["oracle_calls"] for h in state.history]
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for key in [k for k in metrics if k.startswith("yield@")]:
-        ax.plot(calls, [h[key] for h in state.history], label=f"score >= {key.split('@')[1]}")
+        ax.plot(calls, [h[key] for h in state.history], marker=".", label=f"score >= {key.split('@')[1]}")
     ax.set_xlabel("oracle calls")
     ax.set_ylabel("yield (distinct molecules)")
     ax.set_title(f"{metrics['method']}, {metrics['objective']}, seed {metrics['seed']}")
@@ -677,3 +756,4 @@ def _write_report(out: Path, metrics: dict[str, Any], state: RunState) -> None:
     fig.tight_layout()
     fig.savefig(out / "yield.png", dpi=120)
     plt.close(fig)
+    return grid

@@ -25,10 +25,10 @@ _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
 
 CELECOXIB = "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1"
 
-# Structurally different marketed drugs within MOSES' ranges (molecular weight 250-350 but for
-# celecoxib, neutral, no charged atoms), each the centre of one good region for ``drug_modes``.
-# Pairwise Tanimoto (Morgan r=2) between them is below 0.2, so a molecule close to one is far from
-# the others; the prior likes their neighbourhoods to different degrees (docs/chem.md).
+# Structurally different marketed drugs of MOSES-like size (molecular weight 236-381), neutral, each
+# the centre of one good region for ``drug_modes``. Their pairwise Tanimoto (Morgan r=2) is at most
+# 0.20, so a molecule close to one is far from the others, and the shipped prior likes them to very
+# different degrees (log-likelihood from -15.5 nats for diazepam to -36.6 for fluoxetine).
 DRUG_MODES: dict[str, str] = {
     "celecoxib": CELECOXIB,
     "diazepam": "CN1C(=O)CN=C(c2ccccc2)c2cc(Cl)ccc21",
