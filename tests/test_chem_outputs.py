@@ -225,14 +225,14 @@ def test_ctrl_c_prints_the_resume_command_and_the_run_resumes(tmp_path, user_ora
 
 
 def test_an_unreachable_screen_is_warned_about_after_the_first_batch(tmp_path, capsys):
-    run(RunConfig(out=str(tmp_path / "far"), objective="qed", budget=16, batch_size=16, prior=str(DEFAULT_PRIOR),
-                  screens=(0.3, 0.99), mara=True, tau=0.98))
+    run(RunConfig(out=str(tmp_path / "far"), budget=16, batch_size=16, prior=str(DEFAULT_PRIOR), screens=(0.8, 0.99), mara=True, tau=0.98))
     err = capsys.readouterr().err
-    assert "warning: screen 0.99 lies above the prior's 95th percentile" in err
-    assert "warning: MARA's --tau 0.98 lies above" in err and "screen 0.3 " not in err
+    assert "warning: screen 0.99 lies far above the prior's scores (first 16 molecules: median" in err
+    assert "warning: MARA's --tau 0.98 lies far above" in err and "screen 0.8 " not in err
     from mara_rl.chem.rl import warn_unreachable
 
     config = RunConfig(screens=(0.5, 0.9))
-    scores = np.linspace(0, 1, 101)  # 95th percentile 0.95
-    assert len(warn_unreachable(scores, config)) == 0
-    assert len(warn_unreachable(scores * 0.8, config)) == 1  # 95th percentile 0.76: only 0.9 is out of reach
+    scores = np.linspace(0, 1, 101)  # median 0.5, 95th percentile 0.95: reach 1.4
+    assert warn_unreachable(scores, config) == []
+    warned = warn_unreachable(scores * 0.5, config)  # median 0.25, 95th percentile 0.475: reach 0.7
+    assert len(warned) == 1 and "screen 0.9 " in warned[0]
