@@ -160,3 +160,42 @@ def test_mechanism_by_hand(tmp_path):
     assert "| MARA tau=0.8 | 4 |" in text and "| 0.833 | 0.500 | 0.750 |" in text
     plot_prior_loglik(result, tmp_path / "ll.png")
     assert (tmp_path / "ll.png").stat().st_size > 1000
+
+
+def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
+    """``compare --jobs 2`` SIGKILLed while its runs go: their processes end within seconds, so a
+    rerun never has two processes writing one run folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mara_rl
+
+    tests, source = Path(__file__).parent, Path(mara_rl.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(source)]), "CHEM_ORACLE_LOG": str(tmp_path / "log"),
+           "CHEM_ORACLE_DELAY": "0.05"}
+    env.pop("CHEM_KILL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "compare", "--objective", "chem_counting_oracle:make",
+                             "--budget", "400", "--batch-size", "16", "--taus", "0.7", "--seeds", "0", "1", "--jobs", "2",
+                             "--out", str(tmp_path / "out")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((tmp_path / "out").glob("*/seed0/molecules.csv"))) < 2:
+        time.sleep(0.2)
+    workers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(list((tmp_path / "out").glob("*/seed0/molecules.csv"))) == 2 and workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "runs outlived their killed compare"

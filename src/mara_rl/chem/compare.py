@@ -90,9 +90,15 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
             raise ValueError(f"no run of this comparison has finished in {out} yet")
     elif jobs > 1:
         import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from mara_rl.chem.executors import exit_with_parent
+
+        # each run's process ends with the comparison (a killed compare must not leave runs going on
+        # in its folders, where its rerun would start them a second time)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             list(pool.map(_run_or_reuse, configs))
     else:
         for config in configs:
