@@ -316,7 +316,7 @@ def test_a_ledger_without_the_raw_columns_resumes_as_it_is(tmp_path, capsys, ref
     _partial_run(capsys, folder)
     ledger = folder / "molecules.csv"
     rows = list(csv.reader(ledger.open(newline="")))
-    assert rows[0] == ["call", "step", "smiles", "score", "raw", "reason"] and all(r[4:] == ["", ""] for r in rows[1:])
+    assert rows[0][:6] == ["call", "step", "smiles", "score", "raw", "reason"] and all(r[4:6] == ["", ""] for r in rows[1:])
     with ledger.open("w", newline="") as handle:  # the four columns ledgers had before raw and reason
         csv.writer(handle).writerows(r[:4] for r in rows)
     code, err = _cli(capsys, "--out", str(folder), "--resume")
