@@ -2,10 +2,10 @@
 
 Per step: sample a batch from the agent; score the new valid molecules (invalid SMILES score 0
 and cost nothing; a cached molecule costs nothing; the run stops at exactly ``budget`` oracle
-calls); optionally apply REINVENT4's scaffold diversity filter; turn the filtered scores into
-rewards with MARA (so MARA sees exactly the scores the update uses)
-(``mara_rewards``: R = score, ref log-prob = prior log-likelihood, beta = 1 / sigma); regress
-the agent's log-likelihood onto the augmented likelihood ``log p_prior(x) + sigma * r(x)``.
+calls); optionally apply REINVENT4's scaffold diversity filter; turn the filtered scores, exactly
+those the update uses, into rewards with MARA (``mara_rewards``: R = score, ref log-prob = prior
+log-likelihood, beta = 1 / sigma); regress the agent's log-likelihood onto the augmented
+likelihood ``log p_prior(x) + sigma * r(x)``.
 
 The augmented likelihood is the log of the reverse-KL Gibbs target ``p_prior(x) exp(sigma R(x))``
 with beta = 1 / sigma, so REINVENT is KL-regularised RL and MARA belongs exactly where the
