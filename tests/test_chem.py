@@ -182,7 +182,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_calls(tmp_path, shi
 
 def test_run_with_replay_and_diversity_filter(tmp_path, shipped_prior):
     config = RunConfig(out=str(tmp_path / "run"), budget=40, batch_size=16, prior=shipped_prior, sigma=10.0,
-                       replay_size=8, replay_batch=4, diversity_filter=True, df_bucket_size=1, df_min_score=0.0)
+                       replay_size=8, replay_batch=4, diversity_filter=True, df_bucket_size=1, df_min_score=0.1)
     metrics = run(config, oracle=CountingOracle())
     assert metrics["oracle_calls"] == 40
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
@@ -65,4 +66,136 @@ def test_table_only_tabulates_the_finished_runs_and_runs_nothing(tmp_path):
     run(replace(reinvent, out=str(run_folder(tmp_path, reinvent))))
     result = compare(base, taus=[0.5], seeds=[0, 1], out=tmp_path, table_only=True)
     assert result["table"].splitlines()[2].startswith("| REINVENT | 1 | 16 ± 0 |") and len(result["table"].splitlines()) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["REINVENT", "comparison.json", "table.md", "yield_curves.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REINVENT", "comparison.json", "prior_loglik@0.5.png", "summary.md", "table.md",
+                                                           "yield_curves.png"]
+
+
+def _seeded(values, metric="yield@0.8"):
+    return [{"seed": s, metric: v} for s, v in values.items()]
+
+
+def test_paired_tests_match_the_textbook_formulas():
+    import math
+
+    from scipy import stats
+
+    from mara_rl.chem.compare import paired_tests
+
+    reinvent = {0: 100, 1: 120, 2: 90, 3: 130, 4: 110}
+    mara = {0: 108, 1: 121, 2: 99, 3: 128, 4: 118, 7: 500}  # seed 7 has no REINVENT partner: left out
+    t = paired_tests({"REINVENT": _seeded(reinvent), "MARA tau=0.8": _seeded(mara)}, "yield@0.8")["MARA tau=0.8"]
+    d = [8, 1, 9, -2, 8]
+    assert t["seeds"] == [0, 1, 2, 3, 4] and t["differences"] == d
+    n, mean = len(d), sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    assert t["mean_difference"] == pytest.approx(mean) and t["sd_difference"] == pytest.approx(sd)
+    assert t["relative_difference"] == pytest.approx(mean / 110)
+    assert t["paired_t_p"] == pytest.approx(stats.t.sf(mean / (sd / math.sqrt(n)), n - 1))
+    assert (t["wins"], t["ties"], t["losses"]) == (4, 0, 1)
+    assert t["sign_test_p"] == pytest.approx((math.comb(5, 4) + math.comb(5, 5)) / 2**5)  # P(X >= 4), X ~ Bin(5, 1/2)
+    assert t["welch_p"] == pytest.approx(welch_one_sided([108, 121, 99, 128, 118], [100, 120, 90, 130, 110], "greater"))
+
+
+def test_paired_tests_without_spread_or_with_only_ties_are_nan():
+    import math
+
+    from mara_rl.chem.compare import paired_tests
+
+    tied = paired_tests({"REINVENT": _seeded({0: 5, 1: 6}), "M": _seeded({0: 5, 1: 6})}, "yield@0.8")["M"]
+    assert math.isnan(tied["paired_t_p"]) and math.isnan(tied["sign_test_p"]) and tied["ties"] == 2
+    shifted = paired_tests({"REINVENT": _seeded({0: 5, 1: 6}), "M": _seeded({0: 6, 1: 7})}, "yield@0.8")["M"]
+    assert math.isnan(shifted["paired_t_p"]) and shifted["sign_test_p"] == pytest.approx(0.25)
+
+
+def test_paired_table_compares_against_both_baselines():
+    from mara_rl.chem.compare import paired_table
+
+    results = {name: [{"seed": s, "yield@0.8": y + s, "scaffolds@0.8": y // 2} for s in range(3)]
+               for name, y in (("REINVENT", 100), ("REINVENT + filter", 110), ("MARA tau=0.8", 120))}
+    text, tests = paired_table(results, (0.8,))
+    assert set(tests["yield@0.8"]) == {"REINVENT", "REINVENT + filter"}
+    assert tests["yield@0.8"]["REINVENT + filter"]["MARA tau=0.8"]["differences"] == [10, 10, 10]
+    assert "| yield@0.8 | MARA tau=0.8 | REINVENT + filter | 3 | +10 (+9.0 %) |" in text
+
+
+def _ledger(folder, rows):
+    folder.mkdir(parents=True)
+    lines = ["call,step,smiles,score,raw,reason"] + [f"{i},0,{s},{v},," for i, (s, v) in enumerate(rows, start=1)]
+    (folder / "molecules.csv").write_text("\r\n".join(lines) + "\r\n")
+    return folder
+
+
+def test_mechanism_by_hand(tmp_path):
+    torch = pytest.importorskip("torch")
+    from mara_rl.chem.checks import open_prior
+    from mara_rl.chem.mechanism import mechanism, mechanism_markdown, plot_prior_loglik
+
+    prior = open_prior(None)
+    runs = {
+        "REINVENT": {0: _ledger(tmp_path / "r0", [("CCO", 0.9), ("c1ccccc1", 0.2), ("CCN", 0.85)]),
+                     1: _ledger(tmp_path / "r1", [("CCC", 0.95)])},
+        "MARA tau=0.8": {0: _ledger(tmp_path / "m0", [("CCO", 0.9), ("CCCl", 0.81), ("c1ccccc1", 0.2), ("CCC", 0.9)]),
+                         1: _ledger(tmp_path / "m1", [("CCN", 0.1), ("CCOC", 0.99)])},
+    }
+    metrics = {"REINVENT": {0: {"sampled": 10, "validity": 1.0, "repeats": 4, "repeated_hits@0.8": 2},
+                            1: {"sampled": 20, "validity": 0.5, "repeats": 0, "repeated_hits@0.8": 0}},
+               "MARA tau=0.8": {0: {"sampled": 10, "validity": 1.0, "repeats": 1, "repeated_hits@0.8": 1}}}
+    result = mechanism(runs, metrics, 0.8, prior)
+    mara, reinvent = result["methods"]["MARA tau=0.8"], result["methods"]["REINVENT"]
+    # hits pooled over seeds, in seed then call order, with log p_prior recomputed here
+    with torch.no_grad():
+        expected = prior.log_likelihood(prior.encode(["CCO", "CCCl", "CCC", "CCOC"])).double().numpy()
+    np.testing.assert_allclose(mara["loglik"], expected, rtol=1e-6)
+    assert mara["hits"] == 4 and reinvent["hits"] == 3
+    assert mara["loglik_median"] == pytest.approx(float(np.median(expected)))
+    # seed 0: of MARA's hits CCO, CCCl, CCC, REINVENT's seed-0 run proposed only CCO; seed 1: CCOC is new
+    assert mara["new_vs_same_seed"] == {0: pytest.approx(2 / 3), 1: 1.0}
+    # REINVENT's seed-0 hits CCO, CCN: MARA's seed-0 run never proposed CCN; seed 1: CCC not proposed by MARA's seed 1
+    assert mara["baseline_new_vs_same_seed"] == {0: 0.5, 1: 1.0}
+    assert mara["new_vs_all_seeds"] == pytest.approx(2 / 4)  # CCCl and CCOC: no REINVENT run proposed them
+    assert mara["baseline_new_vs_all_seeds"] == 0.0  # every REINVENT hit was proposed by some MARA run (CCN by seed 1)
+    assert reinvent["reproposals"] == [{"seed": 0, "repeat_rate": 0.4, "repeated_hit_rate": 0.2},
+                                       {"seed": 1, "repeat_rate": 0.0, "repeated_hit_rate": 0.0}]
+    text = mechanism_markdown(result)
+    assert "| MARA tau=0.8 | 4 |" in text and "| 0.833 | 0.500 | 0.750 |" in text
+    plot_prior_loglik(result, tmp_path / "ll.png")
+    assert (tmp_path / "ll.png").stat().st_size > 1000
+
+
+def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
+    """``compare --jobs 2`` SIGKILLed while its runs go: their processes end within seconds, so a
+    rerun never has two processes writing one run folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mara_rl
+
+    tests, source = Path(__file__).parent, Path(mara_rl.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(source)]), "CHEM_ORACLE_LOG": str(tmp_path / "log"),
+           "CHEM_ORACLE_DELAY": "0.05"}
+    env.pop("CHEM_KILL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "compare", "--objective", "chem_counting_oracle:make",
+                             "--budget", "400", "--batch-size", "16", "--taus", "0.7", "--seeds", "0", "1", "--jobs", "2",
+                             "--out", str(tmp_path / "out")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((tmp_path / "out").glob("*/seed0/molecules.csv"))) < 2:
+        time.sleep(0.2)
+    workers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(list((tmp_path / "out").glob("*/seed0/molecules.csv"))) == 2 and workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "runs outlived their killed compare"

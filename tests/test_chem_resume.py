@@ -27,9 +27,11 @@ pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import QED  # noqa: E402
 
+import mara_rl  # noqa: E402
 from mara_rl.cli import main  # noqa: E402
 
 TESTS = Path(__file__).parent
+SOURCE = Path(mara_rl.__file__).parents[1]  # the mara_rl under test, also for the runs started in fresh interpreters
 BUDGET, BATCH = 40, 8
 RUN_FLAGS = ["--objective", "chem_counting_oracle:make", "--budget", str(BUDGET), "--batch-size", str(BATCH), "--sigma", "20",
              "--mara", "--tau", "0.7", "--diversity-filter", "--df-bucket-size", "2", "--replay-size", "8", "--replay-batch", "4",
@@ -89,7 +91,7 @@ def reference(tmp_path_factory):
 def _start(folder: Path, *extra: str, **env: str) -> subprocess.Popen:
     """``mara chem run`` in a fresh interpreter."""
     return subprocess.Popen([sys.executable, "-m", "mara_rl.cli", "chem", "run", "--out", str(folder), *extra],
-                            env={**os.environ, "PYTHONPATH": str(TESTS), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(SOURCE)]), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _children(pid: int) -> list[int]:
@@ -281,12 +283,12 @@ def test_ledger_shorter_than_its_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("line, problem", [
-    (b"3,0,CCO,abc,,\r\n", "not a number"),
-    (b"3,0,CCO,0.5,x,\r\n", "not a number"),
-    (b"3,0,CCO,0.5,inf,\r\n", "not finite"),
-    (b"9,0,CCO,0.5,,\r\n", "is call 9"),
-    (b"3,0,CCO,1.5,,\r\n", "outside [0, 1]"),
-    (b"3,0,CCO,0.5\r\n", "4 fields instead of 6"),
+    (b"3,0,CCO,abc,,,20.1,20.1\r\n", "not a number"),
+    (b"3,0,CCO,0.5,x,,20.1,20.1\r\n", "not a number"),
+    (b"3,0,CCO,0.5,inf,,20.1,20.1\r\n", "not finite"),
+    (b"9,0,CCO,0.5,,,20.1,20.1\r\n", "is call 9"),
+    (b"3,0,CCO,1.5,,,20.1,20.1\r\n", "outside [0, 1]"),
+    (b"3,0,CCO,0.5\r\n", "4 fields instead of 8"),
 ])
 def test_damaged_ledger_row_is_a_clear_error(tmp_path, capsys, line, problem):
     folder = tmp_path / "run"
@@ -314,7 +316,7 @@ def test_a_ledger_without_the_raw_columns_resumes_as_it_is(tmp_path, capsys, ref
     _partial_run(capsys, folder)
     ledger = folder / "molecules.csv"
     rows = list(csv.reader(ledger.open(newline="")))
-    assert rows[0] == ["call", "step", "smiles", "score", "raw", "reason"] and all(r[4:] == ["", ""] for r in rows[1:])
+    assert rows[0][:6] == ["call", "step", "smiles", "score", "raw", "reason"] and all(r[4:6] == ["", ""] for r in rows[1:])
     with ledger.open("w", newline="") as handle:  # the four columns ledgers had before raw and reason
         csv.writer(handle).writerows(r[:4] for r in rows)
     code, err = _cli(capsys, "--out", str(folder), "--resume")

@@ -24,7 +24,8 @@ from mara_rl.chem.docking import (  # noqa: E402
     DockingCache, DockingOracle, DockingSettings, DockResult, load_target, make_docking_oracle, normalise,
 )
 from mara_rl.chem.executors import ProcessExecutor, SerialExecutor, make_executor  # noqa: E402
-from mara_rl.chem.oracles import MolOracle, get_oracle, hbd_below, qed, sa_desirability  # noqa: E402
+from mara_rl.chem.oracles import MolOracle, get_oracle  # noqa: E402
+from mara_rl.chem.scores import hbd_below, qed, sa_desirability  # noqa: E402
 
 FAST = DockingSettings(exhaustiveness=1, n_poses=1, box_size=(12.0, 12.0, 12.0))
 PHENOL, ANILINE = "Oc1ccccc1", "Nc1ccccc1"
@@ -125,6 +126,11 @@ def test_composite_is_docking_times_the_papers_property_terms(phenol_result, tmp
     np.testing.assert_allclose(composite([PHENOL, sorbitol]), [expected, 0.0])
     assert composite.dock([sorbitol])[0].reason.startswith("not docked")
     assert DockingCache(path).count("DRD2") == 1
+    # the ledger's components: the normalised docking score, then each property term; their product is the score
+    assert composite.components == ("docking", "qed", "hbd_below_4", "sa_desirability")
+    phenol, sugar = composite.details([PHENOL, sorbitol])
+    assert phenol.components == pytest.approx((normalise(first.score), qed(mol), 1.0, sa_desirability(mol)), abs=1e-12)
+    assert phenol.score == pytest.approx(np.prod(phenol.components), abs=1e-12) and sugar.components[2] == 0.0
 
 
 def test_bad_docking_names_and_smiles_are_value_errors(phenol_result):
@@ -213,6 +219,7 @@ def test_run_ledger_keeps_the_raw_score_and_the_reason(phenol_result, tmp_path):
     np.testing.assert_allclose(scores, [normalise(first.score), 0.0, 0.0])
     rows = list(csv.DictReader((tmp_path / "m.csv").open(newline="")))
     assert float(rows[0]["raw"]) == first.score and rows[0]["reason"] == ""
+    assert float(rows[0]["docking"]) == normalise(first.score) == float(rows[0]["score"])  # dock:<TARGET>'s one component
     assert rows[1]["raw"] == "" and "2 fragments" in rows[1]["reason"] and float(rows[1]["score"]) == 0.0
     reopened = Ledger(tmp_path / "m.csv", oracle, budget=10)
     assert reopened.raw == [first.score, None] and reopened.reasons == ledger.reasons

@@ -137,9 +137,29 @@ def check_oracle_executor(oracle: Any, workers: int, ray_address: str | None) ->
 
     if ray_address is not None and importlib.util.find_spec("ray") is None:
         raise ValueError(f"--ray-address {ray_address} needs Ray, which is not installed: pip install 'mara-rl[ray]'")
+    if ray_address is not None:
+        check_ray_reachable(ray_address)
     if workers > 1 and ray_address is None:
         try:
             pickle.dumps(oracle)
         except Exception as err:  # pickling fails with many error types (closures, locks, handles)
             raise ValueError(f"--oracle-workers {workers}: objective {getattr(oracle, 'name', oracle)!r} cannot be sent to worker "
                              f"processes ({type(err).__name__}: {first_line(err)}); make the oracle picklable or drop --oracle-workers") from None
+
+
+def check_ray_reachable(address: str, timeout: float = 3.0) -> None:
+    """For an explicit ``host:port`` or ``ray://host:port`` address, that something accepts TCP
+    connections there within ``timeout`` seconds (Ray itself retries an unreachable cluster for
+    minutes). ``auto`` and ``local`` are Ray's own to resolve."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--ray-address must be auto, local, host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ValueError(f"--ray-address {address}: no Ray cluster answers there ({err.strerror or type(err).__name__}); "
+                         "start one with `ray start --head`, or give auto or local") from None

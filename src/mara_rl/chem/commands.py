@@ -113,9 +113,10 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default 64")
     p.add_argument("--sigma", type=float, default=None, help="REINVENT's score weight (default 500); beta = 1 / sigma")
     p.add_argument("--lr", type=float, default=None, help="default 1e-4")
-    p.add_argument("--diversity-filter", action="store_true", default=None, help="scaffold-bucket diversity filter (off by default)")
-    p.add_argument("--df-bucket-size", type=int, default=None, help="default 25")
-    p.add_argument("--df-min-score", type=float, default=None, help="default 0.4")
+    p.add_argument("--diversity-filter", action="store_true", default=None,
+                   help="REINVENT4's IdenticalMurckoScaffold diversity filter on the training scores, applied before MARA (off by default)")
+    p.add_argument("--df-bucket-size", type=int, default=None, help="good molecules per scaffold that keep their score (default 25)")
+    p.add_argument("--df-min-score", type=float, default=None, help="score from which a molecule is memorised and fills its bucket (default 0.4)")
     p.add_argument("--replay-size", type=int, default=None, help="top-k experience replay memory (default 0: off)")
     p.add_argument("--replay-batch", type=int, default=None, help="default 24")
     p.add_argument("--screens", type=float, nargs="+", default=None, help="score thresholds for Yield and OB100 (default 0.8 0.85)")
@@ -128,6 +129,8 @@ def _add_rl_options(p: argparse.ArgumentParser) -> None:
                    help="score each batch in N local processes (default 1: in the run's process); same ledger as serial")
     p.add_argument("--ray-address", default=None,
                    help="score on Ray: auto or an address joins a cluster, local starts a local Ray with --oracle-workers CPUs")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log the history's curves and the top-molecule grid to OUT/tensorboard (extra [tensorboard])")
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -151,15 +154,21 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its stored settings (only --threads, --device, --max-steps, --checkpoint-every, "
-                        "--oracle-workers and --ray-address may change)")
+                        "--oracle-workers, --ray-address and --tensorboard may change)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from mara_rl.chem.rl import RunConfig, resume_config, run
 
+    import sys
+
     config = resume_config(args.out, **_given(args)) if args.resume else RunConfig(out=args.out, **_given(args))
-    metrics = run(config, resume=args.resume)
+    try:
+        metrics = run(config, resume=args.resume)
+    except KeyboardInterrupt:  # nothing paid for is lost: the ledger holds every scored molecule
+        print(f"\nmara chem run: interrupted; continue with: mara chem run --out {args.out} --resume", file=sys.stderr)
+        return 130
     if not metrics.get("finished", True):
         print(f"stopped after step {metrics['step']} with {metrics['oracle_calls']} oracle calls; continue with --resume")
         return 0
@@ -175,6 +184,7 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taus", type=float, nargs="+", default=[0.8, 0.85], help="MARA thresholds to compare")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    p.add_argument("--filter-arms", action="store_true", help="run every method without and with the diversity filter")
     p.add_argument("--table-only", action="store_true", help="run nothing: tabulate the runs finished so far")
     p.set_defaults(func=_compare)
 
@@ -184,10 +194,18 @@ def _compare(args: argparse.Namespace) -> int:
 
     from mara_rl.chem.rl import RunConfig
 
-    result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
-                     table_only=args.table_only)
+    import sys
+
+    try:
+        result = compare(RunConfig(out=args.out, **_given(args)), taus=args.taus, seeds=args.seeds, out=args.out, jobs=args.jobs,
+                         table_only=args.table_only, filter_arms=args.filter_arms)
+    except KeyboardInterrupt:
+        print("\nmara chem compare: interrupted; continue by running the same command again (finished runs are reused, "
+              "the interrupted ones resumed)", file=sys.stderr)
+        return 130
     print(result["table"])
-    print(f"table, comparison.json and yield_curves.png written to {args.out}")
+    print(result["paired_table"])
+    print(f"summary.md, table.md, comparison.json, yield_curves.png and prior_loglik@<screen>.png written to {args.out}")
     return 0
 
 

@@ -19,7 +19,7 @@ Normalisation (the oracle's score in ``[0, 1]``, monotone in the raw score):
 kcal/mol: a molecule that binds no better than -6 scores 0, one at -12 or below scores 1, linear
 in between. A molecule that cannot be parsed, embedded, prepared or docked scores 0 and keeps
 its reason. ``dock_qed_hbd_sa:<TARGET>`` multiplies ``d`` by the paper's property terms
-(QED x (HBD < 4) x (10 - SA) / 9, from :mod:`mara_rl.chem.oracles`); a molecule whose property
+(QED x (HBD < 4) x (10 - SA) / 9, from :mod:`mara_rl.chem.scores`); a molecule whose property
 product is already 0 is not docked.
 
 Every result (score or failure) is stored in a SQLite cache keyed by canonical SMILES, target
@@ -36,6 +36,7 @@ import json
 import math
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -47,7 +48,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from mara_rl._cache import cache_root
-from mara_rl.chem.oracles import Scored, hbd_below, product, qed, sa_desirability
+from mara_rl.chem.scores import Composite, Scored, qed_hbd_sa
 
 # the ligand pipeline above; bump it when the pipeline changes so that old cache rows stop matching
 PROTOCOL = "rdkit-etkdgv3-mmff94/meeko/vina-best-pose/1"
@@ -216,6 +217,9 @@ def prepare_ligand(smiles: str, seed: int) -> str:
     return pdbqt
 
 
+_EXPLAINED: list[bool] = []  # whether this process has explained Vina's box-volume warning
+
+
 @functools.lru_cache(maxsize=2)
 def _vina(target: Target, settings: DockingSettings):
     """A Vina engine with the receptor's maps, built once per process for a target and settings
@@ -224,6 +228,11 @@ def _vina(target: Target, settings: DockingSettings):
 
     engine = Vina(sf_name="vina", cpu=1, seed=settings.seed, verbosity=0)
     engine.set_receptor(str(target.receptor))
+    volume = math.prod(box_size(target, settings))
+    if volume > 27_000 and not _EXPLAINED:  # Vina's own warning, printed from C++ whatever the verbosity
+        _EXPLAINED.append(True)
+        print(f"mara chem: Vina's warning 'Search space volume is greater than 27000 Angstrom^3' is expected: {target.name}'s box "
+              f"is {volume:,.0f} A^3, dockstring's published size", file=sys.stderr, flush=True)
     engine.compute_vina_maps(center=list(target.center), box_size=list(box_size(target, settings)), spacing=settings.spacing)
     return engine
 
@@ -367,8 +376,9 @@ class DockingOracle:
     """``dock:<TARGET>`` (and, with ``terms``, composites such as ``dock_qed_hbd_sa:<TARGET>``).
 
     ``oracle(smiles)`` -> ``[n]`` scores in ``[0, 1]``: ``normalise(vina_score) * terms(mol)``.
-    ``oracle.details(smiles)`` -> a :class:`~mara_rl.chem.oracles.Scored` per molecule: that score,
-    the raw kcal/mol score and the reason a molecule was not scored (what a run's ledger keeps).
+    ``oracle.details(smiles)`` -> a :class:`~mara_rl.chem.scores.Scored` per molecule: that score,
+    the raw kcal/mol score, the reason a molecule was not scored and the components (the
+    normalised docking score, then each property term: what a run's ledger keeps).
     ``oracle.dock(smiles)`` -> the :class:`DockResult` of each molecule. All read the cache first and
     store each new result as soon as it exists. Each molecule costs one oracle call whether it
     docked, failed or was skipped for a zero property term.
@@ -396,22 +406,36 @@ class DockingOracle:
         self.cache = cache if isinstance(cache, DockingCache) else DockingCache(cache)
         self.best, self.worst, self.terms = best, worst, terms
         self.name = name or f"dock:{target}"
+        self.components = ("docking",) + (terms.components if isinstance(terms, Composite) else ("terms",) if terms else ())
         self.key = settings_key(self.target, settings)
         self.cache.describe(self.key, {"protocol": PROTOCOL, "target": target, "settings": asdict(settings),
                                        "box_size": box_size(self.target, settings)})
+
+    def _terms(self, mol: Chem.Mol) -> tuple[float, tuple[float, ...]]:
+        """The property factor of ``mol`` (1 without ``terms``) and its components."""
+        if self.terms is None:
+            return 1.0, ()
+        if isinstance(self.terms, Composite):
+            return self.terms.parts(mol)
+        value = float(self.terms(mol))
+        return value, (value,)
 
     def evaluate(self, smiles: Sequence[str]) -> tuple[list[DockResult], np.ndarray]:
         """Docking results (under each molecule's canonical SMILES) and property terms (``[n]``,
         ones without ``terms``) in the order of ``smiles``. Cached results are not docked again;
         a molecule whose property term is 0 is not docked (its result says so and is not cached)."""
+        results, terms = self._evaluate(smiles)
+        return results, np.array([t for t, _ in terms])
+
+    def _evaluate(self, smiles: Sequence[str]) -> tuple[list[DockResult], list[tuple[float, tuple[float, ...]]]]:
         mols = [Chem.MolFromSmiles(s) for s in smiles]
         for s, mol in zip(smiles, mols):
             if mol is None:
                 raise ValueError(f"oracle {self.name!r} got an invalid SMILES {s!r}; score invalid molecules as 0 before calling")
         canonical = [Chem.MolToSmiles(mol) for mol in mols]
-        terms = np.array([1.0 if self.terms is None else self.terms(mol) for mol in mols])
+        terms = [self._terms(mol) for mol in mols]
         found = self.cache.get(self.target.name, self.key, canonical)
-        for s, term in zip(canonical, terms):
+        for s, (term, _) in zip(canonical, terms):
             if s in found:
                 continue
             if term == 0.0:
@@ -424,29 +448,26 @@ class DockingOracle:
 
     def dock(self, smiles: Sequence[str]) -> list[DockResult]:
         """The :class:`DockResult` of each molecule, as :meth:`evaluate` gives them."""
-        return self.evaluate(smiles)[0]
+        return self._evaluate(smiles)[0]
 
     def details(self, smiles: Sequence[str]) -> list[Scored]:
-        """Score in ``[0, 1]``, raw Vina score (``None`` when not docked) and reason per molecule."""
-        results, terms = self.evaluate(smiles)
-        return [Scored(normalise(r.score, self.best, self.worst) * float(t), r.score, r.reason) for r, t in zip(results, terms)]
+        """Score in ``[0, 1]``, raw Vina score (``None`` when not docked), reason and components
+        (normalised docking score, then the property terms) per molecule."""
+        results, terms = self._evaluate(smiles)
+        out = []
+        for r, (term, parts) in zip(results, terms):
+            docking = normalise(r.score, self.best, self.worst)
+            out.append(Scored(docking * term, r.score, r.reason, (docking, *parts)))
+        return out
 
     def __call__(self, smiles: Sequence[str]) -> np.ndarray:
         return np.array([d.score for d in self.details(smiles)])
 
 
-def paper_terms(mol: Chem.Mol) -> float:
-    """The paper's non-docking factors: QED x (HBD < 4) x (10 - SA) / 9 (a named function, so
-    that an oracle holding it pickles)."""
-    return _PAPER_TERMS(mol)
-
-
-_PAPER_TERMS = product(qed, hbd_below(4), sa_desirability)
-
 # oracle name prefix -> the property terms multiplied into the normalised docking score
 DOCKING_OBJECTIVES: dict[str, Callable[[Chem.Mol], float] | None] = {
     "dock": None,
-    "dock_qed_hbd_sa": paper_terms,
+    "dock_qed_hbd_sa": qed_hbd_sa(),  # pickles as its recipe
 }
 
 

@@ -79,7 +79,7 @@ class SerialExecutor(_Base):
         return _apply(fn, list(items)) if len(items) else []
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """Pool worker initializer: end this worker within a second of its parent's death (or when
     the C call it is in, such as one Vina search, returns the interpreter lock). A pool's workers
     otherwise outlive a SIGKILLed parent forever, blocked on its task queue."""
@@ -106,7 +106,7 @@ class ProcessExecutor(_Base):
             return []
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                                initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                                                initializer=exit_with_parent, initargs=(os.getpid(),))
         chunks = _chunks(items, self.chunk_size)
         try:
             results = list(self._pool.map(_apply, [fn] * len(chunks), chunks))

@@ -9,43 +9,27 @@ Plug in your own (a docking command, a model) by implementing the protocol and p
 from __future__ import annotations
 
 import importlib
-import math
-import sys
-from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-from rdkit import Chem, DataStructs, RDConfig, RDLogger
-from rdkit.Chem import QED, Descriptors, Lipinski, rdFingerprintGenerator
+from rdkit import Chem
 
-RDLogger.DisableLog("rdApp.*")
-
-if RDConfig.RDContribDir not in sys.path:  # the SA score ships as an RDKit Contrib script
-    sys.path.append(f"{RDConfig.RDContribDir}/SA_Score")
-import sascorer  # noqa: E402
-
-_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-
-CELECOXIB = "Cc1ccc(-c2cc(C(F)(F)F)nn2-c2ccc(S(N)(=O)=O)cc2)cc1"
+from mara_rl.chem.scores import (
+    CELECOXIB, Composite, Scored, celecoxib_mpo, drug_modes, hbd_below, qed, qed_hbd_sa, sa_desirability, tanimoto_to,
+)
 
 
 @runtime_checkable
 class Oracle(Protocol):
     """``scores = oracle(smiles)``: ``[n]`` floats in ``[0, 1]`` for ``n`` valid SMILES.
-    ``cost`` is what one call on one molecule spends of the budget (1 for cheap RDKit scores)."""
+    ``cost`` is what one call on one molecule spends of the budget (1 for cheap RDKit scores), an
+    integer >= 1. Optional: ``components``, names of the terms whose values ``details(smiles)``
+    returns in each :class:`Scored` (a run's ledger keeps them)."""
 
     name: str
     cost: int
 
     def __call__(self, smiles: Sequence[str]) -> np.ndarray: ...
-
-
-class Scored(NamedTuple):
-    """One molecule's score in ``[0, 1]``; for an objective that measures something first
-    (docking: kcal/mol) also that raw value, and the reason it is missing (a failed docking)."""
-
-    score: float
-    raw: float | None = None
-    reason: str = ""
 
 
 class Details:
@@ -59,7 +43,7 @@ class Details:
     def __call__(self, smiles: Sequence[str]) -> list[Scored]:
         details = getattr(self.oracle, "details", None)
         if details is not None:
-            return list(details(smiles))
+            return [d if isinstance(d, Scored) else Scored(*d) for d in details(smiles)]
         return [Scored(float(s)) for s in self.oracle(smiles)]
 
 
@@ -74,77 +58,27 @@ class MolOracle:
         self.name = name
         self._score = score
         self._objective = objective
+        self.components = score.components if isinstance(score, Composite) else ()
 
     def __reduce__(self):
         if self._objective is None:
             return super().__reduce__()
         return get_oracle, (self._objective,)
 
+    def _mol(self, smiles: str) -> Chem.Mol:
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            raise ValueError(f"oracle {self.name!r} got an invalid SMILES {smiles!r}; score invalid molecules as 0 before calling")
+        return mol
+
     def __call__(self, smiles: Sequence[str]) -> np.ndarray:
-        out = np.empty(len(smiles))
-        for i, s in enumerate(smiles):
-            mol = Chem.MolFromSmiles(s)
-            if mol is None:
-                raise ValueError(f"oracle {self.name!r} got an invalid SMILES {s!r}; score invalid molecules as 0 before calling")
-            out[i] = self._score(mol)
-        return out
+        return np.array([self._score(self._mol(s)) for s in smiles], dtype=np.float64)
 
-
-def qed(mol: Chem.Mol) -> float:
-    """RDKit QED (Bickerton et al., 2012), in ``[0, 1]``."""
-    return float(QED.qed(mol))
-
-
-def sa_score(mol: Chem.Mol) -> float:
-    """Raw synthetic accessibility (Ertl & Schuffenhauer, 2009): 1 (easy) .. 10 (hard)."""
-    return float(sascorer.calculateScore(mol))
-
-
-def sa_desirability(mol: Chem.Mol) -> float:
-    """SA mapped to ``[0, 1]``: ``(10 - SA) / 9``."""
-    return (10.0 - sa_score(mol)) / 9.0
-
-
-def hbd_below(max_donors: int = 4) -> Callable[[Chem.Mol], float]:
-    """Constraint: 1 when the molecule has fewer than ``max_donors`` H-bond donors, else 0."""
-    return lambda mol: float(Lipinski.NumHDonors(mol) < max_donors)
-
-
-def tanimoto_to(reference: str) -> Callable[[Chem.Mol], float]:
-    """Tanimoto similarity (Morgan r=2, 2048 bits) to a reference molecule."""
-    ref = Chem.MolFromSmiles(reference)
-    if ref is None:
-        raise ValueError(f"reference must be a valid SMILES, got {reference!r}")
-    ref_fp = _MORGAN.GetFingerprint(ref)
-    return lambda mol: float(DataStructs.TanimotoSimilarity(ref_fp, _MORGAN.GetFingerprint(mol)))
-
-
-def gaussian_desirability(mu: float, sigma: float) -> Callable[[float], float]:
-    """GuacaMol-style Gaussian modifier ``exp(-(x - mu)^2 / (2 sigma^2))``."""
-    return lambda x: math.exp(-0.5 * ((x - mu) / sigma) ** 2)
-
-
-def product(*terms: Callable[[Chem.Mol], float]) -> Callable[[Chem.Mol], float]:
-    """Product of per-molecule scores (a hard constraint is a 0/1 factor)."""
-    return lambda mol: math.prod(t(mol) for t in terms)
-
-
-def geometric_mean(*terms: Callable[[Chem.Mol], float]) -> Callable[[Chem.Mol], float]:
-    """GuacaMol's aggregation of property desirabilities."""
-    return lambda mol: math.prod(t(mol) for t in terms) ** (1.0 / len(terms))
-
-
-def celecoxib_mpo() -> Callable[[Chem.Mol], float]:
-    """GuacaMol-style multi-property objective: geometric mean of
-    ``min(Tanimoto(celecoxib) / 0.5, 1)``, a TPSA desirability (Gaussian at 70, sd 20) and a
-    logP desirability (Gaussian at 3, sd 1)."""
-    sim = tanimoto_to(CELECOXIB)
-    tpsa, logp = gaussian_desirability(70.0, 20.0), gaussian_desirability(3.0, 1.0)
-    return geometric_mean(
-        lambda m: min(sim(m) / 0.5, 1.0),
-        lambda m: tpsa(Descriptors.TPSA(m)),
-        lambda m: logp(Descriptors.MolLogP(m)),
-    )
+    def details(self, smiles: Sequence[str]) -> list[Scored]:
+        """Score and, for a :class:`Composite` score, the value of each of its terms, per molecule."""
+        if not self.components:
+            return [Scored(float(s)) for s in self(smiles)]
+        return [Scored(score, components=values) for score, values in (self._score.parts(self._mol(s)) for s in smiles)]
 
 
 # name -> the per-molecule score function of a built-in objective
@@ -154,8 +88,10 @@ OBJECTIVES: dict[str, Callable[[], Callable[[Chem.Mol], float]]] = {
     "hbd": lambda: hbd_below(4),
     "similarity": lambda: tanimoto_to(CELECOXIB),
     # the paper's objective without docking: QED x (HBD < 4) x synthesisability (10 - SA) / 9
-    "qed_hbd_sa": lambda: product(qed, hbd_below(4), sa_desirability),
+    "qed_hbd_sa": qed_hbd_sa,
     "celecoxib_mpo": celecoxib_mpo,
+    # many good modes by construction: near any of six different drugs, times the paper's property terms
+    "drug_modes": drug_modes,
 }
 
 
@@ -191,8 +127,22 @@ def get_oracle(name: str, dock_exhaustiveness: int | None = None) -> Oracle:
             raise ValueError(f"objective {name!r}: {module}.{attr}() must take no arguments and return an Oracle: {err}") from None
         if not isinstance(oracle, Oracle):
             raise ValueError(f"objective {name!r} must return an Oracle (name, cost, __call__)")
+        check_cost(oracle.cost, name)
         return oracle
     raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, dock:<TARGET>, dock_qed_hbd_sa:<TARGET> or module:factory, got {name!r}")
+
+
+def check_cost(cost: object, name: str) -> int:
+    """An oracle's ``cost`` (budget spent per molecule) as an int >= 1; ValueError otherwise
+    (a cost of 0 would make every molecule free and the budget endless)."""
+    if isinstance(cost, bool) or not isinstance(cost, (int, np.integer)) or cost < 1:
+        raise ValueError(f"objective {name!r}: its oracle's cost (budget spent per molecule) must be an integer >= 1, got {cost!r}")
+    return int(cost)
+
+
+def is_user_objective(name: str) -> bool:
+    """Whether ``name`` is a user's ``module:factory`` (not a built-in or docking objective)."""
+    return name not in OBJECTIVES and not is_docking(name) and ":" in name
 
 
 def check_scores(scores: np.ndarray, n: int, name: str) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 Per step: sample a batch from the agent; score the new valid molecules (invalid SMILES score 0
 and cost nothing; a cached molecule costs nothing; the run stops at exactly ``budget`` oracle
-calls); optionally apply the scaffold diversity filter; turn scores into rewards with MARA
-(``mara_rewards``: R = score, ref log-prob = prior log-likelihood, beta = 1 / sigma); regress
-the agent's log-likelihood onto the augmented likelihood ``log p_prior(x) + sigma * r(x)``.
+calls); optionally apply REINVENT4's scaffold diversity filter; turn the filtered scores, exactly
+those the update uses, into rewards with MARA (``mara_rewards``: R = score, ref log-prob = prior
+log-likelihood, beta = 1 / sigma); regress the agent's log-likelihood onto the augmented
+likelihood ``log p_prior(x) + sigma * r(x)``.
 
 The augmented likelihood is the log of the reverse-KL Gibbs target ``p_prior(x) exp(sigma R(x))``
 with beta = 1 / sigma, so REINVENT is KL-regularised RL and MARA belongs exactly where the
@@ -14,9 +15,10 @@ equal to the anchor's value, a target that is flat over the good molecules.
 Run folder and crash safety: ``config.json`` (written atomically first, the run's settings from
 then on), ``checkpoint.pt`` (agent, optimiser, sampler RNG, counters; replaced atomically every
 ``checkpoint_every`` steps, the first before any oracle call) and ``molecules.csv``, the ledger:
-every scored molecule (``call, step, smiles, score, raw, reason``: ``raw`` is a docking
-objective's Vina score in kcal/mol, ``reason`` why a molecule scored 0 unmeasured), appended,
-flushed and fsync'd per batch.
+every scored molecule (``call, step, smiles, score, raw, reason, prior_nll, agent_nll`` and one
+column per component of the objective: ``raw`` is a docking objective's Vina score in kcal/mol,
+``reason`` why a molecule scored 0 unmeasured, the NLLs (nats) are the prior's and the sampling
+agent's, a component is one term of the score, e.g. ``qed``), appended, flushed and fsync'd per batch.
 The ledger is the source of truth for the budget and the cache. A resumed run replays the steps
 since the checkpoint from the same RNG state, finds their molecules in the ledger and pays
 nothing for them, so it continues exactly where the killed run was. Only the batch being scored
@@ -53,14 +55,21 @@ from mara_rl.chem.checks import (
 )
 from mara_rl.chem.executors import Executor, SerialExecutor, make_executor
 from mara_rl.chem.model import SmilesRNN
-from mara_rl.chem.oracles import Details, Oracle, check_scores, get_oracle, is_docking
+from mara_rl.chem.oracles import Details, Oracle, check_scores, get_oracle, is_docking, is_user_objective
 
-LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason")
-LEGACY_LEDGER_FIELDS = LEDGER_FIELDS[:4]  # ledgers written before the raw column; they resume as they are
+LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason", "prior_nll", "agent_nll")  # then the objective's components
+# headers of ledgers written by earlier versions (before the raw score; before the NLLs and components): they resume as they are
+LEGACY_LEDGER_FIELDS = (LEDGER_FIELDS[:4], LEDGER_FIELDS[:6])
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
-SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address")
+SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address", "tensorboard")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
+HISTORY_EVERY = 2  # steps between history rows: a 500-call run (8 steps of 64) still draws a curve
+TOP_MOLECULES = 20  # listed in summary.md; the first 12 drawn in top_molecules.png
+
+
+class OracleError(ValueError):
+    """A user's oracle (``--objective module:factory``) raised: the user's error, reported as one line."""
 
 
 @dataclass
@@ -79,8 +88,8 @@ class RunConfig:
     tau: float | None = None
     tau_quantile: float | None = None
     diversity_filter: bool = False
-    df_bucket_size: int = 25  # molecules per scaffold before that scaffold scores 0
-    df_min_score: float = 0.4  # molecules below this do not fill buckets
+    df_bucket_size: int = 25  # good molecules per scaffold before that scaffold scores 0 (REINVENT4's default)
+    df_min_score: float = 0.4  # molecules below this are not memorised and do not fill buckets (REINVENT4's default)
     replay_size: int = 0  # top-k experience replay memory (0: off)
     replay_batch: int = 24
     screens: tuple[float, ...] = (0.8, 0.85)
@@ -92,6 +101,7 @@ class RunConfig:
     oracle_workers: int = 1  # local processes scoring each batch (1: in this process)
     ray_address: str | None = None  # score on Ray: "auto", "ray://host:port", or "local" (started here)
     checkpoint_every: int = 10  # steps
+    tensorboard: bool = False  # also log the history and the top molecules to out/tensorboard
     max_steps: int | None = None  # stop this session early (the run stays resumable)
     step_limit: int | None = None  # total steps; default 4 * budget / batch_size (see run)
 
@@ -110,6 +120,8 @@ class RunConfig:
             self.tau_quantile = check_float(self.tau_quantile, "--tau-quantile", 0.0, 1.0)
         self.df_bucket_size = check_int(self.df_bucket_size, "--df-bucket-size", 1)
         self.df_min_score = check_float(self.df_min_score, "--df-min-score", 0.0, 1.0)
+        if self.df_min_score == 0.0:  # a zeroed repeat would fill buckets, and a resumed run could not rebuild them
+            raise ValueError("--df-min-score must be above 0 (at 0 every re-proposal, scored 0 by the filter, would fill its bucket)")
         self.replay_size = check_int(self.replay_size, "--replay-size", 0)
         self.replay_batch = check_int(self.replay_batch, "--replay-batch", 1)
         self.screens = tuple(check_float(s, "--screens", 0.0, 1.0) for s in self.screens)
@@ -159,6 +171,16 @@ def shaped_rewards(scores: torch.Tensor, prior_loglik: torch.Tensor, config: Run
     return result.rewards, float(result.augmented.float().mean())
 
 
+def ledger_fields(oracle: Oracle) -> tuple[str, ...]:
+    """A new ledger's columns: :data:`LEDGER_FIELDS`, then one per component of ``oracle``."""
+    components = tuple(getattr(oracle, "components", ()))
+    for name in components:
+        if not isinstance(name, str) or not name.isidentifier() or name in LEDGER_FIELDS or components.count(name) > 1:
+            raise ValueError(f"objective {oracle.name!r}: component names must be distinct identifiers other than "
+                             f"{', '.join(LEDGER_FIELDS)}, got {components}")
+    return LEDGER_FIELDS + components
+
+
 class Ledger:
     """Oracle budget, cache and CSV log of every scored molecule (rebuilt from the CSV on resume).
 
@@ -170,8 +192,9 @@ class Ledger:
     def __init__(self, path: Path, oracle: Oracle, budget: int, executor: Executor | None = None):
         self.path, self.oracle, self.budget = path, oracle, budget
         self.executor = executor or SerialExecutor()
-        self.fields = LEDGER_FIELDS
+        self.fields = ledger_fields(oracle)
         self.cache: dict[str, float] = {}
+        self.row: dict[str, int] = {}  # each molecule's index in ``order``
         self.order: list[str] = []  # molecules in call order
         self.steps: list[int] = []  # the step that scored each of them
         self.raw: list[float | None] = []  # a docking objective's raw score of each of them
@@ -179,7 +202,7 @@ class Ledger:
         if path.is_file():
             self._read()
         else:
-            atomic_write_text(path, ",".join(LEDGER_FIELDS) + "\r\n")  # csv's own line end, as in the rows
+            atomic_write_text(path, ",".join(self.fields) + "\r\n")  # csv's own line end, as in the rows
 
     def _read(self) -> None:
         raw = self.path.read_bytes()
@@ -195,8 +218,12 @@ class Ledger:
         except UnicodeDecodeError as err:
             self._damaged(f"bytes that are not text at offset {err.start}")
         header = tuple(lines[0].split(",")) if lines else ()
-        if header not in (LEDGER_FIELDS, LEGACY_LEDGER_FIELDS):
-            self._damaged(f"its first line is not the header {','.join(LEDGER_FIELDS)}")
+        if header != self.fields and header not in LEGACY_LEDGER_FIELDS:
+            if header[: len(LEDGER_FIELDS)] == LEDGER_FIELDS:
+                raise ValueError(f"ledger {self.path} holds the components {', '.join(header[len(LEDGER_FIELDS):]) or 'none'}, but "
+                                 f"objective {self.oracle.name!r} has {', '.join(self.fields[len(LEDGER_FIELDS):]) or 'none'}: it was "
+                                 "written for another objective; start a new run in another --out")
+            self._damaged(f"its first line is not the header {','.join(self.fields)}")
         self.fields = header
         for number, row in enumerate(csv.reader(lines[1:]), start=2):
             problem = self._add_row(row)
@@ -207,7 +234,7 @@ class Ledger:
         """Append one stored row to the cache; a description of what is wrong with it, if anything."""
         if len(row) != len(self.fields):
             return f"has {len(row)} fields instead of {len(self.fields)}"
-        call, step, smiles, score, raw, reason = row + ["", ""] * (len(row) == len(LEGACY_LEDGER_FIELDS))
+        call, step, smiles, score, raw, reason = (row + ["", ""])[:6]  # the oldest ledgers have no raw and reason
         try:
             call_n, step_n, value = int(call), int(step), float(score)
             raw_value = float(raw) if raw else None
@@ -228,6 +255,7 @@ class Ledger:
 
     def _keep(self, smiles: str, step: int, score: float, raw: float | None, reason: str) -> None:
         self.cache[smiles] = score
+        self.row[smiles] = len(self.order)
         self.order.append(smiles)
         self.steps.append(step)
         self.raw.append(raw)
@@ -250,14 +278,21 @@ class Ledger:
         """Step of the last scored molecule (-1 before the first)."""
         return self.steps[-1] if self.steps else -1
 
+    def scored_before(self, smiles: str, step: int) -> bool:
+        """Whether ``smiles`` was scored at a step before ``step`` (the same answer on a resumed replay)."""
+        row = self.row.get(smiles)
+        return row is not None and self.steps[row] < step
+
     def rows_before(self, step: int) -> int:
         """How many molecules were scored before ``step``."""
         return bisect_left(self.steps, step)
 
-    def score(self, molecules: Sequence[str | None], step: int) -> np.ndarray:
+    def score(self, molecules: Sequence[str | None], step: int, prior_nll: Sequence[float] | None = None,
+              agent_nll: Sequence[float] | None = None) -> np.ndarray:
         """Scores for canonical SMILES (``None`` = invalid -> 0, no call). New molecules are
         scored in order while the budget allows; the rest get NaN (unscored, left out of the
-        update). The batch's new rows are appended, flushed and fsync'd before this returns."""
+        update). The batch's new rows are appended, flushed and fsync'd before this returns;
+        ``prior_nll`` / ``agent_nll`` (one per molecule) go into a new molecule's row."""
         new: list[str] = []
         for m in molecules:
             if m is not None and m not in self.cache and m not in new:
@@ -267,13 +302,21 @@ class Ledger:
         if new:
             details = self.executor.map(Details(self.oracle), new)
             scores = check_scores(np.array([d.score for d in details]), len(new), self.oracle.name)
+            components = len(getattr(self.oracle, "components", ()))
+            for d in details:  # before any row is written, so that the ledger keeps whole batches
+                if len(d.components) != components:
+                    raise ValueError(f"oracle {self.oracle.name!r} names {components} components but returned {len(d.components)} "
+                                     "values for a molecule")
             text = io.StringIO()
             writer = csv.writer(text)
+            first = {m: i for i, m in reversed(list(enumerate(molecules)))}  # where each molecule was first sampled
+            nll = lambda values, m: "" if values is None else repr(float(values[first[m]]))  # noqa: E731
             for m, s, d in zip(new, scores, details):
                 reason = " ".join(d.reason.split())  # one line, so that a row is one line
                 raw = None if d.raw is None else float(d.raw)
                 self._keep(m, step, float(s), raw, reason)
-                row = (len(self.order), step, m, repr(float(s)), "" if raw is None else repr(raw), reason)
+                row = (len(self.order), step, m, repr(float(s)), "" if raw is None else repr(raw), reason,
+                       nll(prior_nll, m), nll(agent_nll, m), *(repr(float(c)) for c in d.components))
                 writer.writerow(row[: len(self.fields)])
             self._append(text.getvalue())
         return np.array([0.0 if m is None else self.cache.get(m, np.nan) for m in molecules])
@@ -289,28 +332,43 @@ class Ledger:
 
 
 class ScaffoldFilter:
-    """Scaffold-bucket diversity filter: once ``bucket_size`` molecules scoring at least
-    ``min_score`` share a Bemis-Murcko scaffold, further molecules of that scaffold score 0
-    for training (the ledger keeps the oracle's score)."""
+    """REINVENT4's ``IdenticalMurckoScaffold`` diversity filter (its defaults: ``bucket_size`` 25,
+    ``minscore`` 0.4; the penalty is a score of 0). Molecules are taken in batch order; for each
+    valid one:
+
+    1. a molecule the filter has memorised before scores 0 (REINVENT4 "also memorizes all seen
+       SMILES": a re-proposal earns nothing);
+    2. if its score is still at least ``min_score``, it is memorised and counted in the bucket of
+       its Bemis-Murcko scaffold (RDKit ``GetScaffoldForMol``, canonical SMILES; every acyclic
+       molecule shares the empty scaffold); once that bucket holds more than ``bucket_size``
+       molecules, it scores 0.
+
+    So the first ``bucket_size`` good molecules of a scaffold keep their score and later ones get 0.
+    The filter changes the scores used for training only (the ledger keeps the oracle's). With
+    ``min_score > 0`` its memory is a function of the distinct molecules in the order they were
+    first proposed (a zeroed repeat never counts), which is how a resumed run rebuilds it."""
 
     def __init__(self, bucket_size: int, min_score: float):
         self.bucket_size, self.min_score = bucket_size, min_score
-        self.buckets: dict[str, set[str]] = {}
+        self.buckets: dict[str, int] = {}
+        self.memory: set[str] = set()
 
     def __call__(self, molecules: Sequence[str | None], scores: np.ndarray) -> np.ndarray:
         from rdkit import Chem
         from rdkit.Chem.Scaffolds import MurckoScaffold
 
-        out = scores.copy()
-        for i, (m, s) in enumerate(zip(molecules, scores)):
-            if m is None or not s >= self.min_score:
+        out = np.array(scores, dtype=np.float64, copy=True)
+        for i, m in enumerate(molecules):
+            if m is None:
                 continue
-            scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.MolFromSmiles(m))
-            bucket = self.buckets.setdefault(scaffold, set())
-            if m not in bucket and len(bucket) >= self.bucket_size:
+            if m in self.memory:
                 out[i] = 0.0
-            else:
-                bucket.add(m)
+            if out[i] >= self.min_score:
+                self.memory.add(m)
+                scaffold = Chem.MolToSmiles(MurckoScaffold.GetScaffoldForMol(Chem.MolFromSmiles(m)))
+                self.buckets[scaffold] = self.buckets.get(scaffold, 0) + 1
+                if self.buckets[scaffold] > self.bucket_size:
+                    out[i] = 0.0
         return out
 
 
@@ -321,6 +379,10 @@ class RunState:
     sampled: int = 0
     replay: list[tuple[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
+    # valid proposals of a molecule already scored at an earlier step or earlier in the same batch
+    # (free for the budget, but a wasted update); ``repeated_hits`` per screen counts those scoring >= it
+    repeats: int = 0
+    repeated_hits: dict[str, int] = field(default_factory=dict)
 
 
 def read_config(out: str | Path) -> RunConfig:
@@ -386,6 +448,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             raise ValueError(f"{out} already holds a finished run; choose another --out")
         raise ValueError(f"{out} holds an unfinished run; continue it with `mara chem run --out {out} --resume` or choose another --out")
     check_device(config.device)
+    check_tensorboard(config.tensorboard)
     writable_folder(out)
     oracle = oracle or make_oracle(config)
     check_oracle_executor(oracle, config.oracle_workers, config.ray_address)
@@ -427,8 +490,8 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
                          f"{ledger_rows}: the ledger lost paid molecules. Restore it, or delete {checkpoint_path} and rerun "
                          "with --resume to replay the run from its start (the lost molecules are paid again)")
     diversity = ScaffoldFilter(config.df_bucket_size, config.df_min_score) if config.diversity_filter else None
-    if diversity is not None:  # refill the buckets as they were at the checkpoint, in call order
-        known = ledger.rows_before(state.step)
+    known = ledger.rows_before(state.step)
+    if diversity is not None and known:  # refill the memory as it was at the checkpoint, in first-proposal order
         diversity(ledger.order[:known], ledger.scores_in_order()[:known])
 
     def finished() -> bool:
@@ -437,6 +500,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         # such a run (recorded in its metrics) instead of spinning on free repeats.
         return (ledger.exhausted and state.step > ledger.last_step) or state.step >= config.step_limit
 
+    board = _tensorboard(out) if config.tensorboard else None
     # started last: a local Ray takes seconds to start, and the checks above may still refuse the run
     ledger.executor = make_executor(config.oracle_workers, config.ray_address)
     t0 = time.perf_counter()
@@ -446,12 +510,27 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         while not finished() and (config.max_steps is None or steps_this_session < config.max_steps):
             ids, _ = agent.sample(config.batch_size, generator=generator)
             molecules = [canonical_smiles(s) for s in agent.decode(ids)]
+            agent_ll = agent.log_likelihood(ids)
+            with torch.no_grad():
+                prior_ll = prior.log_likelihood(ids)
             calls_before = ledger.calls
-            scores = ledger.score(molecules, state.step)
+            try:
+                scores = ledger.score(molecules, state.step, prior_nll=(-prior_ll).tolist(), agent_nll=(-agent_ll.detach()).tolist())
+            except Exception as err:
+                if is_user_objective(config.objective):  # the user's code failed, not ours: say so, and how to go on
+                    raise OracleError(f"objective {config.objective!r} raised {type(err).__name__}: {first_line(err)} (an error in that "
+                                      f"oracle; the ledger holds the {len(ledger.order)} molecules scored before it, none of this "
+                                      f"batch). Fix it and continue with: mara chem run --out {config.out} --resume") from err
+                raise
+            if calls_before == 0 and ledger.calls:  # the first batch is the prior's: can the run's thresholds be reached?
+                warn_unreachable(scores, config)
             keep = ~np.isnan(scores)  # molecules the budget could no longer pay for sit out the update
             ids, molecules, scores = ids[keep], [m for m, k in zip(molecules, keep) if k], scores[keep]
+            keep_t = torch.as_tensor(keep, device=agent_ll.device)
+            agent_ll, prior_ll = agent_ll[keep_t], prior_ll[keep_t]
             state.invalid += sum(m is None for m in molecules)
             state.sampled += len(molecules)
+            _count_repeats(state, ledger, molecules, scores, config.screens)
             train_scores = diversity(molecules, scores) if diversity is not None else scores
 
             if config.replay_size:  # replay from the memory as it was before this batch, then update it
@@ -461,13 +540,13 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
                 memory.update({m: float(s) for m, s in zip(molecules, train_scores) if m is not None})
                 state.replay = sorted(memory.items(), key=lambda kv: -kv[1])[: config.replay_size]
                 if replayed:
-                    ids = _stack(agent, ids, [m for m, _ in replayed])
+                    extra = agent.encode([m for m, _ in replayed])
+                    agent_ll = torch.cat([agent_ll, agent.log_likelihood(extra)])
+                    with torch.no_grad():
+                        prior_ll = torch.cat([prior_ll, prior.log_likelihood(extra)])
                     train_scores = np.concatenate([train_scores, [s for _, s in replayed]])
 
             # the budget always pays for at least one new molecule, so the batch is never empty
-            agent_ll = agent.log_likelihood(ids)
-            with torch.no_grad():
-                prior_ll = prior.log_likelihood(ids)
             score_t = torch.as_tensor(train_scores, dtype=prior_ll.dtype, device=prior_ll.device)
             rewards, frac_augmented = shaped_rewards(score_t, prior_ll, config)
             loss = augmented_likelihood_loss(agent_ll, prior_ll, rewards, config.sigma)
@@ -478,14 +557,20 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
             steps_this_session += 1
             progress.update(ledger.calls - calls_before)
             done = finished()
-            if state.step % 5 == 0 or done:
+            if state.step % HISTORY_EVERY == 0 or done:
                 state.history.append(_snapshot(ledger, state, config, float(loss.detach()), frac_augmented, float(np.mean(scores))))
+                if board is not None:
+                    for key, value in state.history[-1].items():
+                        if key not in ("step", "oracle_calls"):
+                            board.add_scalar(key, value, global_step=state.history[-1]["oracle_calls"])
             if state.step % config.checkpoint_every == 0 or done:
                 save_checkpoint()
                 saved_at = state.step
     finally:
         progress.close()
         ledger.executor.close()
+        if board is not None:
+            board.flush()
     if saved_at != state.step:
         save_checkpoint()
     if not finished():
@@ -493,7 +578,11 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
     metrics = summarise(ledger, state, config, wall_minutes_this_session=(time.perf_counter() - t0) / 60)
     atomic_write_text(out / "history.json", json.dumps(state.history))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    _write_report(out, metrics, state)
+    grid = _write_report(out, metrics, state)
+    if board is not None:
+        if grid is not None:
+            board.add_image("top_molecules", np.asarray(grid.convert("RGB")), global_step=ledger.calls, dataformats="HWC")
+        board.close()
     return metrics
 
 
@@ -512,22 +601,30 @@ def _load_checkpoint(path: Path, agent: SmilesRNN, optimizer: torch.optim.Optimi
                          "(molecules already in molecules.csv are not paid again)") from None
 
 
-def _stack(agent: SmilesRNN, ids: torch.Tensor, smiles: list[str]) -> torch.Tensor:
-    """Sampled ``ids`` and encoded ``smiles`` in one right-padded batch."""
-    extra = agent.encode(smiles)
-    width = max(ids.shape[1], extra.shape[1])
-    pad = agent.vocab.pad
-    grow = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad)  # noqa: E731
-    return torch.cat([grow(ids), grow(extra)])
+def _count_repeats(state: RunState, ledger: Ledger, molecules: Sequence[str | None], scores: np.ndarray,
+                   screens: Sequence[float]) -> None:
+    """Add this batch's repeats (valid molecules scored at an earlier step, or earlier in the batch)
+    to ``state``'s counters, and per screen those of them scoring at least the screen."""
+    seen: set[str] = set()
+    for m, s in zip(molecules, scores):
+        if m is None:
+            continue
+        if m in seen or ledger.scored_before(m, state.step):
+            state.repeats += 1
+            for screen in screens:
+                if s >= screen:
+                    state.repeated_hits[str(screen)] = state.repeated_hits.get(str(screen), 0) + 1
+        seen.add(m)
 
 
 def _snapshot(ledger: Ledger, state: RunState, config: RunConfig, loss: float, frac_augmented: float, mean_score: float) -> dict[str, float]:
     known = ledger.rows_before(state.step)  # a replayed step sees the ledger as its first pass did
     scores = ledger.scores_in_order()[:known]
     row = {"step": state.step, "oracle_calls": known * ledger.oracle.cost, "loss": loss, "mean_score": mean_score, "fraction_augmented": frac_augmented,
-           "invalid_fraction": state.invalid / max(state.sampled, 1)}
+           "invalid_fraction": state.invalid / max(state.sampled, 1), "sampled": state.sampled, "repeats": state.repeats}
     for screen in config.screens:
         row[f"yield@{screen}"] = int((scores >= screen).sum())
+        row[f"repeated_hits@{screen}"] = state.repeated_hits.get(str(screen), 0)
     return row
 
 
@@ -547,6 +644,7 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         "stopped_by_step_limit": not ledger.exhausted,
         "sampled": state.sampled,
         "validity": 1.0 - state.invalid / max(state.sampled, 1),
+        "repeats": state.repeats,
         "mean_score": float(scores.mean()),
         "intdiv1": internal_diversity(ledger.order),
         "circles": num_circles(ledger.order),
@@ -562,28 +660,96 @@ def summarise(ledger: Ledger, state: RunState, config: RunConfig, wall_minutes_t
         metrics[f"yield@{screen}"] = len(hits)
         metrics[f"ob100@{screen}"] = oracle_calls_to_hits(scores, screen, 100)
         metrics[f"scaffolds@{screen}"] = num_scaffolds(hits)
+        metrics[f"repeated_hits@{screen}"] = state.repeated_hits.get(str(screen), 0)
     return metrics
 
 
 def method_label(config: RunConfig) -> str:
+    """``REINVENT``, ``MARA tau=0.8`` or ``MARA q=0.9``, with `` + filter`` when the diversity filter is on."""
     if not config.mara:
-        return "REINVENT"
-    return f"MARA tau={config.tau}" if config.tau is not None else f"MARA q={config.tau_quantile}"
+        label = "REINVENT"
+    else:
+        label = f"MARA tau={config.tau}" if config.tau is not None else f"MARA q={config.tau_quantile}"
+    return label + " + filter" if config.diversity_filter else label
 
 
-def _write_report(out: Path, metrics: dict[str, Any], state: RunState) -> None:
+def _tensorboard(out: Path):
+    """A TensorBoard writer logging into ``out/tensorboard`` (extra ``tensorboard``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs TensorBoard: pip install 'mara-rl[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def check_tensorboard(enabled: bool) -> None:
+    """``--tensorboard`` can log: the package is installed (checked before anything is spent)."""
+    import importlib.util
+
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--tensorboard needs TensorBoard: pip install 'mara-rl[tensorboard]'")
+
+
+def warn_unreachable(scores: np.ndarray, config: RunConfig) -> list[str]:
+    """Warn on stderr (and return the warnings) for each screen, and MARA's tau, far out in the
+    tail of the first batch's scores (the prior's own, since the agent starts as the prior):
+    above ``q95 + (q95 - median)``, the 95th percentile plus its distance from the median. Hits
+    that far out are rare at the start and may never come (e.g. 0.8 on a docking composite whose
+    prior 95th percentile is 0.41); stopping now has cost one batch of the budget."""
+    measured = scores[np.isfinite(scores)]
+    if not measured.size:
+        return []
+    median, q95 = (float(q) for q in np.percentile(measured, [50, 95]))
+    thresholds = [(f"screen {s}", s) for s in config.screens]
+    if config.mara and config.tau is not None:
+        thresholds.append((f"MARA's --tau {config.tau}", config.tau))
+    warnings = [f"mara chem run: warning: {name} lies far above the prior's scores (first {measured.size} molecules: median "
+                f"{median:.3g}, 95th percentile {q95:.3g}, best {measured.max():.3g}): hits may be rare or never come. "
+                f"Stop now (Ctrl-C) to choose a lower one, having spent {measured.size} of the {config.budget} calls"
+                for name, value in thresholds if value > q95 + (q95 - median)]
+    for line in warnings:
+        tqdm.write(line, file=sys.stderr)
+    return warnings
+
+
+def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:
+    """The ``n`` best-scoring rows of ``out``'s ledger (ties in call order), as the ledger wrote them."""
+    with (out / "molecules.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return sorted(rows, key=lambda r: -float(r["score"]))[:n]
+
+
+def _write_report(out: Path, metrics: dict[str, Any], state: RunState):
+    """``summary.md`` (metrics and the top molecules with their scores and components),
+    ``yield.png`` and ``top_molecules.png`` (an RDKit grid of the best 12). Returns that grid
+    image (PIL), or None when no molecule was scored."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from rdkit import Chem
+    from rdkit.Chem import Draw
 
     lines = [f"# {metrics['method']} on {metrics['objective']} (seed {metrics['seed']})", ""]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v if v is not None else 'not reached'}" for k, v in metrics.items()]
+    top = top_molecules(out)
+    grid = None
+    if top:
+        extra = [k for k in top[0] if k not in ("call", "step", "smiles", "score", "reason") and any(r[k] for r in top)]
+        lines += ["", f"## Top {len(top)} molecules (`top_molecules.png`: the first 12; every molecule: `molecules.csv`)", "",
+                  "| rank | SMILES | score | " + " | ".join(extra) + " | call |", "|" + "---|" * (len(extra) + 4)]
+        for rank, r in enumerate(top, start=1):
+            cells = [f"{float(r[k]):.4g}" if r[k] else "" for k in extra]
+            lines.append(f"| {rank} | `{r['smiles']}` | {float(r['score']):.4f} | " + " | ".join(cells) + f" | {r['call']} |")
+        drawn = top[:12]
+        grid = Draw.MolsToGridImage([Chem.MolFromSmiles(r["smiles"]) for r in drawn], molsPerRow=4, subImgSize=(260, 220),
+                                    legends=[f"#{i} score {float(r['score']):.3f}" for i, r in enumerate(drawn, start=1)])
+        grid.save(out / "top_molecules.png")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     calls = [h["oracle_calls"] for h in state.history]
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for key in [k for k in metrics if k.startswith("yield@")]:
-        ax.plot(calls, [h[key] for h in state.history], label=f"score >= {key.split('@')[1]}")
+        ax.plot(calls, [h[key] for h in state.history], marker=".", label=f"score >= {key.split('@')[1]}")
     ax.set_xlabel("oracle calls")
     ax.set_ylabel("yield (distinct molecules)")
     ax.set_title(f"{metrics['method']}, {metrics['objective']}, seed {metrics['seed']}")
@@ -591,3 +757,4 @@ def _write_report(out: Path, metrics: dict[str, Any], state: RunState) -> None:
     fig.tight_layout()
     fig.savefig(out / "yield.png", dpi=120)
     plt.close(fig)
+    return grid

@@ -1,0 +1,41 @@
+"""Which of ``drug_modes``' drugs each hit of a run is nearest to (Morgan r=2 Tanimoto).
+
+    python benchmarks/drug_modes_coverage.py 0.45 results/chem/drug-modes-2k-tau0.4/*/seed0/molecules.csv
+
+Prints, per ledger, the number of molecules scoring at least the screen and how many of them lie
+nearest to each drug: how evenly a method covers the objective's good regions.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import Counter
+
+from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
+
+from mara_rl.chem.scores import DRUG_MODES
+
+MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+
+def nearest_drugs(smiles: list[str]) -> Counter:
+    drugs = {name: MORGAN.GetFingerprint(Chem.MolFromSmiles(s)) for name, s in DRUG_MODES.items()}
+    count: Counter = Counter()
+    for s in smiles:
+        fp = MORGAN.GetFingerprint(Chem.MolFromSmiles(s))
+        count[max(drugs, key=lambda name: DataStructs.TanimotoSimilarity(drugs[name], fp))] += 1
+    return count
+
+
+def main() -> None:
+    screen, paths = float(sys.argv[1]), sys.argv[2:]
+    for path in paths:
+        with open(path, newline="") as handle:
+            hits = [r["smiles"] for r in csv.DictReader(handle) if float(r["score"]) >= screen]
+        print(path, len(hits), dict(nearest_drugs(hits).most_common()))
+
+
+if __name__ == "__main__":
+    main()
