@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,llm,chem,semantic,dock,ray]"
+	$(BIN)/pip install --quiet -e ".[dev,llm,chem,semantic,dock,ray,tensorboard]"
 	$(BIN)/pip install --quiet --no-deps molsets==0.3.1
 	touch $(STAMP)
 
