@@ -188,7 +188,6 @@ def build_cached_model(dirname: str, build: Callable[[Path], dict[str, Any]],
     if rebuild and target.exists():
         shutil.rmtree(target)
     if (target / "info.json").exists():
-        _add_chat_template(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
@@ -239,7 +238,9 @@ def tiny_reference_path(cache_dir: str | os.PathLike[str] | None = None, *, rebu
 
     ``info.json`` there records the measured answer probabilities.
     """
-    return build_cached_model(MODEL_DIRNAME, _build_random_choice_reference, cache_dir, rebuild=rebuild)
+    path = build_cached_model(MODEL_DIRNAME, _build_random_choice_reference, cache_dir, rebuild=rebuild)
+    _add_chat_template(path)  # a reference cached before the tokenizer had one
+    return path
 
 
 def load_tiny_reference(cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:
