@@ -365,3 +365,62 @@ def test_diagnose_html_flag_is_checked_before_the_file_is_read(tmp_path, capsys)
     assert main(["diagnose", str(rollouts), "--beta", "1", "--html", str(tmp_path / "r.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mara diagnose: error: --html: ") and "should end in .html" in err and err.count("\n") == 1
+
+
+TRAINING_KEYS = ("sampled_good_classes", "sampled_effective_good", "vanilla_effective_good", "mara_effective_good", "mean_reward")
+
+
+def _values(strings) -> list[float | None]:
+    return [None if s == "" else float(s) for s in strings]
+
+
+def _close(shown, expected) -> bool:
+    return len(shown) == len(expected) and all(
+        (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b, rel_tol=0, abs_tol=TOL))
+        for a, b in zip(shown, expected))
+
+
+def _step_values(browser) -> dict:
+    return dict(browser.execute_script(
+        "return [...document.querySelectorAll('#step-values td')].map((td) => [td.dataset.key, td.dataset.value]);"))
+
+
+def test_record_report_draws_the_over_training_curves_with_a_step_slider(browser, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    from _record_helpers import random_rows, write_record
+
+    folder = write_record(tmp_path / "rec", random_rows(21, steps=7, groups=4, size=6), ranks=2)
+    html, out = tmp_path / "page.html", tmp_path / "d.json"
+    assert main(["diagnose", str(folder), "--beta", "0.01", "1", "--steps", "1:7", "--html", str(html), "--json", str(out)]) == 0
+    over = json.loads(out.read_text())["over_training"]
+    browser.get(html.as_uri())
+    for result, curve in enumerate(over):
+        if result:
+            browser.find_element("css selector", f"#beta-select option[value='{result}']").click()
+        rows = curve["steps"]
+        for key in TRAINING_KEYS:  # every drawn point carries the --json value of its step
+            points = browser.execute_script(
+                f"return [...document.querySelectorAll('#training-charts g[data-series=\"{key}\"] circle')].map((c) => [c.dataset.step, c.dataset.value]);")
+            assert [int(s) for s, _ in points] == [r["step"] for r in rows], key
+            assert _close(_values([v for _, v in points]), [r[key] for r in rows]), (result, key)
+    # the slider starts at the last step; moving it moves the marker and the numbers to that step
+    assert browser.find_element("id", "step-shown").text == f"step {rows[-1]['step']}"
+    slider = browser.find_element("id", "step-slider")
+    slider.send_keys(Keys.HOME)
+    slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    chosen = rows[2]
+    assert browser.find_element("id", "step-shown").text == f"step {chosen['step']}"
+    assert {int(m.get_attribute("data-step")) for m in browser.find_elements("css selector", "#training-charts .step-marker")} == {chosen["step"]}
+    shown = _step_values(browser)
+    for key in (*TRAINING_KEYS, "rows", "groups"):
+        assert _close(_values([shown[key]]), [chosen[key]]), key
+    assert chosen["sampled_good_classes"] != rows[-1]["sampled_good_classes"] or chosen["mean_reward"] != rows[-1]["mean_reward"]
+
+
+def test_a_rollouts_file_report_has_no_step_slider(browser, report):
+    url, record = report
+    browser.get(url)
+    assert "over_training" not in record
+    assert browser.find_elements("id", "step-slider") == [] and browser.find_elements("id", "training") == []
+    assert browser.execute_script("return window.maraReport.overTraining === undefined;")

@@ -2,7 +2,8 @@
 
 The page holds the same record as ``--json`` (:func:`mara_rl.diagnose.report.to_dict`, one per beta)
 and draws it: the per-prompt table, sortable and filterable, and per prompt the answer classes with
-their reward, reference probability and vanilla and MARA targets as bars.
+their reward, reference probability and vanilla and MARA targets as bars. For a record folder it
+also draws the ``--json`` "over_training" curves per step, with a slider that picks a step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mara_rl.diagnose.diagnosis import Diagnosis
-from mara_rl.diagnose.report import to_dict
+from mara_rl.diagnose.report import _jsonable, to_dict
 from mara_rl.web import render_page, write_page
 
 BODY = """
@@ -26,7 +27,7 @@ BODY = """
     <span id="config" class="note"></span>
   </div>
   <p id="verdict" class="headline"></p>
-  <div class="toolbar">
+<!--training-->  <div class="toolbar">
     <label>Filter prompts <input id="filter" type="search" placeholder="text in the prompt" size="30"></label>
     <label><input id="two-good" type="checkbox"> only prompts with two or more good classes</label>
     <span id="count" class="note"></span>
@@ -39,15 +40,40 @@ BODY = """
 </main>
 """
 
+TRAINING = """
+  <section id="training">
+    <h2>Over training</h2>
+    <p class="note">Means over the prompt groups of each step that have a good answer (as
+    <code>--plot-training</code> draws them); the line marks the step the slider picks.</p>
+    <div class="toolbar">
+      <label>Step <input id="step-slider" type="range" min="0" max="0" step="1" value="0"></label>
+      <b id="step-shown"></b>
+    </div>
+    <div class="detail-body"><div id="training-charts"></div><table id="step-values" class="numbers"></table></div>
+  </section>
+"""
 
-def html_report(results: Sequence[Diagnosis], *, rollouts: str | None = None) -> str:
-    """The report page for one diagnosis per beta (the same record ``--json`` writes)."""
+
+def html_report(results: Sequence[Diagnosis], *, rollouts: str | None = None, over_training: list[dict] | None = None) -> str:
+    """The report page for one diagnosis per beta (the same record ``--json`` writes).
+
+    ``over_training``: for a record folder, one ``{"settings": dict, "steps": [per-step means]}`` per
+    beta, in the order of ``results`` (``--json``'s "over_training"); the page then shows it by step.
+    """
     if not results:
         raise ValueError("html_report needs at least one diagnosis")
+    if over_training is not None and (len(over_training) != len(results) or not all(o["steps"] for o in over_training)):
+        raise ValueError("html_report needs one non-empty over_training curve per diagnosis")
     data = {"rollouts": rollouts, "results": [to_dict(d) for d in results]}
-    return render_page("mara diagnose report", BODY, data, ("common.js", "diagnose.js"))
+    body = BODY
+    if over_training is not None:
+        data["over_training"] = _jsonable(over_training)
+        body = BODY.replace("<!--training-->", TRAINING)
+    return render_page("mara diagnose report", body, data, ("common.js", "diagnose.js"))
 
 
-def write_html(results: Sequence[Diagnosis], path: str | Path, *, rollouts: str | None = None) -> Path:
+def write_html(
+    results: Sequence[Diagnosis], path: str | Path, *, rollouts: str | None = None, over_training: list[dict] | None = None
+) -> Path:
     """Write :func:`html_report` to ``path``."""
-    return write_page(html_report(results, rollouts=rollouts), path)
+    return write_page(html_report(results, rollouts=rollouts, over_training=over_training), path)

@@ -114,16 +114,14 @@ def run_record(args: argparse.Namespace) -> int:
     print_diagnoses(args, groups, diagnoses, f"{_window_text(table_steps)} of {args.rollouts}")
     if warnings:
         print("\n" + "\n".join(f"  {w}" for w in warnings), file=sys.stderr)
+    over_training = [{"settings": s, "steps": m.to_dict("records")} for s, m in curves]
     if args.json:
-        extra = {
-            "table_steps": table_steps,
-            "over_training": [{"settings": s, "steps": m.to_dict("records")} for s, m in curves],
-        }
+        extra = {"table_steps": table_steps, "over_training": over_training}
         print(f"wrote {write_json(diagnoses, args.json, rollouts=str(args.rollouts), extra=extra)}")
     if args.html:
         from mara_rl.diagnose.html import write_html
 
-        print(f"wrote {write_html(diagnoses, args.html, rollouts=str(args.rollouts))}")
+        print(f"wrote {write_html(diagnoses, args.html, rollouts=str(args.rollouts), over_training=over_training)}")
     if args.plot:
         print(f"wrote {plot_classes(diagnoses, args.plot, num_prompts=args.plot_prompts)}")
     if args.plot_training:

@@ -1,10 +1,11 @@
 "use strict";
 // The diagnose report: per-prompt table (sortable, filterable) and, per prompt, its answer classes
 // with reward, reference probability and the vanilla and MARA targets as bars. The numbers are
-// those of `mara diagnose --json`, embedded by the Python side; nothing is recomputed here.
+// those of `mara diagnose --json`, embedded by the Python side; nothing is recomputed here. For a
+// record folder, also its over-training curves (the --json "over_training") with a step slider.
 (() => {
   const $ = (id) => document.getElementById(id);
-  const { rollouts, results } = MaraPage.data();
+  const { rollouts, results, over_training: overTraining } = MaraPage.data();
   const COLUMNS = [
     ["prompt", "prompt"], ["num_rows", "rows"], ["num_classes", "classes"], ["num_good", "good"], ["tau", "tau"],
     ["ref_second_to_top", "ref 2/1"], ["vanilla_top_good", "van top"], ["vanilla_second_to_top", "van 2/1"],
@@ -14,7 +15,12 @@
   ];
   const BARS = [["ref_prob", "reference", "#9a9a9a"], ["vanilla", "vanilla target", "#d62728"], ["mara", "MARA target", "#1f5fbf"],
     ["policy_prob", "policy", "#2ca02c"]];
-  const view = { result: 0, sortKey: null, descending: false, filter: "", twoGood: false, selected: null };
+  const CURVES = [["sampled_good_classes", "policy: distinct good classes sampled", "#777", "3 3"],
+    ["sampled_effective_good", "policy: exp(entropy) of its good samples", "#111"],
+    ["vanilla_effective_good", "vanilla target: effective good classes", "#d62728"],
+    ["mara_effective_good", "MARA target: effective good classes", "#1f5fbf"]];
+  const REWARD = [["mean_reward", "mean reward", "#2ca02c"]];
+  const view = { result: 0, sortKey: null, descending: false, filter: "", twoGood: false, selected: null, step: null };
 
   const current = () => results[view.result];
   const columns = () => COLUMNS.filter(([key]) => key in (current().prompts[0] || {}));
@@ -94,6 +100,21 @@
       `${bars.map(([, label]) => `<th>${label}</th>`).join("")}</tr></thead><tbody>${rows}</tbody></table></div>`;
   }
 
+  // The over-training view of the current beta: curves per step, a marker and the numbers at view.step.
+  function renderTraining() {
+    if (!overTraining) return;
+    const rows = overTraining[view.result].steps;
+    const steps = rows.map((r) => r.step);
+    const series = (specs) => specs.map(([name, label, color, dash]) => ({ name, label, color, dash, values: rows.map((r) => r[name]) }));
+    const at = view.step;
+    $("training-charts").innerHTML = MaraPage.legend(series(CURVES)) + MaraPage.lineChart(series(CURVES), steps, { marker: at }) +
+      MaraPage.legend(series(REWARD)) + MaraPage.lineChart(series(REWARD), steps, { height: 140, marker: at });
+    const row = rows[at];
+    $("step-shown").textContent = `step ${row.step}`;
+    $("step-values").innerHTML = [...CURVES, ...REWARD, ["rows", "completions"], ["groups", "prompt groups"]].map(([key, label]) =>
+      `<tr><th>${label}</th><td data-key="${key}" ${MaraPage.valueAttr(row[key])}>${MaraPage.short(row[key])}</td></tr>`).join("");
+  }
+
   function renderAll() {
     const r = current();
     $("verdict").textContent = r.summary.verdict;
@@ -102,6 +123,7 @@
       (r.config.answer_key ? `, answer key ${r.config.answer_key}` : ", classes = exact completions");
     renderTable();
     renderDetail();
+    renderTraining();
   }
 
   $("source").textContent = rollouts || "";
@@ -125,7 +147,14 @@
     renderDetail();
   });
 
+  if (overTraining) {
+    const slider = $("step-slider");
+    slider.max = String(overTraining[0].steps.length - 1);
+    slider.value = slider.max;
+    view.step = Number(slider.max);
+    slider.addEventListener("input", () => { view.step = Number(slider.value); renderTraining(); });
+  }
   if (current().prompts.length) view.selected = 0;
   renderAll();
-  window.maraReport = { shown: shownIndices, firstRenderMs: performance.now(), view };
+  window.maraReport = { shown: shownIndices, firstRenderMs: performance.now(), view, overTraining };
 })();
