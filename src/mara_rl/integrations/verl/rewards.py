@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mara_rl._groups import group_codes
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import mara_forward_weights
 from mara_rl.integrations.verl.settings import MaraSettings
@@ -151,7 +152,7 @@ def mara_rewrite(
     new_rm = (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
     if forward:
         old_seq = (old_log_prob.double() * mask.double()).sum(dim=1)
-        codes = torch.from_numpy(np.unique(row_uids, return_inverse=True)[1].reshape(-1)).to(rows.device)
+        codes = torch.from_numpy(group_codes(row_uids, len(row_uids))[0]).to(rows.device)
         coef, scale = mara_forward_weights(ref_seq[rows], result.ref_logprobs, old_seq[rows], codes)
         kl_scale[rows], kl_coef[rows] = scale.to(kl_scale.device), coef.to(kl_coef.device)
         metrics["mara/forward_kl_coef_max"] = float(coef.max())
