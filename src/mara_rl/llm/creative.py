@@ -483,7 +483,7 @@ def run_sweep(cfg: CreativeConfig, out: Path, jobs: int = 1, *, train: bool = Tr
     """
     from mara_rl._cache import cache_root
     from mara_rl.llm.reward_model import reward_model_dirname
-    from mara_rl.llm.sweep import check_stored_config, finished_runs, run_grid
+    from mara_rl.llm.sweep import check_stored_config, run_grid
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -501,12 +501,10 @@ def run_sweep(cfg: CreativeConfig, out: Path, jobs: int = 1, *, train: bool = Tr
         report_file.write_text(json.dumps(reward_models, indent=2))
     keys = [(None, s) for s in cfg.seeds] + [(m, s) for s in cfg.seeds for m in cfg.methods]
     runs = {run_name(m or "base", s): (cfg, m, s, out / "trainer" / run_name(m or "base", s)) for m, s in keys}
-    if train:
-        results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm creative").values())
-    else:
-        results = list(finished_runs(out, list(runs)).values())
-        if not results:
-            raise ValueError(f"{out} holds no finished run of this sweep; run it without --report-only first")
+    results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm creative",
+                            report_only=not train).values())
+    if not results:
+        raise ValueError(f"{out} holds no finished run of this sweep; run it without --report-only first")
     return write_report(cfg, out, results, reward_models)
 
 

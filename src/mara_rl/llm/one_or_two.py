@@ -350,7 +350,7 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     With methods beyond vanilla and MARA it also writes ``methods.md`` (best setting of each method,
     Welch p-values against MARA, every run's breakdown) and ``methods.png`` (each method's front).
     """
-    from mara_rl.llm.sweep import check_stored_config, finished_runs, run_grid
+    from mara_rl.llm.sweep import check_stored_config, run_grid
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -361,12 +361,10 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     runs = {run_name(*key): (cfg, *key, out / "trainer" / run_name(*key), out / "records" / run_name(*key))
             for key in grid}
-    if train:
-        results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm one-or-two").values())
-    else:
-        results = list(finished_runs(out, list(runs)).values())
-        if not results:
-            raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
+    results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm one-or-two",
+                            report_only=not train).values())
+    if not results:
+        raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
     rows = aggregate(results)
     with open(out / "runs.csv", "w", newline="") as f:
         columns = ["name", "beta", "kl", "method", "seed", "reward", "entropy", "min_valid_rate", "all_invalid",

@@ -73,10 +73,11 @@ def _one_thread() -> None:
 
 
 def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str, Any]], *, jobs: int = 1,
-             desc: str = "runs") -> dict[str, dict[str, Any]]:
+             desc: str = "runs", report_only: bool = False) -> dict[str, dict[str, Any]]:
     """Train every run of ``runs`` (name -> arguments of ``train``) that ``out/runs`` lacks.
 
     ``train`` must be a module-level function (it is pickled into worker processes when ``jobs > 1``).
+    ``report_only`` trains nothing and returns only the runs already finished.
 
     Returns:
         name -> result for every run, finished before or now, in the order of ``runs``.
@@ -88,8 +89,10 @@ def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
     done = finished_runs(out, list(runs))
+    if report_only:
+        return {name: done[name] for name in runs if name in done}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     todo = [name for name in runs if name not in done]
     progress = tqdm(total=len(runs), initial=len(done), desc=desc)
     if jobs == 1:

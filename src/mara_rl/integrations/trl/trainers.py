@@ -675,7 +675,7 @@ class _MaraMixin:
             if self._mara_token_forward():
                 if ref_pass.hidden is None:
                     raise _contract_error("the reference pass runs the model's base_model (TRL's fused LM head)")
-                ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+                ids = self._mara_group_ids(rewards)
                 self._mara_token_inputs = {
                     "mara_ref_hidden": ref_pass.hidden,
                     "mara_ref_token_logps": ref_pass.per_token_logps,
@@ -751,7 +751,7 @@ class _MaraMixin:
         ``eligible``) in ``self._mara_transform_advantages``.
         """
         transform = self._transform()
-        group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+        group_ids = self._mara_group_ids(rewards)
         inputs: dict[str, Any] = {}
         if "policy_logprobs" in transform.needs:
             inputs["policy_logprobs"] = self._mara_policy_logps()[eligible]
@@ -798,13 +798,17 @@ class _MaraMixin:
     def _mara_group_size(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
 
+    def _mara_group_ids(self, gathered: torch.Tensor) -> torch.Tensor:
+        """Prompt group of each row of a gathered ``[B]`` tensor (TRL puts a prompt's completions together)."""
+        return torch.arange(gathered.size(0), device=gathered.device) // self._mara_group_size()
+
     def _mara_augment(self, rewards, ref_logps, scorable, in_loss, new_rewards, kl_ref_logps) -> torch.Tensor:
         """Core MARA on the samples TRL trains on (scored and in the loss); writes into the last two.
 
         Returns the row index of each group's anchor.
         """
         mode = "train" if self.model.training else "eval"
-        group_ids = torch.arange(rewards.size(0), device=rewards.device) // self._mara_group_size()
+        group_ids = self._mara_group_ids(rewards)
         eligible = scorable & in_loss
         if self.mask_truncated_completions:
             masked = (scorable & ~in_loss).sum() / scorable.sum().clamp(min=1)
