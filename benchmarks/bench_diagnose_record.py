@@ -15,7 +15,8 @@ process so that peak RSS (``ru_maxrss``) is that of the measured work alone:
   ``pyarrow.dataset`` scanning them in batches (its multi-file reader), and ``ParquetFile.read``
   per shard with ``completion`` read as a dictionary (what the view does);
 - view, cold: the over-training view's per-step summaries (read, answer classes, targets through the
-  core) with no cache;
+  core) with no cache, in one thread and in ``--jobs`` threads (``mara diagnose --jobs``, whose
+  default is the machine's cores, 2 to 4);
 - view, warm: the same call again with the cache it wrote (a re-run: only the cache is read).
 
 The figures: view-cold time over the faster floor (done: <= 2), peak RSS at the largest size
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mara_rl.diagnose.stream import default_jobs
 
 ANSWERS = 8
 VALID = 6
@@ -164,7 +167,8 @@ def _child(args: argparse.Namespace) -> None:
         for path in paths:
             rows += pq.ParquetFile(path, read_dictionary=["completion"]).read(columns=list(READ_COLUMNS)).num_rows
     else:
-        result = summarize_steps(record, [Settings(0.05)], steps, use_cache=args.child == "view-warm")[0]
+        jobs = args.jobs if args.child == "view-cold-jobs" else 1
+        result = summarize_steps(record, [Settings(0.05)], steps, use_cache=args.child == "view-warm", jobs=jobs)[0]
         rows = int(result.summaries["rows"].sum())
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -186,6 +190,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=2, help="shards per step")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per measurement")
     parser.add_argument("--text-chars", type=int, default=0, help="every completion this many random characters long (0: short answers)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help=f"threads of the parallel view (default: {default_jobs()}, as mara diagnose)")
     parser.add_argument("--duckdb", action="store_true", help="also time DuckDB reading the same columns and aggregating the classes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--num-steps", type=int, help=argparse.SUPPRESS)
@@ -201,14 +206,15 @@ def main() -> None:
     size_gb = sum(p.stat().st_size for p in (args.dir / "shards").iterdir()) / 1e9
     print(f"record {args.dir}: {max(steps_for)} steps x {rows_per_step} rows, {args.ranks} shards per step, "
           f"{size_gb:.2f} GB on disk ({usage.free / 1e9:.0f} GB free); ready in {time.perf_counter() - start:.0f} s")
-    print(f"{'rows':>11} {'floor ds s':>10} {'floor files s':>13} {'view cold s':>11} {'ratio':>6} {'view warm s':>11} "
-          f"{'floor MB':>9} {'view MB':>8} {'view s/1e6 rows':>15}")
+    print(f"{'rows':>11} {'floor ds s':>10} {'floor files s':>13} {'view cold s':>11} {'ratio':>6} "
+          f"{f'{args.jobs} jobs s':>10} {'ratio':>6} {'view warm s':>11} {'floor MB':>9} {'view MB':>8} "
+          f"{f'{args.jobs} jobs MB':>11} {'view s/1e6 rows':>15}")
     for num_steps in steps_for:
         cache = args.dir / "diagnose-cache"
         shutil.rmtree(cache, ignore_errors=True)
         runs: dict[str, list[dict]] = {}
         for _ in range(args.repeats):  # interleaved, so that a change of load hits floor and view alike
-            for what in ("floor-dataset", "floor-files", "view-cold") + (("duckdb-read", "duckdb-classes") if args.duckdb else ()):
+            for what in ("floor-dataset", "floor-files", "view-cold", "view-cold-jobs") + (("duckdb-read", "duckdb-classes") if args.duckdb else ()):
                 runs.setdefault(what, []).append(_measure(args, what, num_steps))
         best = {w: min(r, key=lambda x: x["seconds"]) | {"peak_mb": max(x["peak_mb"] for x in r)} for w, r in runs.items()}
         _measure(args, "view-warm", num_steps)  # writes the cache
@@ -218,14 +224,17 @@ def main() -> None:
         print(
             f"{rows:>11,} {best['floor-dataset']['seconds']:>10.2f} {best['floor-files']['seconds']:>13.2f} "
             f"{best['view-cold']['seconds']:>11.2f} {best['view-cold']['seconds'] / floor:>6.2f} "
+            f"{best['view-cold-jobs']['seconds']:>10.2f} {best['view-cold-jobs']['seconds'] / floor:>6.2f} "
             f"{best['view-warm']['seconds']:>11.3f} {max(best['floor-dataset']['peak_mb'], best['floor-files']['peak_mb']):>9.0f} "
-            f"{best['view-cold']['peak_mb']:>8.0f} {best['view-cold']['seconds'] / rows * 1e6:>15.3f}",
+            f"{best['view-cold']['peak_mb']:>8.0f} {best['view-cold-jobs']['peak_mb']:>11.0f} "
+            f"{best['view-cold']['seconds'] / rows * 1e6:>15.3f}",
             flush=True,
         )
         if args.duckdb:
             print(f"{'':>11} DuckDB: reading the same columns {best['duckdb-read']['seconds']:.2f} s, "
                   f"aggregating the classes (count and sums per step, group, completion) {best['duckdb-classes']['seconds']:.2f} s")
-    print("ratio = view cold / the faster floor (done: <= 2); view MB = peak RSS of the cold view (done: < 2000, flat)")
+    print(f"ratio = view cold (one thread; then {args.jobs} threads, --jobs) / the faster floor (done: <= 2); "
+          "MB = peak RSS (done: < 2000, flat)")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,33 @@ def test_batches_do_not_change_the_summaries(tmp_path):
         pd.testing.assert_frame_equal(a.summaries, b.summaries)
 
 
+@pytest.mark.parametrize("jobs", [1, 2, 5])
+def test_threads_do_not_change_the_summaries(tmp_path, jobs):
+    rows = random_rows(4, steps=9, groups=4, size=6)
+    record = open_record(write_record(tmp_path / "rec", rows, ranks=2))
+    steps = record.step_numbers
+    one = summarize_steps(record, SETTINGS[:2], steps, use_cache=False, rows_per_batch=10**9, jobs=1)
+    threaded = summarize_steps(record, SETTINGS[:2], steps, use_cache=False, rows_per_batch=1, jobs=jobs)
+    for a, b in zip(one, threaded):
+        pd.testing.assert_frame_equal(a.summaries, b.summaries)
+        assert b.computed == len(steps)
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2"])
+def test_jobs_must_be_a_positive_integer(tmp_path, jobs):
+    record = open_record(write_record(tmp_path / "rec", random_rows(0, 2, 2, 3)))
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        summarize_steps(record, SETTINGS[:1], record.step_numbers, use_cache=False, jobs=jobs)
+
+
+def test_an_error_in_a_batch_stops_the_pass_and_names_the_shard(tmp_path):
+    folder = write_record(tmp_path / "rec", random_rows(5, steps=6, groups=3, size=4))
+    (folder / "shards" / "step-000000003-rank-00000.parquet").write_bytes(b"not parquet")
+    record = open_record(folder)
+    with pytest.raises(ValueError, match="step-000000003-rank-00000.parquet is not a readable Parquet file"):
+        summarize_steps(record, SETTINGS[:1], record.step_numbers, use_cache=False, rows_per_batch=1, jobs=3)
+
+
 def test_policy_logprobs_absent_give_no_distance(tmp_path):
     rows = random_rows(3, steps=2, groups=3, size=5, policy=False)
     record = open_record(write_record(tmp_path / "rec", rows))
@@ -134,7 +161,7 @@ def test_cli_window_every_json_and_table(tmp_path, capsys):
     rows = random_rows(5, steps=8, groups=3, size=6)
     folder = write_record(tmp_path / "rec", rows, ranks=2)
     out = tmp_path / "d.json"
-    assert main(["diagnose", str(folder), "--steps", "2:7", "--every", "2", "--json", str(out), "--table-rows", "40"]) == 0
+    assert main(["diagnose", str(folder), "--steps", "2:7", "--every", "2", "--json", str(out), "--table-rows", "40", "--jobs", "3"]) == 0
     assert _steps_in(out) == [2, 4, 6]
     record = json.loads(out.read_text())
     assert record["table_steps"] == [4, 6]  # 18 rows a step: the last two selected steps fit in 40
@@ -429,6 +456,7 @@ RECORD_ERRORS = [
     ("steps empty", lambda t: write_record(t / "rec", random_rows(0, 2, 2, 3)), ["--steps", "7:9"], "selects no recorded step; the record holds steps 0..1"),
     ("every zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--every", "0"], "argument --every: must be >= 1"),
     ("table-rows zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--table-rows", "0"], "argument --table-rows: must be >= 1"),
+    ("jobs zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--jobs", "0"], "argument --jobs: must be >= 1"),
     ("plot-training extension", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), [lambda t: "--plot-training", lambda t: str(t / "x.txt")], "--plot-training"),
     ("bool ref_logprob", lambda t: _bad_shard(t, _set("ref_logprob", lambda t: pa.array([True] * len(t)))), [], "column 'ref_logprob' must hold numbers, but its type is bool"),
     ("timestamp reward", lambda t: _bad_shard(t, _set("reward", lambda t: pa.array([1_580_000_000_000_000] * len(t), pa.timestamp("us")))), [], "column 'reward' must hold numbers"),
@@ -456,7 +484,7 @@ def test_record_bad_input_is_one_error_line(tmp_path, capsys, make, flags, messa
     assert message in err[0], err[0]
 
 
-@pytest.mark.parametrize("flag", [["--steps", "1:2"], ["--every", "2"], ["--plot-training", "x.png"], ["--no-cache"], ["--table-rows", "5"]])
+@pytest.mark.parametrize("flag", [["--steps", "1:2"], ["--every", "2"], ["--plot-training", "x.png"], ["--no-cache"], ["--table-rows", "5"], ["--jobs", "2"]])
 def test_record_flags_on_a_file_are_an_error(tmp_path, capsys, flag):
     path = tmp_path / "r.jsonl"
     pd.DataFrame(random_rows(0, 1, 2, 3)).to_json(path, orient="records", lines=True)

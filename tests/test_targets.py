@@ -306,3 +306,22 @@ def test_meta_tensors_are_a_one_line_value_error():
         with pytest.raises(ValueError, match="meta") as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_targets_take_a_grouping_made_once_and_give_the_same_values():
+    from mara_rl._groups import Segments
+
+    rng = np.random.default_rng(3)
+    group = np.sort(rng.integers(0, 40, 500))
+    rewards, ref = rng.integers(0, 3, 500).astype(float), rng.normal(-5, 3, 500)
+    segments = Segments(group, group.size)
+    for kl in ("reverse", "forward"):
+        vanilla = T.kl_target(rewards, ref, 0.2, kl, group_ids=group)
+        np.testing.assert_array_equal(T.kl_target(rewards, ref, 0.2, kl, group_ids=segments), vanilla)
+        np.testing.assert_array_equal(T.mara_target(rewards, ref, 0.2, 1.0, kl, group_ids=segments),
+                                      T.mara_target(rewards, ref, 0.2, 1.0, kl, group_ids=group))
+        once, labels = T.summarize_targets(vanilla, rewards, 1.0, group_ids=segments), T.summarize_targets(vanilla, rewards, 1.0, group_ids=group)
+        np.testing.assert_array_equal(once.effective_good, labels.effective_good)
+    np.testing.assert_array_equal(T.grouped_logsumexp(ref, segments), T.grouped_logsumexp(ref, group))
+    with pytest.raises(ValueError, match="Segments of 500 values, not of 499"):
+        T.kl_target(rewards[1:], ref[1:], 0.2, group_ids=segments)

@@ -2,7 +2,8 @@
 
 ``group_codes`` turns any labels into dense int64 codes; ``Segments`` sorts by those codes once so
 that per-group reductions are single ``reduceat`` calls. ``mara_rewards``, every target function and
-``mara diagnose`` group through these two.
+``mara diagnose`` group through these two; the target functions also take a ``Segments`` as their
+``group_ids``, so a caller grouping once for several of them does not factorise again.
 """
 
 from __future__ import annotations
@@ -84,7 +85,18 @@ class Segments:
     sorted unique labels (``labels``; ``None`` for a single group). Already-sorted codes skip the sort.
     """
 
+    @classmethod
+    def of(cls, group_ids: Any, n: int) -> "Segments":
+        """``group_ids`` itself when it already is the Segments of ``n`` values (a caller grouping once
+        for several target functions, as ``mara diagnose`` does), else ``Segments(group_ids, n)``."""
+        if isinstance(group_ids, Segments):
+            if group_ids.size != n:
+                raise ValueError(f"group_ids are Segments of {group_ids.size} values, not of {n}")
+            return group_ids
+        return cls(group_ids, n)
+
     def __init__(self, group_ids: Any, n: int):
+        self.size = n
         codes, labels = group_codes(group_ids, n)
         self.labels = None if group_ids is None else labels
         self.num_groups = labels.shape[0]

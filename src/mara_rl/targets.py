@@ -39,7 +39,7 @@ def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, 
     check_same_shape(rewards, ref_logprobs, "rewards", "ref_logprobs")
     check_finite(rewards, "rewards", "reward")
     check_ref_logprobs(ref_logprobs)
-    segments = Segments(group_ids, rewards.size)
+    segments = Segments.of(group_ids, rewards.size)
     rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
     log_norm = segments.logsumexp(ref_logprobs)
     if np.isneginf(log_norm).any():
@@ -54,7 +54,7 @@ def grouped_logsumexp(values, group_ids) -> np.ndarray:
     values are all ``-inf``."""
     values = as_vector(values, "values")
     check_ref_logprobs(values, "values")
-    segments = Segments(group_ids, values.size)
+    segments = Segments.of(group_ids, values.size)
     return segments.logsumexp(segments.sort(values))
 
 
@@ -376,7 +376,7 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     check_finite(r, "rewards", "reward")
     if (p < 0).any():
         raise ValueError(f"probs must be non-negative (first negative at index {int(np.flatnonzero(p < 0)[0])})")
-    segments = Segments(group_ids, p.size)
+    segments = Segments.of(group_ids, p.size)
     p, r = segments.sort(p), segments.sort(r)
     total = segments.sum(p)
     off = np.abs(total - 1.0) > _PROB_SUM_TOL

@@ -84,10 +84,14 @@ def register(subparsers) -> None:
         help="the per-prompt table pools the last selected steps holding at most N completions (default: 250000; at least one step)",
     )
     record.add_argument("--no-cache", action="store_true", help="neither read nor write the per-step summary cache beside the record")
+    record.add_argument(
+        "--jobs", type=int_at_least(1), metavar="N",
+        help="threads reading and summarising batches of steps (default: the cores, 2 to 4; each holds one batch of about 1e6 rows)",
+    )
     parser.set_defaults(func=run)
 
 
-RECORD_FLAGS = (("steps", None), ("every", 1), ("plot_training", None), ("table_rows", 250_000), ("no_cache", False))
+RECORD_FLAGS = (("steps", None), ("every", 1), ("plot_training", None), ("table_rows", 250_000), ("no_cache", False), ("jobs", None))
 
 
 def check_outputs(args: argparse.Namespace) -> None:

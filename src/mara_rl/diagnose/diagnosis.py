@@ -205,7 +205,7 @@ def _per_prompt(classes: pd.DataFrame, prompt_table: pd.DataFrame, prompt_tau: n
 
     def ratio(log_column: np.ndarray) -> np.ndarray:
         values = np.full(num_prompts, np.nan)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # a ratio beyond float64 is inf
             values[pair] = np.exp(log_column[s] - log_column[t])
         return values
 

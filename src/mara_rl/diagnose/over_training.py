@@ -79,7 +79,7 @@ def run_record(args: argparse.Namespace) -> int:
         f"{meta['kl_direction']} KL, MARA {'on' if meta.get('mara') else 'off'}; "
         f"{len(recorded)} steps recorded ({recorded[0]}..{recorded[-1]})"
     )
-    results = summarize_steps(record, settings_list, steps, use_cache=not args.no_cache, progress=sys.stderr.isatty())
+    results = summarize_steps(record, settings_list, steps, use_cache=not args.no_cache, progress=sys.stderr.isatty(), jobs=args.jobs)
     warnings = list(dict.fromkeys(w for r in results for w in r.warnings))
     summaries = results[0].summaries
     if int(summaries["rows_used"].sum()) == 0:

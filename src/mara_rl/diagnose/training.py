@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mara_rl._checks import check_beta, threshold_for
-from mara_rl._groups import group_codes
+from mara_rl._groups import Segments, group_codes
 from mara_rl.augment import _grouped_quantile
 from mara_rl.diagnose.classes import answer_keys, compile_answer_key
 from mara_rl.targets import grouped_logsumexp, kl_target, mara_target, summarize_targets
@@ -177,8 +177,10 @@ def _class_codes(group: np.ndarray, key: np.ndarray, block_starts: np.ndarray, n
     per_block = np.diff(np.r_[before, total[-1]])
     width = max(1, int(per_block.max()))
     block_of_key = np.repeat(np.arange(block_starts.size), np.diff(np.r_[block_starts, size]))
-    rank = total[key] - before[block_of_key[key]]  # total[key] counts repeated keys below key
-    label = np.where(repeated[key], group * width + rank, num_groups * width + np.arange(n))
+    # Per key (fewer than rows): its rank among the repeated keys of its block, or -1 if used once.
+    key_rank = np.where(repeated, total[:-1] - before[block_of_key], -1)
+    rank = key_rank[key]
+    label = np.where(rank >= 0, group * width + rank, num_groups * width + np.arange(n))
     codes, labels = group_codes(label, n)
     shared = labels < num_groups * width
     class_group = np.where(shared, labels // width, group[np.where(shared, 0, labels - num_groups * width)])
@@ -245,7 +247,8 @@ def step_summaries(table, settings_list: list[Settings]) -> list[dict[str, np.nd
     # Groups are (step, group_id); rows that cannot be used, then groups left with one row, are dropped.
     group = _dense(step_code, group_id)
     usable = np.isfinite(reward) & np.isfinite(ref)
-    usable &= np.bincount(group, weights=usable, minlength=int(group.max(initial=-1)) + 1)[group] >= 2
+    if not usable.all() or np.bincount(group).min(initial=2) < 2:
+        usable &= np.bincount(group, weights=usable, minlength=int(group.max(initial=-1)) + 1)[group] >= 2
     index = None if usable.all() else np.flatnonzero(usable)
     if index is not None:
         group = group_codes(group[index], index.size)[0] if index.size else group[:0]
@@ -332,17 +335,18 @@ def _summaries(settings, cls_data, group_tau, group_rows, group_step, num_steps,
         return {name: (zeros_i if kind == "int64" else zeros_f) for name, kind in SUMMARY_COLUMNS.items() if name not in
                 ("step", "rows", "rows_used", "groups", "reward_sum")}
     tau_c = group_tau[class_group]
-    vanilla = kl_target(class_reward, ref_logmass, settings.beta, settings.kl, group_ids=class_group)
-    mara = mara_target(class_reward - tau_c, ref_logmass, settings.beta, 0.0, settings.kl, group_ids=class_group)
-    sampled = summarize_targets(class_rows / group_rows[class_group], class_reward, group_tau, group_ids=class_group)
-    van = summarize_targets(vanilla, class_reward, group_tau, group_ids=class_group)
-    mar = summarize_targets(mara, class_reward, group_tau, group_ids=class_group)
+    groups = Segments(class_group, class_group.size)  # classes are ordered by group: one factorisation for every call
+    vanilla = kl_target(class_reward, ref_logmass, settings.beta, settings.kl, group_ids=groups)
+    mara = mara_target(class_reward - tau_c, ref_logmass, settings.beta, 0.0, settings.kl, group_ids=groups)
+    sampled = summarize_targets(class_rows / group_rows[class_group], class_reward, group_tau, group_ids=groups)
+    van = summarize_targets(vanilla, class_reward, group_tau, group_ids=groups)
+    mar = summarize_targets(mara, class_reward, group_tau, group_ids=groups)
     good = sampled.num_good >= 1
     two = sampled.num_good >= 2
     if policy_logmass is None:
         tv_vanilla = tv_mara = np.zeros(num_groups)
     else:
-        policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, class_group)[class_group])
+        policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, groups)[class_group])
         tv_vanilla = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - vanilla), minlength=num_groups)
         tv_mara = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - mara), minlength=num_groups)
     counts = lambda mask: np.bincount(group_step[mask], minlength=num_steps).astype(np.int64)  # noqa: E731
