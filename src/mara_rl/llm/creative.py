@@ -99,6 +99,39 @@ register_method(Method("rloo", "RLOO"))
 register_method(Method("mara-reverse", "MARA (reverse)", options=(*MARA_OPTIONS, ("kl_direction", "reverse"))))
 register_method(Method("mara-forward", "MARA (forward)", options=(*MARA_OPTIONS, ("kl_direction", "forward"))))
 DEFAULT_METHODS = ("grpo", "rloo", "mara-reverse", "mara-forward")
+register_method(Method("forward-kl", "forward KL", options=(("kl_direction", "forward"),)))
+# The rivals (mara_rl.llm.methods), each at the settings its paper or engine recommends and one each
+# side, on GRPO like the "grpo" row (TRL's entropy bonus exists only there). passk_advantage needs 0/1
+# rewards, and a reward model's are continuous.
+RIVAL_FAMILIES = ("entropy", "adaptive_entropy", "unlikeliness", "pkpo", "outcome_batch", "outcome_ucb", "grpo_passk")
+
+
+def _register_rivals() -> None:
+    from mara_rl.llm.methods import config_kwargs, expand_methods
+
+    for label in expand_methods(RIVAL_FAMILIES):
+        options = (("scale_rewards", "none"), *config_kwargs(label, mara_tau=None).items())
+        register_method(Method(label, label.replace("=", " "), f"{TRAINERS}:MaraGRPOTrainer",
+                               f"{TRAINERS}:MaraGRPOConfig", options))
+
+
+_register_rivals()
+
+
+def expand_method_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Registered names, a rival family's name standing for all its settings (``entropy`` ->
+    ``entropy=0.001 entropy=0.01 entropy=0.1``); ``ValueError`` for an unknown name or a repeat."""
+    known = methods()
+    out: list[str] = []
+    for name in names:
+        family = [m for m in known if m == name or m.split("=")[0] == name]
+        if not family:
+            raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(known))} "
+                             f"(a family name such as {RIVAL_FAMILIES[0]!r} stands for all its settings)")
+        out.extend(family)
+    if len(set(out)) != len(out):
+        raise ValueError(f"a method is named twice: {' '.join(out)}")
+    return tuple(out)
 
 PAPER_TABLE = {  # GX-Chen et al., Sec. 6.2 (Qwen3-1.7B, WildChat / NoveltyBench), means
     "base": (10.94, 1.166, 0.413, 0.220, 4.01),
