@@ -171,6 +171,60 @@ def test_methods_are_registered_by_name():
             creative.CreativeConfig(**bad)
 
 
+def test_rivals_are_registered_at_their_settings_on_grpo():
+    from mara_rl.llm.methods import expand_methods
+
+    labels = expand_methods(creative.RIVAL_FAMILIES)
+    assert "passk_advantage=4" not in labels and len(labels) == 19
+    for label in labels:
+        method = creative.METHODS[label]
+        assert method.trainer.endswith("MaraGRPOTrainer") and not method.is_mara
+        assert dict(method.options)["scale_rewards"] == "none"  # like the "grpo" row
+    assert dict(creative.METHODS["entropy=0.1"].options)["entropy_coef"] == 0.1
+    assert dict(creative.METHODS["pkpo=8"].options) == {"scale_rewards": "none", "reward_transform": "pkpo",
+                                                        "reward_transform_value": 8.0}
+    forward = creative.METHODS["forward-kl"]
+    assert dict(forward.options) == {"kl_direction": "forward"} and not forward.is_mara
+    assert creative.expand_method_names(["grpo", "pkpo", "grpo_passk"]) == ("grpo", "pkpo=2", "pkpo=4", "pkpo=8", "grpo_passk")
+    with pytest.raises(ValueError, match="named twice"):
+        creative.expand_method_names(["pkpo", "pkpo=4"])
+    with pytest.raises(ValueError, match="unknown method 'passk_advantage'"):
+        creative.expand_method_names(["passk_advantage"])
+
+
+def _row(method, seeds, **values):
+    metrics = (*creative.TABLE_METRICS, "unique", "ead_in", "semantic_in", "distinct_in", "unique_in")
+    return [{**dict.fromkeys(metrics, 0.0), "method": method, "seed": s, **{k: v[i] for k, v in values.items()}}
+            for i, s in enumerate(seeds)]
+
+
+def test_best_setting_keeps_the_quality_bar_and_is_tested_against_mara(tmp_path):
+    results = [*_row("base", [0, 1], in_dist=[0.0, 0.0]), *_row("grpo", [0, 1], in_dist=[1.0, 1.0]),
+               *_row("mara-reverse", [0, 1, 2], in_dist=[0.9, 1.0, 0.98], semantic_in=[0.5, 0.6, 0.55]),
+               # entropy=0.1 is the most diverse but loses the reward; entropy=0.01 keeps it
+               *_row("entropy=0.1", [0, 1], in_dist=[0.5, 0.6], semantic_in=[0.9, 0.9]),
+               *_row("entropy=0.01", [0, 1], in_dist=[0.96, 0.97], semantic_in=[0.4, 0.45]),
+               *_row("entropy=0.001", [0, 1], in_dist=[0.99, 1.0], semantic_in=[0.3, 0.32]),
+               *_row("pkpo=4", [0, 1], in_dist=[0.7, 0.8], semantic_in=[0.2, 0.3])]
+    names = ("base", "grpo", "mara-reverse", "entropy=0.1", "entropy=0.01", "entropy=0.001", "pkpo=4")
+    rows = creative.aggregate(results, names)
+    best, bar = creative.best_settings(rows, results)
+    assert bar == pytest.approx(0.95)
+    by_family = {b["family"]: b for b in best}
+    assert by_family["entropy"]["method"] == "entropy=0.01" and by_family["entropy"]["keeps_quality"]
+    assert by_family["entropy"]["settings"] == 3
+    assert by_family["pkpo"]["method"] == "pkpo=4" and not by_family["pkpo"]["keeps_quality"]
+    assert by_family["entropy"]["p"]["in_dist|mara-reverse"] == pytest.approx(
+        creative.welch_p([0.96, 0.97], [0.9, 1.0, 0.98]))
+    assert by_family["entropy"]["p"]["semantic_in|mara-reverse"] == pytest.approx(
+        creative.welch_p([0.4, 0.45], [0.5, 0.6, 0.55]))
+    assert "mara-reverse|mara-reverse" not in "".join(by_family["mara-reverse"]["p"])
+    lines = "\n".join(creative._rivals_markdown(best, bar))
+    assert "| entropy | entropy 0.01 | 3 | 2 |" in lines and "| pkpo | pkpo 4* |" in lines
+    creative.plot_method_fronts(rows, tmp_path / "fronts.png")
+    assert (tmp_path / "fronts.png").stat().st_size > 10_000
+
+
 # ---- the sweep and the command ----
 
 def _tiny_config(tmp_path, **overrides):
@@ -244,7 +298,8 @@ def _mara(*args):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--methods", "ppo"], "--methods: unknown ppo"),
+    (["--methods", "ppo"], "--methods: unknown method 'ppo'"),
+    (["--methods", "entropy", "entropy=0.01"], "named twice"),
     (["--methods", "grpo", "grpo"], "named twice"),
     (["--seeds", "1", "1"], "--seeds"),
     (["--jobs", "2", "--threads", "2"], "--jobs"),

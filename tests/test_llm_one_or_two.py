@@ -1,7 +1,7 @@
 """The one-or-two sweep end to end on a tiny untrained model (seconds), and the tiny-model helpers."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -75,6 +75,11 @@ def test_sweep_writes_table_figures_and_resumes(tmp_path):
     assert any(r["reward"] == 0.123 for r in again["runs"])
     with pytest.raises(ValueError, match="other settings.*steps"):
         run_sweep(tiny_sweep_config(tmp_path, steps=3), out)
+    from mara_rl.llm.one_or_two import GRID_KEYS
+
+    grown = replace(cfg, seeds=(*cfg.seeds, 7), methods=(*cfg.methods, "pkpo=2"))
+    check_stored_config(asdict(grown), out, grid_keys=GRID_KEYS)  # more seeds and methods: the same sweep, grown
+    assert json.loads((out / "config.json").read_text())["seeds"] == [*cfg.seeds, 7]
     stored = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "adam_epsilon"}))
     with pytest.raises(ValueError, match=r"other settings \(adam_epsilon\)"):  # a sweep from before the setting

@@ -443,8 +443,107 @@ def _p(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2g}"
 
 
+QUALITY_SHARE = 0.95
+"""A setting keeps the task's quality if its in-distribution reward keeps this share of GRPO's gain over the base model."""
+FRONT_METRIC = "semantic_in"
+"""Diversity where collapse shows: semantic diversity of the answers to the training prompts."""
+
+
+def family(name: str) -> str:
+    """``entropy=0.01`` -> ``entropy``; a method without settings is its own family."""
+    return name.split("=")[0]
+
+
+def best_settings(rows: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """Per family of methods, the setting of highest :data:`FRONT_METRIC` among those keeping
+    :data:`QUALITY_SHARE` of GRPO's in-distribution reward gain over the base model (else the one of
+    highest reward), with Welch p-values of its runs against each MARA method's on in-distribution
+    reward and training-prompt diversity. Returns the rows and the reward bar (``-inf`` without a
+    base and a GRPO row)."""
+    by_name = {row["method"]: row for row in rows}
+    if "base" in by_name and "grpo" in by_name:
+        bar = by_name["base"]["in_dist"] + QUALITY_SHARE * (by_name["grpo"]["in_dist"] - by_name["base"]["in_dist"])
+    else:
+        bar = -math.inf
+    families: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["method"] != "base":
+            families.setdefault(family(row["method"]), []).append(row)
+    registry = methods()
+    maras = [row["method"] for row in rows if row["method"] != "base" and registry[row["method"]].is_mara]
+    per_run = {name: [r for r in results if r["method"] == name] for name in by_name}
+    best = []
+    for name, members in families.items():
+        keeping = [m for m in members if m["in_dist"] >= bar]
+        pick = max(keeping, key=lambda m: m[FRONT_METRIC]) if keeping else max(members, key=lambda m: m["in_dist"])
+        p = {f"{metric}|{mara}": welch_p([r[metric] for r in per_run[pick["method"]]], [r[metric] for r in per_run[mara]])
+             for mara in maras if mara != pick["method"] for metric in ("in_dist", FRONT_METRIC, "distinct_in")}
+        best.append({**pick, "family": name, "settings": len(members), "keeps_quality": bool(keeping), "p": p})
+    return best, bar
+
+
+def plot_method_fronts(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """In-distribution reward against training-prompt semantic diversity: one point per setting
+    (seed means), each family's settings joined along its Pareto front; MARA in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mara_rl.llm.one_or_two import pareto_front
+
+    registry = methods()
+    families: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        if row["method"] != "base":
+            families.setdefault(family(row["method"]), []).append((row["in_dist"], row[FRONT_METRIC]))
+    fig, ax = plt.subplots(figsize=(7.4, 5.0))
+    palette = plt.get_cmap("tab20")
+    for i, (name, points) in enumerate(families.items()):
+        is_mara = registry[name].is_mara if name in registry else False
+        color = ("tab:red" if name == "mara-reverse" else "darkred") if is_mara else palette(i % 20)
+        ax.scatter([p[1] for p in points], [p[0] for p in points], color=color, s=20, alpha=0.6, edgecolors="none")
+        front = pareto_front(points)
+        ax.plot([p[1] for p in front], [p[0] for p in front], color=color, lw=2.2 if is_mara else 1.2, marker="o",
+                ms=6 if is_mara else 4, label=registry[name].label if name in registry else name)
+    base = next((row for row in rows if row["method"] == "base"), None)
+    if base is not None:
+        ax.scatter(base[FRONT_METRIC], base["in_dist"], c="k", marker="*", s=140, label="base model", zorder=5)
+    ax.set_xlabel("semantic diversity of answers to the training prompts")
+    ax.set_ylabel("in-distribution reward (training RM)")
+    ax.set_title("Creative task: each method's reward-vs-diversity front\n(points: seed means per setting)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _rivals_markdown(best: Sequence[Mapping[str, Any]], bar: float) -> list[str]:
+    maras = sorted({key.split("|")[1] for row in best for key in row["p"]})
+    lines = ["", "## Against the other anti-collapse methods", "",
+             f"Best setting of each family: the one of highest semantic diversity on the training prompts among those "
+             f"whose in-distribution reward keeps {QUALITY_SHARE:.0%} of GRPO's gain over the base model (reward >= "
+             f"{bar:.3f}; else the one of highest reward, marked *). p: Welch t-test of its runs against each MARA "
+             "method's (best-of-settings on the rival's side: read a small p as a difference, not its size).", "",
+             "| family | best setting | settings | n | in-dist | out-dist | sem. div (train) | distinct (train) | "
+             + " | ".join(f"p in-dist / sem. div (train) vs {_label(m)}" for m in maras) + " |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(maras)]
+    for row in best:
+        ps = " | ".join(f"{_p(row['p'].get(f'in_dist|{m}', math.nan))} / {_p(row['p'].get(f'{FRONT_METRIC}|{m}', math.nan))}"
+                        for m in maras)
+        mark = "" if row["keeps_quality"] else "*"
+        lines.append(f"| {row['family']} | {_label(row['method'])}{mark} | {row['settings']} | {len(row['seeds'])} | "
+                     f"{_cell(row['in_dist'], row['in_dist_sem'], 3)} | {_cell(row['out_dist'], row['out_dist_sem'], 3)} | "
+                     f"{_cell(row['semantic_in'], row['semantic_in_sem'], 3)} | "
+                     f"{_cell(row['distinct_in'], row['distinct_in_sem'], 2)} | {ps} |")
+    lines += ["", "Figure: `method_fronts.png` (every setting of every family)."]
+    return lines
+
+
 def summary_markdown(rows: Sequence[Mapping[str, Any]], pvals: Sequence[Mapping[str, Any]],
-                     reward_models: Mapping[str, Any], cfg: CreativeConfig) -> str:
+                     reward_models: Mapping[str, Any], cfg: CreativeConfig,
+                     results: Sequence[Mapping[str, Any]] = ()) -> str:
     """The table in the paper's layout (mean ± SEM over seeds) with the paper's numbers, p-values, RMs."""
     digits = {"in_dist": 3, "out_dist": 3, "ead": 3, "semantic": 3, "distinct": 2}
     lines = ["# Creative task: GRPO, RLOO and MARA with a learned reward model", "",
@@ -472,6 +571,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], pvals: Sequence[Mapping[
                   "| MARA | vs | " + " | ".join(METRIC_LABELS[m] for m in P_VALUE_METRICS) + " |",
                   "|---|---|" + "---|" * len(P_VALUE_METRICS)]
         for p in pvals:
+            if family(p["baseline"]) in RIVAL_FAMILIES:
+                continue  # the rivals' best settings are tested in their own table below
             lines.append(f"| {_label(p['mara'])} | {_label(p['baseline'])} | "
                          + " | ".join(_p(p[m]) for m in P_VALUE_METRICS) + " |")
     lines += ["", "Reward models (pairwise accuracy against their own criteria on held-out pairs):", ""]
@@ -486,6 +587,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], pvals: Sequence[Mapping[
               f"- agreement: Spearman {agree['spearman']:.3f} over the corpus answers of every prompt; "
               f"same order on {agree['pair_agreement']:.3f} of held-out pairs", "",
               "Figure: `reward_vs_diversity.png`."]
+    if any(family(row["method"]) in RIVAL_FAMILIES for row in rows):
+        lines += _rivals_markdown(*best_settings(rows, results))
     return "\n".join(lines) + "\n"
 
 
@@ -554,7 +657,10 @@ def write_report(cfg: CreativeConfig, out: Path, results: Sequence[Mapping[str, 
         writer.writerows(results)
     metrics = {"aggregate": rows, "p_values": pvals, "reward_models": reward_models,
                "runs": [{k: v for k, v in r.items() if not k.startswith("samples")} for r in results]}
+    if any(family(row["method"]) in RIVAL_FAMILIES for row in rows):
+        metrics["best_settings"], metrics["quality_bar"] = best_settings(rows, results)
+        plot_method_fronts(rows, out / "method_fronts.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_reward_vs_diversity(results, rows, out / "reward_vs_diversity.png")
-    (out / "summary.md").write_text(summary_markdown(rows, pvals, reward_models, cfg))
+    (out / "summary.md").write_text(summary_markdown(rows, pvals, reward_models, cfg, results))
     return metrics

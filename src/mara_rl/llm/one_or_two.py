@@ -92,6 +92,8 @@ class SweepConfig:
             raise ValueError(f"kl_directions must be drawn from ('reverse', 'forward'), got {self.kl_directions}")
 
 
+GRID_KEYS = ("betas", "kl_directions", "methods", "seeds")
+"""Run names hold these, so a sweep's folder may grow along them; every other setting must match."""
 QUICK = {"betas": (0.03,), "seeds": (0,), "steps": 100}
 """``--quick``: one beta, both KL directions, vanilla and MARA: four runs, a few minutes on a CPU."""
 
@@ -356,7 +358,7 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     if train:
-        check_stored_config(asdict(cfg), out)
+        check_stored_config(asdict(cfg), out, grid_keys=GRID_KEYS)
     reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     runs = {run_name(*key): (cfg, *key, out / "trainer" / run_name(*key), out / "records" / run_name(*key))
