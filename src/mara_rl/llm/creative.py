@@ -498,10 +498,13 @@ def plot_method_fronts(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         if row["method"] != "base":
             families.setdefault(family(row["method"]), []).append((row["in_dist"], row[FRONT_METRIC]))
     fig, ax = plt.subplots(figsize=(7.4, 5.0))
-    palette = plt.get_cmap("tab20")
-    for i, (name, points) in enumerate(families.items()):
+    fixed = {"mara-reverse": "tab:red", "mara-forward": "darkred", "grpo": "tab:blue", "rloo": "tab:cyan",
+             "forward-kl": "tab:purple"}
+    palette = iter(["tab:green", "tab:olive", "tab:orange", "tab:brown", "tab:pink", "tab:gray", "gold", "black",
+                    "lime", "navy"] * 3)
+    for name, points in families.items():
         is_mara = registry[name].is_mara if name in registry else False
-        color = ("tab:red" if name == "mara-reverse" else "darkred") if is_mara else palette(i % 20)
+        color = fixed.get(name) or ("tab:red" if is_mara else next(palette))
         ax.scatter([p[1] for p in points], [p[0] for p in points], color=color, s=20, alpha=0.6, edgecolors="none")
         front = pareto_front(points)
         ax.plot([p[1] for p in front], [p[0] for p in front], color=color, lw=2.2 if is_mara else 1.2, marker="o",
