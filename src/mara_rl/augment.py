@@ -190,11 +190,11 @@ def mara_rewards(
     has_anchor = anchor < n
     anchor[~has_anchor] = -1
 
-    safe_anchor = np.where(has_anchor, anchor, 0) if n else anchor[:0]
-    # Per-group values first (small arrays), then one 1-D gather each per good sample: a gather of
-    # (R, log pi_ref) rows from a stacked [G, 2] array is several times slower.
-    anchor_reward = reward_np[safe_anchor][good_code]
-    anchor_ref = ref_np[safe_anchor][good_code]
+    safe_anchor = np.where(has_anchor, anchor, 0)
+    # One gather of (R(z), log pi_ref(z)) rows per good sample (random gathers dominate the cost);
+    # ``take`` along axis 0, as fancy indexing of a 2-D array is several times slower.
+    anchor_pair = np.stack([reward_np[safe_anchor], ref_np[safe_anchor]], axis=1).take(good_code, axis=0) if n else np.zeros((0, 2))
+    anchor_reward, anchor_ref = anchor_pair[:, 0], anchor_pair[:, 1]
     new_ref = ref_np
     if kl == "reverse":
         with np.errstate(over="ignore"):
