@@ -403,7 +403,9 @@ def _label(name: str) -> str:
 def plot_reward_vs_diversity(results: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
                              path: Path) -> None:
     """Two panels, one point per run and the mean +- SEM per method, reward against semantic diversity
-    on the same prompts: training prompts with the training RM, held-out prompts with the evaluation RM."""
+    on the same prompts: training prompts with the training RM, held-out prompts with the evaluation RM.
+    The rivals' settings are left to :func:`plot_method_fronts`."""
+    rows = [row for row in rows if family(row["method"]) not in RIVAL_FAMILIES]
     import matplotlib
 
     matplotlib.use("Agg")
