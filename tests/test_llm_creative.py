@@ -188,8 +188,9 @@ def test_rivals_are_registered_at_their_settings_on_grpo():
     assert creative.expand_method_names(["grpo", "pkpo", "grpo_passk"]) == ("grpo", "pkpo=2", "pkpo=4", "pkpo=8", "grpo_passk")
     with pytest.raises(ValueError, match="named twice"):
         creative.expand_method_names(["pkpo", "pkpo=4"])
-    with pytest.raises(ValueError, match="unknown method 'passk_advantage'"):
-        creative.expand_method_names(["passk_advantage"])
+    for name in ("passk_advantage", "passk_advantage=4"):
+        with pytest.raises(ValueError, match=f"{name} is not run on this task: it needs 0/1 rewards"):
+            creative.expand_method_names([name])
 
 
 def _row(method, seeds, **values):

@@ -101,9 +101,9 @@ register_method(Method("mara-forward", "MARA (forward)", options=(*MARA_OPTIONS,
 DEFAULT_METHODS = ("grpo", "rloo", "mara-reverse", "mara-forward")
 register_method(Method("forward-kl", "forward KL", options=(("kl_direction", "forward"),)))
 # The rivals (mara_rl.llm.methods), each at the settings its paper or engine recommends and one each
-# side, on GRPO like the "grpo" row (TRL's entropy bonus exists only there). passk_advantage needs 0/1
-# rewards, and a reward model's are continuous.
+# side, on GRPO like the "grpo" row (TRL's entropy bonus exists only there).
 RIVAL_FAMILIES = ("entropy", "adaptive_entropy", "unlikeliness", "pkpo", "outcome_batch", "outcome_ucb", "grpo_passk")
+NOT_HERE = {"passk_advantage": "needs 0/1 rewards, and the reward model's are graded"}
 
 
 def _register_rivals() -> None:
@@ -125,6 +125,8 @@ def expand_method_names(names: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for name in names:
         family = [m for m in known if m == name or m.split("=")[0] == name]
+        if not family and name.split("=")[0] in NOT_HERE:
+            raise ValueError(f"{name} is not run on this task: it {NOT_HERE[name.split('=')[0]]}")
         if not family:
             raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(known))} "
                              f"(a family name such as {RIVAL_FAMILIES[0]!r} stands for all its settings)")
