@@ -120,19 +120,22 @@ def test_threads_do_not_change_the_summaries(tmp_path, jobs):
         assert b.computed == len(steps)
 
 
-@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2", np.int64(0)])
 def test_jobs_must_be_a_positive_integer(tmp_path, jobs):
     record = open_record(write_record(tmp_path / "rec", random_rows(0, 2, 2, 3)))
     with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         summarize_steps(record, SETTINGS[:1], record.step_numbers, use_cache=False, jobs=jobs)
 
 
-def test_an_error_in_a_batch_stops_the_pass_and_names_the_shard(tmp_path):
+def test_an_error_in_a_batch_stops_the_pass_names_the_shard_and_keeps_the_steps_before(tmp_path):
+    from mara_rl.diagnose.stream import load_cache
+
     folder = write_record(tmp_path / "rec", random_rows(5, steps=6, groups=3, size=4))
     (folder / "shards" / "step-000000003-rank-00000.parquet").write_bytes(b"not parquet")
     record = open_record(folder)
     with pytest.raises(ValueError, match="step-000000003-rank-00000.parquet is not a readable Parquet file"):
-        summarize_steps(record, SETTINGS[:1], record.step_numbers, use_cache=False, rows_per_batch=1, jobs=3)
+        summarize_steps(record, SETTINGS[:1], record.step_numbers, rows_per_batch=1, jobs=3)
+    assert sorted(load_cache(record, SETTINGS[0])[0]) == [0, 1, 2]  # summarised before the error: kept
 
 
 def test_policy_logprobs_absent_give_no_distance(tmp_path):

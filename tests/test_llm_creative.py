@@ -224,6 +224,12 @@ def test_best_setting_keeps_the_quality_bar_and_is_tested_against_mara(tmp_path)
     assert "| entropy | entropy 0.01 | 3 | 2 |" in lines and "| pkpo | pkpo 4* |" in lines
     creative.plot_method_fronts(rows, tmp_path / "fronts.png")
     assert (tmp_path / "fronts.png").stat().st_size > 10_000
+    # Without MARA, base or GRPO: no p columns, no reward bar, and every row as wide as the header.
+    alone = [r for r in results if r["method"].startswith(("entropy", "pkpo"))]
+    best, bar = creative.best_settings(creative.aggregate(alone, names), alone)
+    assert bar == -math.inf and all(b["keeps_quality"] and not b["p"] for b in best)
+    table = [line for line in creative._rivals_markdown(best, bar) if line.startswith("|")]
+    assert {line.count("|") for line in table} == {9} and "no base and GRPO rows" in "\n".join(creative._rivals_markdown(best, bar))
 
 
 # ---- the sweep and the command ----

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return run_record(args)
     for name, default in RECORD_FLAGS:
         if getattr(args, name) != default:
-            raise ValueError(f"--{name.replace('_', '-')} applies to a rollout record folder; {args.rollouts!r} is a file")
+            raise ValueError(f"--{name.replace('_', '-')} applies to a rollout record folder; {args.rollouts!r} is not one")
     from mara_rl.diagnose.reading import check_rollouts_path
 
     check_rollouts_path(args.rollouts)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
+
+import numpy as np
 
 
 from mara_rl.diagnose.record import Record, read_shards
@@ -201,36 +203,39 @@ def summarize_steps(
                     result.warnings.append(warning)
                     writable[i] = False
 
+    if jobs is None:
+        jobs = default_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    plan = []
+    for batch in batches(record, todo, rows_per_batch):
+        wanted = [i for i, entries in enumerate(cached) if any(s not in entries for s in batch)]
+        plan.append((batch, wanted))
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="diagnose steps", unit="step", leave=False)
     last_flush = time.monotonic()
-    plan = []
-    for batch in batches(record, todo, rows_per_batch):
-        wanted = [i for i, entries in enumerate(cached) if any(s not in entries for s in batch)]
-        plan.append((batch, wanted))
-    jobs = default_jobs() if jobs is None else jobs
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    summarized = _summarized(record, [(batch, [settings_list[i] for i in wanted]) for batch, wanted in plan], jobs)
-    for (batch, wanted), computed in zip(plan, summarized):
-        for i, columns in zip(wanted, computed):
-            for step in batch:  # a step whose shards hold no rows sums to zeros
-                cached[i][step] = {name: 0 for name in SUMMARY_COLUMNS} | {"step": step, "shards": signatures[step]}
-            for j, step in enumerate(columns["step"].tolist()):
-                cached[i][step].update({name: columns[name][j].item() for name in SUMMARY_COLUMNS})
-            results[i].computed += len(batch)
+    summarized = _summarized(record, [(batch, [settings_list[i] for i in wanted]) for batch, wanted in plan], int(jobs))
+    try:
+        for (batch, wanted), computed in zip(plan, summarized):
+            for i, columns in zip(wanted, computed):
+                for step in batch:  # a step whose shards hold no rows sums to zeros
+                    cached[i][step] = {name: 0 for name in SUMMARY_COLUMNS} | {"step": step, "shards": signatures[step]}
+                for j, step in enumerate(columns["step"].tolist()):
+                    cached[i][step].update({name: columns[name][j].item() for name in SUMMARY_COLUMNS})
+                results[i].computed += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+            if time.monotonic() - last_flush > flush_seconds:
+                flush()
+                last_flush = time.monotonic()
+    finally:  # an error or Ctrl-C mid-pass still keeps every step summarised so far
         if bar is not None:
-            bar.update(len(batch))
-        if time.monotonic() - last_flush > flush_seconds:
+            bar.close()
+        if todo or pruned:
             flush()
-            last_flush = time.monotonic()
-    if bar is not None:
-        bar.close()
-    if todo or pruned:
-        flush()
     for result, entries in zip(results, cached):
         rows = [entries[s] for s in steps if s in entries]
         frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

@@ -528,22 +528,24 @@ def plot_method_fronts(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def _rivals_markdown(best: Sequence[Mapping[str, Any]], bar: float) -> list[str]:
     maras = sorted({key.split("|")[1] for row in best for key in row["p"]})
+    rule = (f"the one of highest semantic diversity on the training prompts among those whose in-distribution reward "
+            f"keeps {QUALITY_SHARE:.0%} of GRPO's gain over the base model (reward >= {bar:.3f}; else the one of highest "
+            "reward, marked *)" if math.isfinite(bar) else
+            "the one of highest semantic diversity on the training prompts (no base and GRPO rows to set a reward bar)")
+    header = ["family", "best setting", "settings", "n", "in-dist", "out-dist", "sem. div (train)", "distinct (train)",
+              *(f"p in-dist / sem. div (train) vs {_label(m)}" for m in maras)]
     lines = ["", "## Against the other anti-collapse methods", "",
-             f"Best setting of each family: the one of highest semantic diversity on the training prompts among those "
-             f"whose in-distribution reward keeps {QUALITY_SHARE:.0%} of GRPO's gain over the base model (reward >= "
-             f"{bar:.3f}; else the one of highest reward, marked *). p: Welch t-test of its runs against each MARA "
-             "method's (best-of-settings on the rival's side: read a small p as a difference, not its size).", "",
-             "| family | best setting | settings | n | in-dist | out-dist | sem. div (train) | distinct (train) | "
-             + " | ".join(f"p in-dist / sem. div (train) vs {_label(m)}" for m in maras) + " |",
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(maras)]
+             f"Best setting of each family: {rule}. p: Welch t-test of its runs against each MARA method's "
+             "(best-of-settings on the rival's side: read a small p as a difference, not its size).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in best:
-        ps = " | ".join(f"{_p(row['p'].get(f'in_dist|{m}', math.nan))} / {_p(row['p'].get(f'{FRONT_METRIC}|{m}', math.nan))}"
-                        for m in maras)
-        mark = "" if row["keeps_quality"] else "*"
-        lines.append(f"| {row['family']} | {_label(row['method'])}{mark} | {row['settings']} | {len(row['seeds'])} | "
-                     f"{_cell(row['in_dist'], row['in_dist_sem'], 3)} | {_cell(row['out_dist'], row['out_dist_sem'], 3)} | "
-                     f"{_cell(row['semantic_in'], row['semantic_in_sem'], 3)} | "
-                     f"{_cell(row['distinct_in'], row['distinct_in_sem'], 2)} | {ps} |")
+        cells = [row["family"], _label(row["method"]) + ("" if row["keeps_quality"] else "*"), str(row["settings"]),
+                 str(len(row["seeds"])), _cell(row["in_dist"], row["in_dist_sem"], 3),
+                 _cell(row["out_dist"], row["out_dist_sem"], 3), _cell(row["semantic_in"], row["semantic_in_sem"], 3),
+                 _cell(row["distinct_in"], row["distinct_in_sem"], 2),
+                 *(f"{_p(row['p'].get(f'in_dist|{m}', math.nan))} / {_p(row['p'].get(f'{FRONT_METRIC}|{m}', math.nan))}"
+                   for m in maras)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Figure: `method_fronts.png` (every setting of every family)."]
     return lines
 
@@ -665,7 +667,8 @@ def write_report(cfg: CreativeConfig, out: Path, results: Sequence[Mapping[str, 
     metrics = {"aggregate": rows, "p_values": pvals, "reward_models": reward_models,
                "runs": [{k: v for k, v in r.items() if not k.startswith("samples")} for r in results]}
     if any(family(row["method"]) in RIVAL_FAMILIES for row in rows):
-        metrics["best_settings"], metrics["quality_bar"] = best_settings(rows, results)
+        best, bar = best_settings(rows, results)
+        metrics["best_settings"], metrics["quality_bar"] = best, bar if math.isfinite(bar) else None
         plot_method_fronts(rows, out / "method_fronts.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_reward_vs_diversity(results, rows, out / "reward_vs_diversity.png")
