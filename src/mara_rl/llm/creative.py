@@ -552,7 +552,7 @@ def _rivals_markdown(best: Sequence[Mapping[str, Any]], bar: float) -> list[str]
 
 def summary_markdown(rows: Sequence[Mapping[str, Any]], pvals: Sequence[Mapping[str, Any]],
                      reward_models: Mapping[str, Any], cfg: CreativeConfig,
-                     results: Sequence[Mapping[str, Any]] = ()) -> str:
+                     rivals: tuple[list[dict[str, Any]], float] | None = None) -> str:
     """The table in the paper's layout (mean ± SEM over seeds) with the paper's numbers, p-values, RMs."""
     digits = {"in_dist": 3, "out_dist": 3, "ead": 3, "semantic": 3, "distinct": 2}
     lines = ["# Creative task: GRPO, RLOO and MARA with a learned reward model", "",
@@ -596,8 +596,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], pvals: Sequence[Mapping[
               f"- agreement: Spearman {agree['spearman']:.3f} over the corpus answers of every prompt; "
               f"same order on {agree['pair_agreement']:.3f} of held-out pairs", "",
               "Figure: `reward_vs_diversity.png`."]
-    if any(family(row["method"]) in RIVAL_FAMILIES for row in rows):
-        lines += _rivals_markdown(*best_settings(rows, results))
+    if rivals is not None:  # (best settings, reward bar) of best_settings
+        lines += _rivals_markdown(*rivals)
     return "\n".join(lines) + "\n"
 
 
@@ -666,11 +666,12 @@ def write_report(cfg: CreativeConfig, out: Path, results: Sequence[Mapping[str, 
         writer.writerows(results)
     metrics = {"aggregate": rows, "p_values": pvals, "reward_models": reward_models,
                "runs": [{k: v for k, v in r.items() if not k.startswith("samples")} for r in results]}
-    if any(family(row["method"]) in RIVAL_FAMILIES for row in rows):
-        best, bar = best_settings(rows, results)
+    rivals = best_settings(rows, results) if any(family(row["method"]) in RIVAL_FAMILIES for row in rows) else None
+    if rivals is not None:
+        best, bar = rivals
         metrics["best_settings"], metrics["quality_bar"] = best, bar if math.isfinite(bar) else None
         plot_method_fronts(rows, out / "method_fronts.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_reward_vs_diversity(results, rows, out / "reward_vs_diversity.png")
-    (out / "summary.md").write_text(summary_markdown(rows, pvals, reward_models, cfg, results))
+    (out / "summary.md").write_text(summary_markdown(rows, pvals, reward_models, cfg, rivals))
     return metrics
