@@ -46,3 +46,27 @@ def test_best_setting_and_welch_p_value_by_hand():
     assert rows["entropy"]["p_vs_mara"] == pytest.approx(2 * (1 - cdf), rel=1e-6)
     assert math.isnan(rows["mara"]["p_vs_mara"])
     assert rows["entropy"]["breakdowns"] == 0
+
+
+def test_each_beta_is_compared_on_its_own(tmp_path):
+    from mara_rl.llm.methods import best_settings_by_cell, plot_by_beta, write_comparison
+
+    results = [run("mara", s, e, beta=0.01) for s, e in enumerate([0.9, 1.0, 0.95])]
+    results += [run("mara", s, e, beta=0.03) for s, e in enumerate([0.5, 0.6, 0.55])]
+    results += [run("entropy=0.01", s, e, beta=0.01) for s, e in enumerate([0.4, 0.5, 0.45])]
+    results += [run("entropy=0.01", s, e, beta=0.03) for s, e in enumerate([0.5, 0.6, 0.55])]
+    results += [run("entropy=0.1", s, e, beta=0.03, reward=0.9) for s, e in enumerate([0.99, 1.0, 1.0])]
+    by_cell = best_settings_by_cell(results)
+    assert list(by_cell) == [(0.01, "reverse"), (0.03, "reverse")]
+    at = {cell: {r["family"]: r for r in rows} for cell, rows in by_cell.items()}
+    # across betas the best cells differ (MARA's at 0.01, entropy's at 0.03); within a beta they are compared
+    assert at[(0.01, "reverse")]["entropy"]["entropy"] == pytest.approx(0.45)
+    assert at[(0.03, "reverse")]["entropy"]["label"] == "entropy=0.01"  # 0.1 misses the reward bar
+    assert at[(0.03, "reverse")]["entropy"]["p_vs_mara"] == pytest.approx(1.0)  # equal samples
+    assert at[(0.01, "reverse")]["entropy"]["p_vs_mara"] < 0.01
+    write_comparison(results, tmp_path / "methods.md")
+    text = (tmp_path / "methods.md").read_text()
+    assert "| method | beta 0.01 reverse | beta 0.03 reverse |" in text
+    assert "| entropy | 0.450 (1.000) 0.01 p 0.00" in text and "| 0.550 (1.000) 0.01 p 1 |" in text
+    plot_by_beta(results, {"entropy": 0.46}, tmp_path / "by_beta.png")
+    assert (tmp_path / "by_beta.png").stat().st_size > 10_000

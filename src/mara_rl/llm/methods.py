@@ -164,6 +164,15 @@ def best_settings(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: order.get(r["family"], len(order)))
 
 
+def best_settings_by_cell(results: list[dict[str, Any]]) -> dict[tuple[float, str], list[dict[str, Any]]]:
+    """:func:`best_settings` within each (beta, KL direction) of the sweep: every method at the same
+    objective, its p-value against MARA at that beta and direction."""
+    by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by_cell.setdefault((r["beta"], r["kl"]), []).append(r)
+    return {cell: best_settings(by_cell[cell]) for cell in sorted(by_cell, key=lambda c: (c[1] != "reverse", c))}
+
+
 def _sd(values: list[float]) -> float:
     if len(values) < 2:
         return float("nan")
@@ -193,12 +202,89 @@ def write_comparison(results: list[dict[str, Any]], path: Path, planned: int | N
         lines.append(f"| {r['family']} | {r['label']} | {r['beta']:g} | {r['kl']} | {r['seeds']} | {r['reward']:.3f} | "
                      f"{r['entropy']:.3f} | {sd} | {r['entropy_min']:.3f}-{r['entropy_max']:.3f} | "
                      f"{r['breakdowns']} | {p} |")
+    by_cell = best_settings_by_cell(results)
+    if len(by_cell) > 1:
+        lines += _by_cell_lines(by_cell)
     lines += ["", "## Every run", "", "| run | reward | entropy | lowest valid rate seen | all-invalid |", "|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: r["name"]):
         lines.append(f"| {r['name']} | {r['reward']:.3f} | {r['entropy']:.3f} | {r['min_valid_rate']:.3f} | "
                      f"{'yes' if r['all_invalid'] else 'no'} |")
     path.write_text("\n".join(lines) + "\n")
     return rows
+
+
+def _by_cell_lines(by_cell: dict[tuple[float, str], list[dict[str, Any]]]) -> list[str]:
+    """The best setting of each method at each (beta, KL): a method by cell matrix."""
+    cells = list(by_cell)
+    families = [n for n in method_names() if any(r["family"] == n for rows in by_cell.values() for r in rows)]
+    lines = ["", "## At each beta and KL direction", "",
+             "The same choice within each (beta, KL) cell, so that every method is compared at the same objective. "
+             "Each entry: entropy mean (reward), the best setting's knob, p: Welch's test against MARA in that cell; "
+             "`*`: no setting reached the reward bar (the highest-reward setting is shown).", "",
+             "| method | " + " | ".join(f"beta {b:g} {k}" for b, k in cells) + " |",
+             "|---|" + "---|" * len(cells)]
+    for family in families:
+        entries = []
+        for cell in cells:
+            row = next((r for r in by_cell[cell] if r["family"] == family), None)
+            if row is None:
+                entries.append("")
+                continue
+            value = parse_label(row["label"])[1]
+            setting = "" if value is None else f" {value:g}"
+            p = "" if math.isnan(row["p_vs_mara"]) else f" p {row['p_vs_mara']:.2g}"
+            bar = "" if row["reward"] >= REWARD_BAR else "*"
+            entries.append(f"{row['entropy']:.3f} ({row['reward']:.3f}){bar}{setting}{p}")
+        lines.append(f"| {family} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def plot_by_beta(results: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
+    """Each method's best setting at each beta (:func:`best_settings_by_cell`): answer entropy (seed
+    mean, min-max bar) against beta, one panel per KL direction; hollow markers miss the reward bar;
+    dashed: the reference model's entropy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_cell = best_settings_by_cell(results)
+    directions = [k for k in ("reverse", "forward") if any(c[1] == k for c in by_cell)]
+    families = [n for n in method_names() if any(r["family"] == n for rows in by_cell.values() for r in rows)]
+    fig, axes = plt.subplots(1, len(directions), figsize=(5.6 * len(directions) + 1.8, 4.6), squeeze=False)
+    for ax, kl in zip(axes[0], directions):
+        betas = sorted(b for b, k in by_cell if k == kl)
+        for i, family in enumerate(families):
+            rows = [(b, next((r for r in by_cell[(b, kl)] if r["family"] == family), None)) for b in betas]
+            rows = [(b, r) for b, r in rows if r is not None]
+            if not rows:
+                continue
+            color = _family_color(family)
+            x = [b * (1.0 + 0.015 * (i - len(families) / 2)) for b, _ in rows]  # nudged so that bars do not hide each other
+            y = [r["entropy"] for _, r in rows]
+            err = [[r["entropy"] - r["entropy_min"] for _, r in rows], [r["entropy_max"] - r["entropy"] for _, r in rows]]
+            ax.errorbar(x, y, yerr=err, color=color, lw=1.4, marker="o", ms=5, capsize=2, label=family)
+            missed = [(xi, yi) for xi, yi, (_, r) in zip(x, y, rows) if r["reward"] < REWARD_BAR]
+            if missed:
+                ax.scatter(*zip(*missed), s=70, facecolors="white", edgecolors=color, zorder=3)
+        ax.axhline(reference["entropy"], color="k", ls="--", lw=0.9, label="reference model")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta")
+        ax.set_ylabel("normalised entropy of valid answers (1 = 50/50)")
+        ax.set_title(f"{kl} KL: each method's best setting at each beta")
+        ax.set_ylim(-0.03, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _family_color(family: str) -> str:
+    palette = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan",
+               "tab:orange", "black", "gold"]
+    rivals = [n for n in method_names() if n not in ("vanilla", "mara")]
+    return {"mara": "tab:red", "vanilla": "tab:blue"}.get(family) or palette[rivals.index(family) % len(palette)]
 
 
 def plot_fronts(results: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
@@ -215,12 +301,9 @@ def plot_fronts(results: list[dict[str, Any]], reference: dict[str, Any], path: 
         point = (_mean([r["reward"] for r in runs]), _mean([r["entropy"] for r in runs]))
         families.setdefault(parse_label(label)[0], []).append(point)
     order = [n for n in method_names() if n in families]
-    palette = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan",
-               "tab:orange", "black", "gold"]
-    rivals = [n for n in method_names() if n not in ("vanilla", "mara")]
     fig, ax = plt.subplots(figsize=(7.0, 4.8))
     for family in order:
-        color = {"mara": "tab:red", "vanilla": "tab:blue"}.get(family) or palette[rivals.index(family) % len(palette)]
+        color = _family_color(family)
         points = families[family]
         ax.scatter([p[1] for p in points], [p[0] for p in points], color=color, s=22, alpha=0.6, edgecolors="none")
         front = pareto_front(points)

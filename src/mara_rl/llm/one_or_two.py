@@ -350,7 +350,8 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     every run is seeded on its own, so the results are those of ``jobs=1`` on one thread.
     ``train=False`` trains nothing and reports the grid's runs already finished in ``out``.
     With methods beyond vanilla and MARA it also writes ``methods.md`` (best setting of each method,
-    Welch p-values against MARA, every run's breakdown) and ``methods.png`` (each method's front).
+    Welch p-values against MARA, overall and at each (beta, KL); every run's breakdown),
+    ``methods.png`` (each method's front) and, over two or more (beta, KL), ``methods_by_beta.png``.
     """
     from mara_rl.llm.sweep import check_stored_config, run_grid
 
@@ -381,9 +382,13 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     plot_curves(results, cfg.betas, out / "curves.png")
     write_summary(rows, reference, out / "summary.md")
     if set(cfg.methods) - {"vanilla", "mara"}:
-        from mara_rl.llm.methods import plot_fronts, write_comparison
+        from mara_rl.llm.methods import best_settings_by_cell, plot_by_beta, plot_fronts, write_comparison
 
         metrics["methods"] = write_comparison(results, out / "methods.md", planned=len(grid))
         plot_fronts(results, reference, out / "methods.png")
+        by_cell = best_settings_by_cell(results)
+        metrics["methods_by_cell"] = [{"beta": b, "kl": k, "best": rows} for (b, k), rows in by_cell.items()]
+        if len(by_cell) > 1:
+            plot_by_beta(results, reference, out / "methods_by_beta.png")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
