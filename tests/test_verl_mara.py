@@ -410,3 +410,46 @@ def test_max_log_ratio_needs_forward_kl_and_reaches_the_settings():
     s = MaraSettings.from_config(config(**base, **{"algorithm.mara": {"kl": "forward", "max_log_ratio": 5}}))
     assert s.max_log_ratio == 5.0
     assert MaraSettings.from_config(config(**base, **{"algorithm.mara": {"kl": "forward"}})).max_log_ratio == 20.0
+
+
+# ----------------------------------------------------------------------------- rival reward transforms
+
+
+def test_a_reward_transform_replaces_mara_and_needs_no_kl_term():
+    s = MaraSettings.from_config(config(**{"algorithm.use_kl_in_reward": False,
+                                           "algorithm.mara": {"reward_transform": "unlikeliness"}}))
+    assert (s.enable, s.reward_transform, s.reward_transform_value) == (False, "unlikeliness", None)
+    s = MaraSettings.from_config(config(**{"actor_rollout_ref.rollout.n": 8,
+                                           "algorithm.mara": {"reward_transform": "pkpo", "reward_transform_value": 8}}))
+    assert (s.reward_transform, s.reward_transform_value) == ("pkpo", 8.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"reward_transform": "entropy"}, r"^algorithm\.mara\.reward_transform: unknown transform 'entropy'"),
+        ({"reward_transform": "grpo_passk"}, "advantage transform .*adv_estimator=grpo_passk"),
+        ({"reward_transform": "passk_advantage"}, "reward transforms only"),
+        ({"reward_transform": "pkpo", "enable": True}, "give one of algorithm.mara.enable=true"),
+        ({"reward_transform": "pkpo", "reward_transform_value": "four"}, "must be a finite number, got 'four'"),
+        ({"reward_transform": "pkpo", "reward_transform_value": True}, "must be a finite number"),
+        ({"reward_transform": "pkpo", "reward_transform_value": 8}, r"rollout\.n=4"),  # k larger than the group
+        ({"reward_transform": "unlikeliness", "reward_transform_value": -1}, "unlikeliness"),
+        ({"reward_transform_value": 0.5}, "name one"),
+    ],
+)
+def test_reward_transform_errors_are_one_line(section, message):
+    with pytest.raises(ValueError, match=message) as err:
+        MaraSettings.from_config(config(**{"actor_rollout_ref.rollout.n": 4, "algorithm.mara": section}))
+    assert "\n" not in str(err.value)
+
+
+def test_transform_rewrite_needs_its_inputs():
+    rows, rm, ref, mask, lengths = make_batch()
+    args = (rm, ref, mask, lengths, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    with pytest.raises(ValueError, match="old_log_prob"):
+        mara_rewrite(*args, beta=0.1, settings=MaraSettings(enable=False, reward_transform="unlikeliness"),
+                     final_output_only=False)
+    with pytest.raises(ValueError, match="decoded text"):
+        mara_rewrite(*args, beta=0.1, settings=MaraSettings(enable=False, reward_transform="outcome_batch"),
+                     final_output_only=False)

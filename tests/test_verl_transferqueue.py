@@ -96,10 +96,10 @@ def transfer_queue():
         ray.shutdown()
 
 
-def put_batch(partition: str, last_scores: dict[int, float] | None = None) -> KVBatchMeta:
-    """``FIELDS`` into TransferQueue; ``last_scores`` replaces some rows' last-token reward (float32)."""
+def put_batch(partition: str, last_scores: dict[int, float] | None = None, rows: list[dict] | None = None) -> KVBatchMeta:
+    """``rows`` (default ``FIELDS``) into TransferQueue; ``last_scores`` replaces some rows' last-token reward (float32)."""
     fields = []
-    for i, row in enumerate(FIELDS):
+    for i, row in enumerate(FIELDS if rows is None else rows):
         row = dict(row, rm_scores=row["rm_scores"].clone())
         if last_scores and i in last_scores:
             row["rm_scores"][-1] = last_scores[i]
@@ -248,3 +248,74 @@ def test_record_dir_writes_every_response_with_its_values(transfer_queue, tmp_pa
         assert record["mara_reward"].iloc[j] == pytest.approx(float(np.float32(want)), abs=1e-6)
         assert bool(record["mara_anchor"].iloc[j]) == (i in anchors)
     assert len(anchors) == 3  # one per prompt group
+
+
+def answer_fields() -> list[dict]:
+    """``FIELDS`` with each response one of two answers (by session) followed by end-of-sequence tokens,
+    which decoding skips: answers repeat within a prompt's group."""
+    rows = []
+    for (_, session, *_), row in zip(ROWS, FIELDS):
+        response = torch.full_like(row["responses"], EOS)
+        response[0] = 5 + session % 2
+        rows.append(dict(row, responses=response))
+    return rows
+
+
+def expected_transform(name: str, samples: list[int], tokenizer, rows: list[dict], counts=None):
+    """The core transform on inputs taken here, row by row: reward sums, the sampling policy's masked
+    ``old_log_probs`` sums, decoded responses (stripped) as answers, decoded prompts as their identity."""
+    from mara_rl.transforms import get_transform
+
+    raw = np.array([math.fsum(rows[i]["rm_scores"].double().tolist()) for i in samples])
+    decode = lambda i, field: tokenizer.decode(rows[i][field].tolist(), skip_special_tokens=True)  # noqa: E731
+    answers = [decode(i, "responses").strip() for i in samples]
+    assert len(set(answers)) == 2
+    inputs = {
+        "policy_logprobs": np.array([masked_sum(rows[i]["old_log_probs"].double(), rows[i]["response_mask"]) for i in samples]),
+        "outcomes": answers,
+        "outcome_counts": None if counts is None else counts.update([decode(i, "prompts") for i in samples], answers),
+    }
+    transform = get_transform(name)
+    return transform(raw, group_ids=[ROWS[i][0] for i in samples], value=None, **{k: inputs[k] for k in transform.needs})
+
+
+@pytest.mark.parametrize("name", ["unlikeliness", "pkpo", "outcome_batch", "outcome_ucb"])
+@pytest.mark.parametrize(("kl_in", "estimator"), [("reward", "grpo"), ("none", "rloo"), ("forward", "grpo")])
+def test_reward_transform_through_transferqueue(transfer_queue, name, kl_in, estimator):
+    from mara_rl.llm.tiny import build_tokenizer
+    from mara_rl.transforms import OutcomeCounts
+
+    kl = ["+algorithm.mara.kl=forward", *kl_overrides("loss")] if kl_in == "forward" else kl_overrides(kl_in)
+    config = verl_config("trainer.v1.trainer_mode=mara_sync", f"algorithm.adv_estimator={estimator}",
+                         f"+algorithm.mara.reward_transform={name}", "+algorithm.mara.reward_transform_value=null"
+                         if name != "pkpo" else "+algorithm.mara.reward_transform_value=2", *kl)
+    trainer = get_trainer_cls("mara_sync")(config)
+    trainer.tokenizer = build_tokenizer()
+    samples = GRPO_SAMPLES if estimator == "grpo" else REAL
+    counts = OutcomeCounts() if name == "outcome_ucb" else None
+    rows = answer_fields()
+    for step in range(2):  # outcome_ucb's counts carry over to the next step
+        part = f"{name}_{kl_in}_{estimator}_{step}"
+        metrics: dict = {}
+        trainer._compute_advantage(put_batch(part, rows=rows), metrics)
+        if name == "pkpo":
+            from mara_rl.transforms import pkpo_rewards
+
+            raw = np.array([math.fsum(rows[i]["rm_scores"].double().tolist()) for i in samples])
+            expected = pkpo_rewards(raw, k=2, group_ids=[ROWS[i][0] for i in samples])
+        else:
+            expected = expected_transform(name, samples, trainer.tokenizer, rows, counts)
+        scores = read(part, "rm_scores")
+        for j, i in enumerate(samples):
+            want = FIELDS[i]["rm_scores"].clone()
+            want[-1] = float(np.float32(expected[j]))
+            assert torch.equal(scores[i], want), f"{name}, row {KEYS[i]}: {scores[i].tolist()} != {want.tolist()}"
+        for i in set(range(len(ROWS))) - set(samples):
+            assert torch.equal(scores[i], FIELDS[i]["rm_scores"]), f"row {KEYS[i]} (padding or non-final output) changed"
+        assert not np.allclose(expected, [ROWS[i][4] for i in samples]), "the transform changes this batch's rewards"
+        assert metrics["mara/reward_transformed"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+        # verl's own method with those rewards written by hand gives the same advantages.
+        by_hand = f"hand_{part}"
+        PPOTrainer._compute_advantage(trainer, put_batch(by_hand, dict(zip(samples, np.asarray(expected).tolist())), rows), {})
+        for mine, stock in zip(read(part, "advantages"), read(by_hand, "advantages")):
+            assert torch.equal(mine, stock)

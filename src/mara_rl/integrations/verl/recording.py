@@ -50,6 +50,13 @@ def _masked_sums(data: Any, field: str, mask: torch.Tensor) -> torch.Tensor | No
     return (data[field].double() * mask).sum(dim=1)
 
 
+def decode_rows(data: Any, padded: Any, field: str, tokenizer: Any) -> list[str]:
+    """Each row's ``prompts`` or ``responses`` tokens (its own length, no padding) decoded as verl's
+    ``rollout_data_dir`` dump does (``skip_special_tokens=True``)."""
+    lengths = data[field].offsets().diff()
+    return [tokenizer.decode(tokens[: int(n)], skip_special_tokens=True) for tokens, n in zip(padded[field], lengths)]
+
+
 class VerlRecorder:
     """Reads one step's batch (before MARA's rewrite) and writes it with MARA's result (after)."""
 
@@ -66,8 +73,8 @@ class VerlRecorder:
         rows = np.flatnonzero(~padding & (mask.sum(dim=1) > 0).cpu().numpy())
         uids = [str(u) for u in padded.pop("uid").tolist()]  # as verl reads it
         group_of: dict[str, int] = {}
-        prompts = [p[: int(n)] for p, n in zip(padded["prompts"], data["prompts"].offsets().diff())]
         responses = [r[: int(n)] for r, n in zip(padded["responses"], lengths)]
+        prompts, completions = (decode_rows(data, padded, name, tokenizer) for name in ("prompts", "responses"))
         policy = _masked_sums(padded, "rollout_log_probs", mask)
         if policy is None:
             policy = _masked_sums(padded, "old_log_probs", mask)
@@ -78,8 +85,8 @@ class VerlRecorder:
             "rows": rows,
             "batch_size": len(uids),
             "group_ids": np.array([group_of.setdefault(uids[i], len(group_of)) for i in rows], dtype=np.int64),
-            "prompts": [tokenizer.decode(prompts[i], skip_special_tokens=True) for i in rows],
-            "completions": [tokenizer.decode(responses[i], skip_special_tokens=True) for i in rows],
+            "prompts": [prompts[i] for i in rows],
+            "completions": [completions[i] for i in rows],
             "completion_lengths": lengths.cpu().numpy()[rows],
             "truncated": np.array([len(responses[i]) == 0 or int(responses[i][-1]) != eos for i in rows]),
             "rewards_per_func": score[rows].cpu().numpy()[:, None],

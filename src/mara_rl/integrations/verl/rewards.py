@@ -17,6 +17,11 @@ generated, which verl's KL terms cover); :func:`mara_rl.augment.mara_rewards` gi
 the score). Forward KL (Alg. 2) also yields each sample's forward-KL scale ``s_i`` and coefficient
 ``c_i`` (:func:`mara_rl.integrations.forward_kl.mara_forward_weights` over the whole ``uid`` group,
 with ``log pi_old(y|x) = sum_t old_log_probs``), for the actor loss.
+
+With ``algorithm.mara.reward_transform`` a rival reward transform of :mod:`mara_rl.transforms` takes
+MARA's place on the same samples and groups, its inputs summed the same way: the sampling policy's
+``log pi(y|x) = sum_t old_log_probs``, each response's stripped text as its answer, the prompt's text
+as its identity across steps.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from mara_rl._groups import group_codes
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import mara_forward_weights
 from mara_rl.integrations.verl.settings import MaraSettings
+from mara_rl.transforms import OutcomeCounts, get_transform
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,11 @@ def mara_rewrite(
     beta: float,
     settings: MaraSettings,
     final_output_only: bool,
+    answers: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None,
+    outcome_counts: OutcomeCounts | None = None,
 ) -> MaraRewrite:
-    """Apply MARA per ``uid`` group to a padded verl batch (see the module docstring).
+    """Apply MARA (or ``settings.reward_transform``) per ``uid`` group to a padded verl batch (see the module docstring).
 
     Args:
         rm_scores, ref_log_prob, response_mask: ``[B, T]`` response tensors, right-padded with zeros.
@@ -104,6 +113,8 @@ def mara_rewrite(
         beta: the KL coefficient verl applies this step.
         settings: the ``algorithm.mara`` settings.
         final_output_only: True for GRPO (only each session's final output is a sample).
+        answers, prompts: ``[B]`` decoded response and prompt texts, for the outcome transforms.
+        outcome_counts: the run's (prompt, answer) counts for ``outcome_ucb``; this batch's samples are added.
 
     Returns:
         :class:`MaraRewrite`.
@@ -127,16 +138,23 @@ def mara_rewrite(
     raw = rm_scores.double().sum(dim=1)
     ref_seq = (ref_log_prob.double() * mask.double()).sum(dim=1)
     forward = settings.kl == "forward"
-    if forward and settings.enable and old_log_prob is None:
-        raise ValueError("forward KL with MARA needs old_log_prob (Alg. 2's weights use the sampling policy)")
+    transform = None if settings.reward_transform is None else get_transform(settings.reward_transform)
+    if (forward and settings.enable or transform is not None and "policy_logprobs" in transform.needs) and old_log_prob is None:
+        raise ValueError("forward KL with MARA and the unlikeliness reward need old_log_prob (the sampling policy's log-probs)")
     new_rm = rm_scores
     kl_scale = torch.ones(batch, dtype=torch.float32, device=rm_scores.device) if forward else None
     kl_coef = torch.zeros(batch, dtype=torch.float32, device=rm_scores.device) if forward else None
     metrics: dict[str, float] = {"mara/beta": float(beta)}
-    if not settings.enable or rows.numel() == 0:
+    if not (settings.enable or transform is not None) or rows.numel() == 0:
         return MaraRewrite(new_rm, kl_scale, kl_coef, metrics)
 
     row_uids = np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str)
+    if transform is not None:
+        inputs = _transform_inputs(transform.needs, rows.tolist(), mask, old_log_prob, answers, prompts, outcome_counts)
+        new_rewards = transform(raw[rows], group_ids=row_uids, value=settings.reward_transform_value, **inputs)
+        new_rm = _with_rewards(rm_scores, rows, new_rewards - raw[rows], last_position)
+        metrics.update({"mara/reward_raw": float(raw[rows].mean()), "mara/reward_transformed": float(new_rewards.mean())})
+        return MaraRewrite(new_rm, kl_scale, kl_coef, metrics)
     result = mara_rewards(
         raw[rows],
         ref_seq[rows],
@@ -146,10 +164,8 @@ def mara_rewrite(
         group_ids=row_uids,
         kl=settings.kl,
     )
-    reward_shift = torch.zeros(batch, dtype=torch.float64, device=rm_scores.device)
-    reward_shift[rows] = result.rewards - raw[rows]
-    # Shifted in float64 and rounded once, so a one-token reward becomes MARA's r in the input dtype.
-    new_rm = (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
+    shift = result.rewards - raw[rows]
+    new_rm = _with_rewards(rm_scores, rows, shift, last_position)
     if forward:
         old_seq = (old_log_prob.double() * mask.double()).sum(dim=1)
         codes = torch.from_numpy(group_codes(row_uids, len(row_uids))[0]).to(rows.device)
@@ -163,7 +179,7 @@ def mara_rewrite(
         {
             "mara/frac_groups_augmented": result.fraction_groups_augmented,
             "mara/frac_samples_augmented": float(augmented.double().mean()),
-            "mara/mean_augmentation": float(reward_shift[rows][augmented].mean()) if augmented.any() else 0.0,
+            "mara/mean_augmentation": float(shift[augmented].mean()) if augmented.any() else 0.0,
             "mara/reward_raw": float(raw[rows].mean()),
             "mara/reward_augmented": float(result.rewards.mean()),
         }
@@ -171,3 +187,30 @@ def mara_rewrite(
     if anchors.numel():  # both directions keep log pi_ref(z|x) at the anchor's own index
         metrics["mara/anchor_ref_logprob"] = float(result.ref_logprobs[anchors].mean())
     return MaraRewrite(new_rm, kl_scale, kl_coef, metrics, rows[anchors].cpu().numpy())
+
+
+def _with_rewards(rm_scores: torch.Tensor, rows: torch.Tensor, shift: torch.Tensor, last_position: torch.Tensor) -> torch.Tensor:
+    """``rm_scores`` with ``shift`` added at the last response position of ``rows``: in float64 and rounded
+    once, so a one-token reward becomes the new reward in the input dtype."""
+    reward_shift = torch.zeros(rm_scores.shape[0], dtype=torch.float64, device=rm_scores.device)
+    reward_shift[rows] = shift.to(torch.float64)
+    return (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
+
+
+def _transform_inputs(needs: Sequence[str], rows: list[int], mask: torch.Tensor, old_log_prob: torch.Tensor | None,
+                      answers: Sequence[str] | None, prompts: Sequence[str] | None,
+                      outcome_counts: OutcomeCounts | None) -> dict:
+    """What a transform reads besides the rewards, for the sample ``rows``."""
+    inputs: dict = {}
+    if "policy_logprobs" in needs:
+        inputs["policy_logprobs"] = (old_log_prob.double() * mask.double()).sum(dim=1)[rows]
+    if {"outcomes", "outcome_counts"} & set(needs):
+        if answers is None:
+            raise ValueError("the outcome transforms need each response's decoded text (answers)")
+        outcomes = [answers[i].strip() for i in rows]
+        inputs["outcomes"] = outcomes
+        if "outcome_counts" in needs:
+            if prompts is None or outcome_counts is None:
+                raise ValueError("outcome_ucb needs the decoded prompts and the run's OutcomeCounts")
+            inputs["outcome_counts"] = outcome_counts.update([prompts[i] for i in rows], outcomes)
+    return {key: inputs[key] for key in needs}

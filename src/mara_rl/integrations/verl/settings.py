@@ -9,6 +9,9 @@ has no ``mara`` section):
   (default 0.9 when neither is given, the paper's choice for rewards of unknown scale);
 - ``kl``: ``"reverse"`` (verl's own KL, unchanged) or ``"forward"`` (``KL(pi_ref || pi)`` in the actor loss);
 - ``max_log_ratio`` (forward only, default 20): clip on the sequence weight's ``log(pi_ref/pi_old)``;
+- ``reward_transform`` / ``reward_transform_value``: instead of MARA, a rival reward transform of
+  :mod:`mara_rl.transforms` by name (``unlikeliness``, ``pkpo``, ``outcome_batch``, ``outcome_ucb``) and
+  its knob (default: the method's recommended value), applied at MARA's place; it needs no KL term;
 - ``record_dir``: a folder for the rollout record (:mod:`mara_rl.integrations.record`: one Parquet
   row per response with its reward, sequence ``log pi_ref``, sampler log-prob and MARA's reward and
   anchor), written every step, with MARA on or off.
@@ -19,6 +22,7 @@ MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -52,6 +56,8 @@ class MaraSettings:
     max_log_ratio: float = MAX_LOG_RATIO
     kl_source: str = KL_IN_REWARD
     record_dir: str | None = None
+    reward_transform: str | None = None
+    reward_transform_value: float | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> MaraSettings:
@@ -75,14 +81,19 @@ class MaraSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"{SECTION}: unknown key(s) {unknown}; known: {sorted(known)}")
+        transform, transform_value = _check_transform(raw, config)
         options = check_mara_options(
-            enable=raw.get("enable", True),
+            enable=raw.get("enable", transform is None),
             tau=raw.get("tau"),
             tau_quantile=raw.get("tau_quantile"),
             kl=raw.get("kl", "reverse"),
             names={key: f"{SECTION}.{key}" for key in ("enable", "tau", "tau_quantile", "kl")},
         )
         enable, tau, tau_quantile, kl = options
+        if transform is not None and enable:
+            raise ValueError(f"give one of {SECTION}.enable=true (MARA) and {SECTION}.reward_transform={transform}: "
+                             "they are alternatives applied at the same place")
+        chosen = {"reward_transform": transform, "reward_transform_value": transform_value}
         if "max_log_ratio" in raw and kl != "forward":
             raise ValueError(f"{SECTION}.max_log_ratio clips the forward-KL weight: it needs {SECTION}.kl=forward")
         max_log_ratio = check_nonnegative(raw.get("max_log_ratio", MAX_LOG_RATIO), f"{SECTION}.max_log_ratio")
@@ -95,9 +106,9 @@ class MaraSettings:
         in_reward = bool(_get(config, "algorithm.use_kl_in_reward", False))
         in_loss = bool(_get(config, "actor_rollout_ref.actor.use_kl_loss", False))
         source = KL_IN_LOSS if in_loss else KL_IN_REWARD
-        if not enable and kl == "reverse":  # the stock sync trainer: every KL setting of verl's is valid
+        if not enable and kl == "reverse":  # the stock sync trainer, or a transform: every KL setting of verl's is valid
             return cls(enable=False, tau=tau, tau_quantile=tau_quantile, kl=kl, kl_source=source,
-                       record_dir=record_dir)
+                       record_dir=record_dir, **chosen)
         if in_reward and in_loss:
             raise ValueError(
                 "mara_sync needs one KL coefficient as MARA's beta: turn off either algorithm.use_kl_in_reward "
@@ -140,4 +151,39 @@ class MaraSettings:
             max_log_ratio=max_log_ratio,
             kl_source=source,
             record_dir=record_dir,
+            **chosen,
         )
+
+
+def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | None]:
+    """``reward_transform`` and its value, checked by running the transform once on a group of
+    ``actor_rollout_ref.rollout.n`` samples (a knob the group cannot take fails here, not mid-run)."""
+    import numpy as np
+
+    from mara_rl.transforms import get_transform
+
+    name, value = raw.get("reward_transform"), raw.get("reward_transform_value")
+    if name is None:
+        if value is not None:
+            raise ValueError(f"{SECTION}.reward_transform_value is the knob of a reward_transform: name one")
+        return None, None
+    try:
+        transform = get_transform(name)
+    except ValueError as err:
+        raise ValueError(f"{SECTION}.reward_transform: {err}") from None
+    if transform.kind != "reward":
+        hint = " (verl has it as algorithm.adv_estimator=grpo_passk)" if transform.name == "grpo_passk" else ""
+        raise ValueError(f"{SECTION}.reward_transform={transform.name} is an advantage transform{hint}; this mode "
+                         "applies reward transforms only: unlikeliness, pkpo, outcome_batch, outcome_ucb")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{SECTION}.reward_transform_value must be a finite number, got {shown(value)}")
+        value = float(value)
+    n = int(_get(config, "actor_rollout_ref.rollout.n", 2))
+    inputs = {"policy_logprobs": np.zeros(n), "outcomes": [str(i) for i in range(n)], "outcome_counts": np.ones(n)}
+    try:
+        transform(np.zeros(n), value=value, **{key: inputs[key] for key in transform.needs})
+    except ValueError as err:
+        raise ValueError(f"{SECTION}.reward_transform_value={shown(value)} for {transform.name} with "
+                         f"rollout.n={n}: {err}") from None
+    return transform.name, value

@@ -7,6 +7,7 @@ rewrites ``rm_scores`` there (:func:`~mara_rl.integrations.verl.rewards.mara_rew
 group per ``uid``) and then calls the stock method, so everything downstream is verl's own.
 With ``algorithm.mara.kl=forward`` it also writes the reference log-probs and Alg. 2's per-sample weights and installs
 :func:`~mara_rl.integrations.verl.loss.forward_kl_ppo_loss` on the actor workers. With
+``algorithm.mara.reward_transform`` a rival reward transform takes MARA's place. With
 ``algorithm.mara.record_dir`` it writes each step's rollouts there
 (:mod:`~mara_rl.integrations.verl.recording`), MARA on or off.
 
@@ -33,9 +34,10 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_to_nested
 
 from mara_rl.integrations.verl.loss import MARA_KL_COEF_FIELD, MARA_KL_REF_FIELD, MARA_KL_SCALE_FIELD, forward_kl_ppo_loss
-from mara_rl.integrations.verl.recording import VerlRecorder, record_metadata
+from mara_rl.integrations.verl.recording import VerlRecorder, decode_rows, record_metadata
 from mara_rl.integrations.verl.rewards import mara_rewrite
 from mara_rl.integrations.verl.settings import KL_IN_REWARD, MaraSettings
+from mara_rl.transforms import OutcomeCounts
 
 MODE = "mara_sync"
 TESTED_VERL = ((0, 9),)  # (major, minor) releases tests/test_verl_contract.py was run against
@@ -69,6 +71,8 @@ class MaraSyncTrainer(PPOTrainerSync):
         self.mara = MaraSettings.from_config(config)
         super().__init__(config)
         self.mara_recorder = None
+        # outcome_ucb's (prompt, answer) counts over the run; a resumed run starts counting anew, as in TRL
+        self.mara_outcome_counts = OutcomeCounts() if self.mara.reward_transform == "outcome_ucb" else None
         if self.mara.record_dir:
             self.mara_recorder = VerlRecorder(self.mara.record_dir, record_metadata(config, self.mara, self.mara_beta()))
 
@@ -105,23 +109,28 @@ class MaraSyncTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         """Rewrite ``rm_scores`` (and, for forward KL, write the reference log-probs and Alg. 2's weights), then verl's own.
 
-        With ``enable=false`` and reverse KL there is nothing to rewrite: this is verl's stock method.
+        With ``enable=false``, reverse KL and no reward transform there is nothing to rewrite: this is
+        verl's stock method.
         """
         recorded = None
         if self.mara_recorder is not None:  # read before MARA rewrites rm_scores
             recorded = self.mara_recorder.read(tq, batch, self.tokenizer)
-        if not self.mara.enable and self.mara.kl == "reverse":
+        transform = self.mara.reward_transform
+        if not self.mara.enable and self.mara.kl == "reverse" and transform is None:
             if recorded is not None:
                 self.mara_recorder.write(self.global_steps, recorded)
             return super()._compute_advantage(batch, metrics)
+        texts = transform in ("outcome_batch", "outcome_ucb")
         data = tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
-            select_fields=["uid", "response_mask", "rm_scores", "ref_log_prob", "old_log_probs"],
+            select_fields=["uid", "response_mask", "rm_scores", "ref_log_prob", "old_log_probs"]
+            + (["prompts", "responses"] if texts else []),
         )
         response_mask = data["response_mask"]
         padded = data.to_padded_tensor()
         uids = [str(uid) for uid in padded.pop("uid").tolist()]
+        decoded = {name: decode_rows(data, padded, name, self.tokenizer) for name in ("prompts", "responses")} if texts else {}
         rewrite = mara_rewrite(
             padded["rm_scores"],
             padded["ref_log_prob"],
@@ -134,6 +143,9 @@ class MaraSyncTrainer(PPOTrainerSync):
             beta=self.mara_beta(),
             settings=self.mara,
             final_output_only=self.config.algorithm.adv_estimator == AdvantageEstimator.GRPO,
+            answers=decoded.get("responses"),
+            prompts=decoded.get("prompts"),
+            outcome_counts=self.mara_outcome_counts,
         )
         fields = {"rm_scores": response_to_nested(rewrite.rm_scores, response_mask)}
         if rewrite.kl_scale is not None:
