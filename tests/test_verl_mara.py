@@ -453,3 +453,8 @@ def test_transform_rewrite_needs_its_inputs():
     with pytest.raises(ValueError, match="decoded text"):
         mara_rewrite(*args, beta=0.1, settings=MaraSettings(enable=False, reward_transform="outcome_batch"),
                      final_output_only=False)
+
+
+def test_settings_built_directly_refuse_mara_with_a_transform():
+    with pytest.raises(ValueError, match="alternatives"):
+        MaraSettings(reward_transform="pkpo")

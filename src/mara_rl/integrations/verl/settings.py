@@ -59,6 +59,9 @@ class MaraSettings:
     reward_transform: str | None = None
     reward_transform_value: float | None = None
 
+    def __post_init__(self) -> None:
+        _check_exclusive(self.enable, self.reward_transform)
+
     @classmethod
     def from_config(cls, config: Any) -> MaraSettings:
         """Read and check ``config.algorithm.mara`` against verl's KL, estimator and distillation settings.
@@ -90,9 +93,7 @@ class MaraSettings:
             names={key: f"{SECTION}.{key}" for key in ("enable", "tau", "tau_quantile", "kl")},
         )
         enable, tau, tau_quantile, kl = options
-        if transform is not None and enable:
-            raise ValueError(f"give one of {SECTION}.enable=true (MARA) and {SECTION}.reward_transform={transform}: "
-                             "they are alternatives applied at the same place")
+        _check_exclusive(enable, transform)
         chosen = {"reward_transform": transform, "reward_transform_value": transform_value}
         if "max_log_ratio" in raw and kl != "forward":
             raise ValueError(f"{SECTION}.max_log_ratio clips the forward-KL weight: it needs {SECTION}.kl=forward")
@@ -153,6 +154,12 @@ class MaraSettings:
             record_dir=record_dir,
             **chosen,
         )
+
+
+def _check_exclusive(enable: bool, transform: str | None) -> None:
+    if enable and transform is not None:
+        raise ValueError(f"give one of {SECTION}.enable=true (MARA) and {SECTION}.reward_transform={transform}: "
+                         "they are alternatives applied at the same place")
 
 
 def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | None]:
