@@ -82,3 +82,20 @@ def test_transform_config_errors(model_dir, tmp_path):
         MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="unlikeliness", beta=0.0, use_cpu=True)
     with pytest.raises(ValueError, match="GRPO only"):
         make_trainer(MaraRLOOTrainer, MaraRLOOConfig, model_dir, tmp_path, reward_transform="grpo_passk")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (float("nan"), "must be a finite number, got nan"), (True, "must be a finite number, got True"),
+    ("four", "must be a finite number, got 'four'"), (-1.0, r"reward_transform_value=-1\.0 for pkpo with groups of"),
+    (16.0, "with groups of 4"),  # k above the group size
+])
+def test_transform_value_is_checked_when_the_config_is_built(tmp_path, value, message):
+    for config_cls in (MaraGRPOConfig, MaraRLOOConfig):
+        with pytest.raises(ValueError, match=message) as err:
+            config_cls(output_dir=str(tmp_path), reward_transform="pkpo", reward_transform_value=value, beta=0.1,
+                       num_generations=4, use_cpu=True)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="name a transform"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform_value=0.5, beta=0.1, use_cpu=True)
+    assert MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="pkpo", reward_transform_value=2, beta=0.1,
+                          num_generations=4, use_cpu=True).reward_transform_value == 2.0

@@ -433,9 +433,9 @@ def test_a_reward_transform_replaces_mara_and_needs_no_kl_term():
         ({"reward_transform": "pkpo", "enable": True}, "give one of algorithm.mara.enable=true"),
         ({"reward_transform": "pkpo", "reward_transform_value": "four"}, "must be a finite number, got 'four'"),
         ({"reward_transform": "pkpo", "reward_transform_value": True}, "must be a finite number"),
-        ({"reward_transform": "pkpo", "reward_transform_value": 8}, r"rollout\.n=4"),  # k larger than the group
+        ({"reward_transform": "pkpo", "reward_transform_value": 8}, "with groups of 4"),  # k above rollout.n
         ({"reward_transform": "unlikeliness", "reward_transform_value": -1}, "unlikeliness"),
-        ({"reward_transform_value": 0.5}, "name one"),
+        ({"reward_transform_value": 0.5}, "name a transform"),
     ],
 )
 def test_reward_transform_errors_are_one_line(section, message):

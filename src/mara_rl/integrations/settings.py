@@ -23,7 +23,7 @@ import numpy as np
 from mara_rl._checks import check_choice, check_quantile, check_threshold, shown
 from mara_rl.augment import KL_DIRECTIONS, KLDirection
 
-__all__ = ["DEFAULT_TAU_QUANTILE", "KL_DIRECTIONS", "MaraOptions", "check_flag", "check_mara_options"]
+__all__ = ["DEFAULT_TAU_QUANTILE", "KL_DIRECTIONS", "MaraOptions", "check_flag", "check_mara_options", "check_transform"]
 
 DEFAULT_TAU_QUANTILE = 0.9  # the paper's choice for rewards of unknown scale, when neither tau is given
 _FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -73,3 +73,38 @@ def check_mara_options(
             f"give at most one of {names['tau']} (a reward threshold) and {names['tau_quantile']} (a group quantile)"
         )
     return options
+
+
+def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], names: Mapping[str, str]) -> tuple[Any, float | None]:
+    """The registered transform ``name`` and its knob ``value`` (``None``: the recommended value), checked
+    by running the transform once on a group of each of ``group_sizes`` samples, so that a knob the
+    groups cannot take (``pkpo``'s ``k`` above the group size, a negative penalty) fails when the
+    config is built, not at the first training step. ``names`` maps ``name`` and ``value`` to the
+    user's names for them. Returns ``(None, None)`` without a transform.
+
+    Raises:
+        ValueError: one line naming the setting: an unknown transform, a value without one, a value
+            that is not a finite number, or one the transform rejects.
+    """
+    from mara_rl.transforms import get_transform
+
+    if name is None:
+        if value is not None:
+            raise ValueError(f"{names['value']} is the knob of {names['name']}: name a transform")
+        return None, None
+    try:
+        transform = get_transform(name)
+    except ValueError as err:
+        raise ValueError(f"{names['name']}: {err}") from None
+    if value is not None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value):
+            raise ValueError(f"{names['value']} must be a finite number, got {shown(value)}")
+        value = float(value)
+    for n in sorted(set(group_sizes)):
+        inputs = {"policy_logprobs": np.zeros(n), "outcomes": [str(i) for i in range(n)], "outcome_counts": np.ones(n)}
+        try:
+            transform(np.zeros(n), value=value, **{key: inputs[key] for key in transform.needs})
+        except ValueError as err:
+            raise ValueError(f"{names['value']}={shown(value)} for {transform.name} with groups of {n}: {err}") from None
+    return transform, value

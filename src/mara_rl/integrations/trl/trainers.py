@@ -123,7 +123,7 @@ from mara_rl.integrations.forward_kl import (
     LMHead,
     token_forward_kl_loss,
 )
-from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
+from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options, check_transform
 from mara_rl.integrations.trl.recording import BatchRecorder, mara_settings_message
 
 logger = logging.getLogger("mara_rl")
@@ -183,10 +183,13 @@ def validate_mara_config(config: Any) -> None:
             a ``reward_transform`` with ``mara=True``, with ``normalize_then_sum``, or needing a reference pass at
             ``beta == 0``.
     """
-    if config.reward_transform is not None:
-        from mara_rl.transforms import get_transform
-
-        transform = get_transform(config.reward_transform)
+    generations = [getattr(config, "num_generations", None), getattr(config, "num_generations_eval", None)]
+    transform, config.reward_transform_value = check_transform(
+        config.reward_transform, config.reward_transform_value,
+        group_sizes=tuple(int(n) for n in generations if n is not None) or (2,),
+        names={"name": "reward_transform", "value": "reward_transform_value"},
+    )
+    if transform is not None:
         if config.mara:
             raise ValueError(f"give one of mara=True and reward_transform={config.reward_transform!r}: "
                              "they are alternatives applied at the same place")

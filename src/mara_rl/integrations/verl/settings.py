@@ -22,7 +22,6 @@ MARA's beta is the KL coefficient verl actually applies: ``algorithm.kl_ctrl``'s
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -30,7 +29,7 @@ from typing import Any
 
 from mara_rl._checks import check_beta, check_nonnegative, shown
 from mara_rl.integrations.forward_kl import MAX_LOG_RATIO
-from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options
+from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options, check_transform
 
 SECTION = "algorithm.mara"
 KL_IN_REWARD = "reward"
@@ -163,34 +162,17 @@ def _check_exclusive(enable: bool, transform: str | None) -> None:
 
 
 def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | None]:
-    """``reward_transform`` and its value, checked by running the transform once on a group of
-    ``actor_rollout_ref.rollout.n`` samples (a knob the group cannot take fails here, not mid-run)."""
-    import numpy as np
-
-    from mara_rl.transforms import get_transform
-
-    name, value = raw.get("reward_transform"), raw.get("reward_transform_value")
-    if name is None:
-        if value is not None:
-            raise ValueError(f"{SECTION}.reward_transform_value is the knob of a reward_transform: name one")
+    """``reward_transform`` and its value (:func:`mara_rl.integrations.settings.check_transform`, on
+    groups of ``actor_rollout_ref.rollout.n``); a reward transform only."""
+    transform, value = check_transform(
+        raw.get("reward_transform"), raw.get("reward_transform_value"),
+        group_sizes=(int(_get(config, "actor_rollout_ref.rollout.n", 2)),),
+        names={"name": f"{SECTION}.reward_transform", "value": f"{SECTION}.reward_transform_value"},
+    )
+    if transform is None:
         return None, None
-    try:
-        transform = get_transform(name)
-    except ValueError as err:
-        raise ValueError(f"{SECTION}.reward_transform: {err}") from None
     if transform.kind != "reward":
         hint = " (verl has it as algorithm.adv_estimator=grpo_passk)" if transform.name == "grpo_passk" else ""
         raise ValueError(f"{SECTION}.reward_transform={transform.name} is an advantage transform{hint}; this mode "
                          "applies reward transforms only: unlikeliness, pkpo, outcome_batch, outcome_ucb")
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{SECTION}.reward_transform_value must be a finite number, got {shown(value)}")
-        value = float(value)
-    n = int(_get(config, "actor_rollout_ref.rollout.n", 2))
-    inputs = {"policy_logprobs": np.zeros(n), "outcomes": [str(i) for i in range(n)], "outcome_counts": np.ones(n)}
-    try:
-        transform(np.zeros(n), value=value, **{key: inputs[key] for key in transform.needs})
-    except ValueError as err:
-        raise ValueError(f"{SECTION}.reward_transform_value={shown(value)} for {transform.name} with "
-                         f"rollout.n={n}: {err}") from None
     return transform.name, value
