@@ -100,6 +100,20 @@ def test_writer_takes_every_numeric_kind(kind, tmp_path):
                        reward=np.ones(4), ref_logprobs=np.ones(3))
 
 
+def test_record_json_names_a_rival_transform_and_reads_older_records(tmp_path):
+    RolloutRecorder(tmp_path, metadata(mara=False, reward_transform="pkpo", reward_transform_value=4))
+    stored = json.loads((tmp_path / "record.json").read_text())
+    assert (stored["reward_transform"], stored["reward_transform_value"]) == ("pkpo", 4.0)
+    with pytest.raises(ValueError, match="reward_transform='pkpo'.*reward_transform=None"):
+        RolloutRecorder(tmp_path, metadata(mara=False))
+    older = tmp_path / "older"  # a record.json written before the transform fields existed
+    RolloutRecorder(older, metadata())
+    data = json.loads((older / "record.json").read_text())
+    del data["reward_transform"], data["reward_transform_value"]
+    (older / "record.json").write_text(json.dumps(data))
+    RolloutRecorder(older, metadata())  # continues it
+
+
 def test_metadata_rejects_duplicate_reward_names():
     with pytest.raises(ValueError, match="distinct"):
         metadata(reward_funcs=["a", "a"])

@@ -158,7 +158,7 @@ def test_outcome_counts_run_across_batches_per_prompt():
     # evaluation does not count; training does
     np.testing.assert_array_equal(counts.update(["p"], ["2"], record=False), [2])
     np.testing.assert_array_equal(counts.update(["p", "q"], ["2", "2"]), [2, 1])
-    assert counts.counts[("'p'", "2")] == 2
+    assert counts.counts[OutcomeCounts.key("p", "2")] == 2
 
 
 # ---- numeric kinds, edges, errors, registry ----

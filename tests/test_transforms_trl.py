@@ -86,8 +86,8 @@ def test_transform_config_errors(model_dir, tmp_path):
 
 @pytest.mark.parametrize(("value", "message"), [
     (float("nan"), "must be a finite number, got nan"), (True, "must be a finite number, got True"),
-    ("four", "must be a finite number, got 'four'"), (-1.0, r"reward_transform_value=-1\.0 for pkpo with groups of"),
-    (16.0, "with groups of 4"),  # k above the group size
+    ("four", "must be a finite number, got 'four'"), (-1.0, r"reward_transform_value=-1 \(pkpo's k\) cannot run on groups of"),
+    (16.0, "on groups of 4"),  # k above the group size
 ])
 def test_transform_value_is_checked_when_the_config_is_built(tmp_path, value, message):
     for config_cls in (MaraGRPOConfig, MaraRLOOConfig):

@@ -433,8 +433,8 @@ def test_a_reward_transform_replaces_mara_and_needs_no_kl_term():
         ({"reward_transform": "pkpo", "enable": True}, "give one of algorithm.mara.enable=true"),
         ({"reward_transform": "pkpo", "reward_transform_value": "four"}, "must be a finite number, got 'four'"),
         ({"reward_transform": "pkpo", "reward_transform_value": True}, "must be a finite number"),
-        ({"reward_transform": "pkpo", "reward_transform_value": 8}, "with groups of 4"),  # k above rollout.n
-        ({"reward_transform": "unlikeliness", "reward_transform_value": -1}, "unlikeliness"),
+        ({"reward_transform": "pkpo", "reward_transform_value": 8}, r"value=8 \(pkpo's k\) cannot run on groups of 4"),  # k above rollout.n
+        ({"reward_transform": "unlikeliness", "reward_transform_value": -1}, "unlikeliness's penalty"),
         ({"reward_transform_value": 0.5}, "name a transform"),
     ],
 )
@@ -458,3 +458,35 @@ def test_transform_rewrite_needs_its_inputs():
 def test_settings_built_directly_refuse_mara_with_a_transform():
     with pytest.raises(ValueError, match="alternatives"):
         MaraSettings(reward_transform="pkpo")
+
+
+@pytest.mark.parametrize(("section", "n", "message"), [
+    ({"reward_transform": "pkpo", "reward_transform_value": 10**400}, 4, "must be a finite number, got 1000000"),
+    ({"reward_transform": "pkpo"}, 2, r"reward_transform=pkpo at its recommended k 4 cannot run on groups of 2"),
+    ({"reward_transform": "pkpo"}, "abc", "rollout.n must be an integer"),
+])
+def test_reward_transform_value_and_group_size_edges(section, n, message):
+    with pytest.raises(ValueError, match=message) as err:
+        MaraSettings.from_config(config(**{"actor_rollout_ref.rollout.n": n, "algorithm.mara": section}))
+    assert "\n" not in str(err.value)
+
+
+def test_settings_built_directly_refuse_an_advantage_transform():
+    with pytest.raises(ValueError, match="advantage transform"):
+        MaraSettings(enable=False, reward_transform="grpo_passk")
+
+
+def test_a_runtime_group_smaller_than_pkpo_k_names_the_setting():
+    rows, rm, ref, mask, lengths = make_batch()
+    with pytest.raises(ValueError, match=r"^algorithm\.mara\.reward_transform=pkpo on this batch: k = 4"):
+        mara_rewrite(rm, ref, mask, lengths, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     beta=0.1, settings=MaraSettings(enable=False, reward_transform="pkpo"), final_output_only=False)
+
+
+def test_record_metadata_names_the_transform():
+    from mara_rl.integrations.verl.recording import record_metadata
+
+    cfg = config(**{"actor_rollout_ref.rollout.n": 4, "actor_rollout_ref.model.path": "m",
+                    "algorithm.mara": {"reward_transform": "pkpo", "reward_transform_value": 2}})
+    meta = record_metadata(cfg, MaraSettings.from_config(cfg), 0.01)
+    assert (meta.mara, meta.reward_transform, meta.reward_transform_value) == (False, "pkpo", 2.0)

@@ -23,6 +23,7 @@ uses them in place of its own.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,18 +286,27 @@ def outcome_ucb_rewards(rewards: Any, outcome_counts: Any, *, coef: float = 0.5,
 
 
 class OutcomeCounts:
-    """Running counts of (prompt, answer) pairs across batches, for :func:`outcome_ucb_rewards`."""
+    """Running counts of (prompt, answer) pairs across batches, for :func:`outcome_ucb_rewards`.
+
+    A pair is kept as a 16-byte digest of its text, not the text: answers read from whole completions
+    are mostly distinct, so a run's counts grow with its samples, at a few dozen bytes each.
+    """
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[Any, Any], int] = {}
+        self.counts: dict[bytes, int] = {}
+
+    @staticmethod
+    def key(prompt: Any, outcome: Any) -> bytes:
+        """The digest a (prompt, answer) pair is counted under."""
+        return hashlib.blake2b(f"{prompt!r}\x00{outcome!r}".encode(), digest_size=16).digest()
 
     def update(self, prompts: list[Any], outcomes: list[Any], *, record: bool = True) -> np.ndarray:
         """``[n]`` each sample's count ``N(x_i, a_i)``, this batch included; ``record=False`` (evaluation)
         leaves the running counts as they were."""
         if len(prompts) != len(outcomes):
             raise ValueError(f"prompts and outcomes must pair up, got {len(prompts)} and {len(outcomes)}")
-        keys = [(repr(p), a) for p, a in zip(prompts, outcomes)]
-        batch: dict[tuple[Any, Any], int] = {}
+        keys = [self.key(p, a) for p, a in zip(prompts, outcomes)]
+        batch: dict[bytes, int] = {}
         for key in keys:
             batch[key] = batch.get(key, 0) + 1
         totals = {key: self.counts.get(key, 0) + n for key, n in batch.items()}

@@ -94,6 +94,8 @@ class RecordMetadata:
     reward_funcs: list[str]
     reward_weights: list[float]
     model: str
+    reward_transform: str | None = None  # a rival transform in MARA's place; the record keeps the task rewards
+    reward_transform_value: float | None = None
     schema: str = field(default=SCHEMA)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,7 @@ class RecordMetadata:
         object.__setattr__(self, "num_generations", int(self.num_generations))
         object.__setattr__(self, "reward_funcs", [str(n) for n in names])
         object.__setattr__(self, "reward_weights", [float(w) for w in self.reward_weights])
-        for name in ("mara_tau", "mara_tau_quantile"):
+        for name in ("mara_tau", "mara_tau_quantile", "reward_transform_value"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else float(value))
 

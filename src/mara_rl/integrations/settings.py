@@ -15,6 +15,7 @@ error rather than Python's truthiness, under which every non-empty string switch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -97,14 +98,20 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
     except ValueError as err:
         raise ValueError(f"{names['name']}: {err}") from None
     if value is not None:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(value):
-            raise ValueError(f"{names['value']} must be a finite number, got {shown(value)}")
-        value = float(value)
+        given = value
+        number = isinstance(given, (int, float, np.integer, np.floating)) and not isinstance(given, (bool, np.bool_))
+        try:
+            value = float(given) if number else math.nan
+        except OverflowError:  # an integer beyond float
+            value = math.inf
+        if not math.isfinite(value):
+            raise ValueError(f"{names['value']} must be a finite number, got {shown(given)}")
+    setting = (f"{names['value']}={value:g} ({transform.name}'s {transform.knob})" if value is not None else
+               f"{names['name']}={transform.name} at its recommended {transform.knob} {transform.default:g}")
     for n in sorted(set(group_sizes)):
         inputs = {"policy_logprobs": np.zeros(n), "outcomes": [str(i) for i in range(n)], "outcome_counts": np.ones(n)}
         try:
             transform(np.zeros(n), value=value, **{key: inputs[key] for key in transform.needs})
         except ValueError as err:
-            raise ValueError(f"{names['value']}={shown(value)} for {transform.name} with groups of {n}: {err}") from None
+            raise ValueError(f"{setting} cannot run on groups of {n}: {err}") from None
     return transform, value

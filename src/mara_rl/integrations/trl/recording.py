@@ -68,6 +68,8 @@ def record_metadata(trainer: Any) -> RecordMetadata:
         reward_funcs=list(trainer.reward_func_names),
         reward_weights=[float(w) for w in trainer.reward_weights],
         model=str(getattr(config, "_name_or_path", "") or type(model).__name__),
+        reward_transform=getattr(args, "reward_transform", None),
+        reward_transform_value=getattr(args, "reward_transform_value", None),
     )
 
 

@@ -783,6 +783,8 @@ class _MaraMixin:
             new_rewards[eligible] = out.to(rewards.dtype)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["mara/reward_raw"].append(float(rewards[scorable].mean()))
+        if transform.kind == "reward":
+            self._metrics[mode]["mara/reward_transformed"].append(float(new_rewards[scorable].mean()))
         return new_rewards
 
     def _mara_policy_logps(self) -> torch.Tensor:

@@ -41,6 +41,8 @@ def record_metadata(config: Any, settings: Any, beta: float) -> RecordMetadata:
         reward_funcs=[REWARD_NAME],
         reward_weights=[1.0],
         model=str(config.actor_rollout_ref.model.path),
+        reward_transform=settings.reward_transform,
+        reward_transform_value=settings.reward_transform_value,
     )
 
 

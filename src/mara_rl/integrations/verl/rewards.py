@@ -151,7 +151,10 @@ def mara_rewrite(
     row_uids = np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str)
     if transform is not None:
         inputs = _transform_inputs(transform.needs, rows.tolist(), mask, old_log_prob, answers, prompts, outcome_counts)
-        new_rewards = transform(raw[rows], group_ids=row_uids, value=settings.reward_transform_value, **inputs)
+        try:
+            new_rewards = transform(raw[rows], group_ids=row_uids, value=settings.reward_transform_value, **inputs)
+        except ValueError as err:  # e.g. a group left smaller than pkpo's k by empty responses
+            raise ValueError(f"algorithm.mara.reward_transform={transform.name} on this batch: {err}") from None
         new_rm = _with_rewards(rm_scores, rows, new_rewards - raw[rows], last_position)
         metrics.update({"mara/reward_raw": float(raw[rows].mean()), "mara/reward_transformed": float(new_rewards.mean())})
         return MaraRewrite(new_rm, kl_scale, kl_coef, metrics)

@@ -30,6 +30,7 @@ from typing import Any
 from mara_rl._checks import check_beta, check_nonnegative, shown
 from mara_rl.integrations.forward_kl import MAX_LOG_RATIO
 from mara_rl.integrations.settings import DEFAULT_TAU_QUANTILE, check_mara_options, check_transform
+from mara_rl.transforms import get_transform
 
 SECTION = "algorithm.mara"
 KL_IN_REWARD = "reward"
@@ -59,7 +60,7 @@ class MaraSettings:
     reward_transform_value: float | None = None
 
     def __post_init__(self) -> None:
-        _check_exclusive(self.enable, self.reward_transform)
+        _check_transform_choice(self.enable, self.reward_transform)
 
     @classmethod
     def from_config(cls, config: Any) -> MaraSettings:
@@ -73,7 +74,9 @@ class MaraSettings:
                 with reverse KL (stock verl, any KL setting): no KL term on (MARA is inert without
                 one), KL both in the reward and in the loss (two coefficients, no single beta), forward
                 KL without ``use_kl_loss`` or with in-reward KL or distillation, a KL coefficient that
-                is not a finite number > 0 (MARA's beta).
+                is not a finite number > 0 (MARA's beta); an unknown or advantage ``reward_transform``, one
+                with ``enable=true``, a ``reward_transform_value`` that is not a finite number or that the
+                transform rejects on groups of ``actor_rollout_ref.rollout.n``.
         """
         section = _get(config, SECTION, {})
         if not hasattr(section, "items"):
@@ -92,7 +95,7 @@ class MaraSettings:
             names={key: f"{SECTION}.{key}" for key in ("enable", "tau", "tau_quantile", "kl")},
         )
         enable, tau, tau_quantile, kl = options
-        _check_exclusive(enable, transform)
+        _check_transform_choice(enable, transform)
         chosen = {"reward_transform": transform, "reward_transform_value": transform_value}
         if "max_log_ratio" in raw and kl != "forward":
             raise ValueError(f"{SECTION}.max_log_ratio clips the forward-KL weight: it needs {SECTION}.kl=forward")
@@ -155,24 +158,30 @@ class MaraSettings:
         )
 
 
-def _check_exclusive(enable: bool, transform: str | None) -> None:
-    if enable and transform is not None:
+def _check_transform_choice(enable: bool, transform: str | None) -> None:
+    """A transform excludes MARA, and this mode applies reward transforms only."""
+    if transform is None:
+        return
+    if enable:
         raise ValueError(f"give one of {SECTION}.enable=true (MARA) and {SECTION}.reward_transform={transform}: "
                          "they are alternatives applied at the same place")
+    if get_transform(transform).kind != "reward":
+        hint = " (verl has it as algorithm.adv_estimator=grpo_passk)" if transform == "grpo_passk" else ""
+        raise ValueError(f"{SECTION}.reward_transform={transform} is an advantage transform{hint}; this mode "
+                         "applies reward transforms only: unlikeliness, pkpo, outcome_batch, outcome_ucb")
 
 
 def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | None]:
     """``reward_transform`` and its value (:func:`mara_rl.integrations.settings.check_transform`, on
     groups of ``actor_rollout_ref.rollout.n``); a reward transform only."""
+    n = _get(config, "actor_rollout_ref.rollout.n", 2)
+    if raw.get("reward_transform") is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"actor_rollout_ref.rollout.n must be an integer >= 1 (the group size), got {shown(n)}")
     transform, value = check_transform(
-        raw.get("reward_transform"), raw.get("reward_transform_value"),
-        group_sizes=(int(_get(config, "actor_rollout_ref.rollout.n", 2)),),
+        raw.get("reward_transform"), raw.get("reward_transform_value"), group_sizes=(n,),
         names={"name": f"{SECTION}.reward_transform", "value": f"{SECTION}.reward_transform_value"},
     )
     if transform is None:
         return None, None
-    if transform.kind != "reward":
-        hint = " (verl has it as algorithm.adv_estimator=grpo_passk)" if transform.name == "grpo_passk" else ""
-        raise ValueError(f"{SECTION}.reward_transform={transform.name} is an advantage transform{hint}; this mode "
-                         "applies reward transforms only: unlikeliness, pkpo, outcome_batch, outcome_ucb")
+    _check_transform_choice(False, transform.name)
     return transform.name, value
