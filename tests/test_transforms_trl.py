@@ -68,8 +68,13 @@ def test_grpo_advantages_are_those_of_the_core_transform(name, value, beta, mode
         answers = [trainer.processing_class.decode(ids, skip_special_tokens=True).strip() for ids in kept]
         inputs["outcome_counts"] = OutcomeCounts().update([x["prompt"] for x in batch], answers)
     result = transform(rewards, group_ids=groups, value=value, **inputs).float()
+    metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+    assert metrics["mara/reward_raw"][-1] == pytest.approx(float(rewards.mean()), abs=1e-6)
     if transform.kind == "reward":
+        assert metrics["mara/reward_transformed"][-1] == pytest.approx(float(result.mean()), abs=1e-5)
         result = result - result.view(-1, NUM_GENERATIONS).mean(dim=1).repeat_interleave(NUM_GENERATIONS)
+    else:
+        assert "mara/reward_transformed" not in metrics
     assert torch.allclose(out["advantages"], result, atol=1e-4)
 
 
