@@ -104,3 +104,27 @@ def test_transform_value_is_checked_when_the_config_is_built(tmp_path, value, me
         MaraGRPOConfig(output_dir=str(tmp_path), reward_transform_value=0.5, beta=0.1, use_cpu=True)
     assert MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="pkpo", reward_transform_value=2, beta=0.1,
                           num_generations=4, use_cpu=True).reward_transform_value == 2.0
+
+
+def test_outcome_transforms_compare_the_answer_key_first_group(model_dir, tmp_path):
+    import re
+
+    trainer = make_trainer(MaraGRPOTrainer, MaraGRPOConfig, model_dir, tmp_path, reward_transform="outcome_batch",
+                           reward_transform_value=1.0, beta=0.1, collapse_answer_key=r"(\S)")
+    batch = next(iter(trainer.get_train_dataloader()))
+    out = trainer._generate_and_score_completions(batch)
+    kept = [ids[m.bool()].tolist() for ids, m in zip(out["completion_ids"], out["completion_mask"])]
+    texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in kept]
+    answers = [m.group(1) if (m := re.search(r"(\S)", t)) else t.strip() for t in texts]  # first character, or the text
+    assert len(set(answers)) < len(set(texts)), "the key merges answers the texts keep apart"
+    rewards = torch.tensor(parity_reward(kept), dtype=torch.float64)
+    groups = torch.arange(len(rewards)) // NUM_GENERATIONS
+    result = get_transform("outcome_batch")(rewards, group_ids=groups, value=1.0, outcomes=answers).float()
+    result = result - result.view(-1, NUM_GENERATIONS).mean(dim=1).repeat_interleave(NUM_GENERATIONS)
+    assert torch.allclose(out["advantages"], result, atol=1e-4)
+
+
+def test_outcome_transform_answer_key_is_checked_with_the_config(tmp_path):
+    with pytest.raises(ValueError, match="^collapse_answer_key: answer_key must contain a capturing group"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="outcome_ucb", collapse_answer_key="no group",
+                       beta=0.1, use_cpu=True)

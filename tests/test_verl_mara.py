@@ -450,7 +450,7 @@ def test_transform_rewrite_needs_its_inputs():
     with pytest.raises(ValueError, match="old_log_prob"):
         mara_rewrite(*args, beta=0.1, settings=MaraSettings(enable=False, reward_transform="unlikeliness"),
                      final_output_only=False)
-    with pytest.raises(ValueError, match="decoded text"):
+    with pytest.raises(ValueError, match="each response's answer"):
         mara_rewrite(*args, beta=0.1, settings=MaraSettings(enable=False, reward_transform="outcome_batch"),
                      final_output_only=False)
 
@@ -490,3 +490,14 @@ def test_record_metadata_names_the_transform():
                     "algorithm.mara": {"reward_transform": "pkpo", "reward_transform_value": 2}})
     meta = record_metadata(cfg, MaraSettings.from_config(cfg), 0.01)
     assert (meta.mara, meta.reward_transform, meta.reward_transform_value) == (False, "pkpo", 2.0)
+
+
+@pytest.mark.parametrize(("answer_key", "message"), [
+    ("(unclosed", "not a valid regular expression"), ("no group", "capturing group"), (3, "a string"),
+])
+def test_answer_key_errors(answer_key, message):
+    with pytest.raises(ValueError, match=rf"^algorithm\.mara\.answer_key.*{message}"):
+        MaraSettings.from_config(config(**{"algorithm.mara": {"reward_transform": "outcome_batch",
+                                                               "answer_key": answer_key}}))
+    s = MaraSettings.from_config(config(**{"algorithm.mara": {"reward_transform": "outcome_batch", "answer_key": r"(\d+)"}}))
+    assert s.answer_key == r"(\d+)"

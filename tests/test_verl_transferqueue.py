@@ -319,3 +319,35 @@ def test_reward_transform_through_transferqueue(transfer_queue, name, kl_in, est
         PPOTrainer._compute_advantage(trainer, put_batch(by_hand, dict(zip(samples, np.asarray(expected).tolist())), rows), {})
         for mine, stock in zip(read(part, "advantages"), read(by_hand, "advantages")):
             assert torch.equal(mine, stock)
+
+
+def test_outcome_transforms_compare_the_answer_key_first_group(transfer_queue):
+    """Responses 'word : digit' all differ as texts; with answer_key ': (\\d)' two answers repeat per prompt."""
+    import re
+
+    from mara_rl.llm.tiny import build_tokenizer
+    from mara_rl.transforms import outcome_batch_rewards
+
+    rows = []
+    for i, ((_, session, *_), row) in enumerate(zip(ROWS, FIELDS)):
+        response = torch.full_like(row["responses"], EOS)
+        tail = [14, 5 + session % 2]  # ': 1' or ': 2'
+        head = [15 + i % 14] if len(response) > 2 else []  # a word unique to the row, where it fits
+        if len(response) >= 2:  # (padding rows hold one token)
+            response[: len(head) + 2] = torch.tensor(head + tail)
+        rows.append(dict(row, responses=response))
+    config = verl_config("trainer.v1.trainer_mode=mara_sync", "algorithm.adv_estimator=rloo",
+                         "+algorithm.mara.reward_transform=outcome_batch", r"+algorithm.mara.answer_key=': (\d)'",
+                         *kl_overrides("reward"))
+    trainer = get_trainer_cls("mara_sync")(config)
+    trainer.tokenizer = build_tokenizer()
+    trainer._compute_advantage(put_batch("answer_key", rows=rows), {})
+    texts = [trainer.tokenizer.decode(rows[i]["responses"].tolist(), skip_special_tokens=True) for i in REAL]
+    answers = [re.search(r": (\d)", t).group(1) for t in texts]
+    assert len(set(texts)) > len(set(answers)) == 2
+    raw = np.array([math.fsum(rows[i]["rm_scores"].double().tolist()) for i in REAL])
+    expected = outcome_batch_rewards(raw, answers, group_ids=[ROWS[i][0] for i in REAL])
+    assert not np.allclose(expected, outcome_batch_rewards(raw, texts, group_ids=[ROWS[i][0] for i in REAL]))
+    scores = read("answer_key", "rm_scores")
+    for j, i in enumerate(REAL):
+        assert float(scores[i][-1]) == float(np.float32(expected[j])), KEYS[i]

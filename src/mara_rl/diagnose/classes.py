@@ -111,6 +111,11 @@ def answer_keys(completions: pd.Series, answer_key: str | Callable[[str], object
     return extracted.where(extracted.notna(), completions).astype(str)
 
 
+def answers_of(texts: list[str], answer_key: str | Callable[[str], object] | None) -> list[str]:
+    """Each completion's answer as the outcome transforms compare them: :func:`answer_keys`, stripped."""
+    return [a.strip() for a in answer_keys(pd.Series(list(texts), dtype=object), answer_key).tolist()]
+
+
 def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Dense codes of the pairs ``(first[i], second[i])`` of non-negative integer codes."""
     return group_codes(first * (int(second.max()) + 1) + second, first.size)[0]

@@ -196,6 +196,13 @@ def validate_mara_config(config: Any) -> None:
         if getattr(config, "multi_objective_aggregation", None) == "normalize_then_sum":
             raise ValueError(f"reward_transform={transform.name!r} acts on the summed task reward: it needs "
                              "multi_objective_aggregation='sum_then_normalize'")
+        if {"outcomes", "outcome_counts"} & set(transform.needs):
+            from mara_rl.diagnose.classes import compile_answer_key
+
+            try:
+                compile_answer_key(getattr(config, "collapse_answer_key", None))
+            except ValueError as err:
+                raise ValueError(f"collapse_answer_key: {err}") from None
         if "policy_logprobs" in transform.needs and config.beta == 0:
             raise ValueError(f"reward_transform={transform.name!r} ranks by the policy's likelihood, which it "
                              "computes on the inputs of TRL's reference pass: it needs beta > 0")
@@ -264,8 +271,8 @@ _RECORD_HELP = {
     "metrics (one extra forward pass per batch).",
     "collapse_metrics": "Log per-step collapse metrics (collapse/*): distinct good answer classes per prompt and the "
     "effective number of good classes of the vanilla and MARA targets (mara_rl.integrations.monitor).",
-    "collapse_answer_key": "Answer classes of the collapse metrics: a regex whose first group is the answer (or, from "
-    "Python, a callable text -> answer); default: the exact completion text.",
+    "collapse_answer_key": "Answer classes of the collapse metrics and the answers of the outcome transforms: a regex "
+    "whose first group is the answer (or, from Python, a callable text -> answer); default: the exact completion text.",
 }
 
 
@@ -759,8 +766,10 @@ class _MaraMixin:
         if "policy_logprobs" in transform.needs:
             inputs["policy_logprobs"] = self._mara_policy_logps()[eligible]
         if {"outcomes", "outcome_counts"} & set(transform.needs):
-            texts = gather_object(completions)
-            answers = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in texts]
+            from mara_rl.diagnose.classes import answers_of
+
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in gather_object(completions)]
+            answers = answers_of(texts, self._mara_setting("collapse_answer_key", None))
             answers = [a for a, keep in zip(answers, eligible.tolist()) if keep]
             inputs["outcomes"] = answers
             if "outcome_counts" in transform.needs:

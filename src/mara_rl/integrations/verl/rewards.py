@@ -20,8 +20,8 @@ with ``log pi_old(y|x) = sum_t old_log_probs``), for the actor loss.
 
 With ``algorithm.mara.reward_transform`` a rival reward transform of :mod:`mara_rl.transforms` takes
 MARA's place on the same samples and groups, its inputs summed the same way: the sampling policy's
-``log pi(y|x) = sum_t old_log_probs``, each response's stripped text as its answer, the prompt's text
-as its identity across steps.
+``log pi(y|x) = sum_t old_log_probs``, each response's answer (``answer_key``'s first group, else its
+text; stripped), the prompt's text as its identity across steps.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def mara_rewrite(
         beta: the KL coefficient verl applies this step.
         settings: the ``algorithm.mara`` settings.
         final_output_only: True for GRPO (only each session's final output is a sample).
-        answers, prompts: ``[B]`` decoded response and prompt texts, for the outcome transforms.
+        answers, prompts: ``[B]`` each response's answer and its prompt's text, for the outcome transforms.
         outcome_counts: the run's (prompt, answer) counts for ``outcome_ucb``; this batch's samples are added.
 
     Returns:
@@ -209,8 +209,8 @@ def _transform_inputs(needs: Sequence[str], rows: list[int], mask: torch.Tensor,
         inputs["policy_logprobs"] = (old_log_prob.double() * mask.double()).sum(dim=1)[rows]
     if {"outcomes", "outcome_counts"} & set(needs):
         if answers is None:
-            raise ValueError("the outcome transforms need each response's decoded text (answers)")
-        outcomes = [answers[i].strip() for i in rows]
+            raise ValueError("the outcome transforms need each response's answer (answers)")
+        outcomes = [answers[i] for i in rows]
         inputs["outcomes"] = outcomes
         if "outcome_counts" in needs:
             if prompts is None or outcome_counts is None:

@@ -12,6 +12,8 @@ has no ``mara`` section):
 - ``reward_transform`` / ``reward_transform_value``: instead of MARA, a rival reward transform of
   :mod:`mara_rl.transforms` by name (``unlikeliness``, ``pkpo``, ``outcome_batch``, ``outcome_ucb``) and
   its knob (default: the method's recommended value), applied at MARA's place; it needs no KL term;
+- ``answer_key``: a regex whose first group is a response's final answer, for the outcome transforms
+  (default: the whole response text);
 - ``record_dir``: a folder for the rollout record (:mod:`mara_rl.integrations.record`: one Parquet
   row per response with its reward, sequence ``log pi_ref``, sampler log-prob and MARA's reward and
   anchor), written every step, with MARA on or off.
@@ -58,6 +60,7 @@ class MaraSettings:
     record_dir: str | None = None
     reward_transform: str | None = None
     reward_transform_value: float | None = None
+    answer_key: str | None = None
 
     def __post_init__(self) -> None:
         _check_transform_choice(self.enable, self.reward_transform)
@@ -96,7 +99,8 @@ class MaraSettings:
         )
         enable, tau, tau_quantile, kl = options
         _check_transform_choice(enable, transform)
-        chosen = {"reward_transform": transform, "reward_transform_value": transform_value}
+        chosen = {"reward_transform": transform, "reward_transform_value": transform_value,
+                  "answer_key": _check_answer_key(raw.get("answer_key"))}
         if "max_log_ratio" in raw and kl != "forward":
             raise ValueError(f"{SECTION}.max_log_ratio clips the forward-KL weight: it needs {SECTION}.kl=forward")
         max_log_ratio = check_nonnegative(raw.get("max_log_ratio", MAX_LOG_RATIO), f"{SECTION}.max_log_ratio")
@@ -156,6 +160,18 @@ class MaraSettings:
             record_dir=record_dir,
             **chosen,
         )
+
+
+def _check_answer_key(answer_key: Any) -> str | None:
+    from mara_rl.diagnose.classes import compile_answer_key
+
+    if answer_key is not None and not isinstance(answer_key, str):
+        raise ValueError(f"{SECTION}.answer_key must be a regular expression (a string), got {shown(answer_key)}")
+    try:
+        compile_answer_key(answer_key)
+    except ValueError as err:
+        raise ValueError(f"{SECTION}.answer_key: {err}") from None
+    return answer_key
 
 
 def _check_transform_choice(enable: bool, transform: str | None) -> None:

@@ -131,6 +131,10 @@ class MaraSyncTrainer(PPOTrainerSync):
         padded = data.to_padded_tensor()
         uids = [str(uid) for uid in padded.pop("uid").tolist()]
         decoded = {name: decode_rows(data, padded, name, self.tokenizer) for name in ("prompts", "responses")} if texts else {}
+        if texts:
+            from mara_rl.diagnose.classes import answers_of
+
+            decoded["responses"] = answers_of(decoded["responses"], self.mara.answer_key)
         rewrite = mara_rewrite(
             padded["rm_scores"],
             padded["ref_log_prob"],
