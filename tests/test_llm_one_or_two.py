@@ -196,3 +196,59 @@ def test_a_sweep_folder_from_before_the_methods_option_still_resumes(tmp_path):
     assert json.loads((out / "config.json").read_text())["methods"] == ["vanilla", "mara"]
     assert not (out / "methods.md").exists()
     run_sweep(cfg, out)  # resumes without retraining or complaint
+
+
+SLOW_GRID = '''
+import os, sys, time
+from pathlib import Path
+
+
+def slow_run(name, folder):
+    (Path(folder) / f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    return {"name": name}
+
+
+if __name__ == "__main__":
+    from mara_rl.llm.sweep import run_grid
+
+    out = Path(sys.argv[1])
+    run_grid(out, {f"r{i}": (f"r{i}", str(out)) for i in range(6)}, slow_run, jobs=2)
+'''
+
+
+def test_a_killed_sweep_takes_its_runs_with_it(tmp_path):
+    """A sweep with ``--jobs 2`` SIGKILLed (not Ctrl-C: its workers get no signal): they end within
+    seconds instead of training the runs already queued into its folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mara_rl
+
+    script = tmp_path / "slow_grid.py"
+    script.write_text(SLOW_GRID)
+    env = {**os.environ, "PYTHONPATH": str(Path(mara_rl.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(tmp_path.glob("*.pid"))) < 2:
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "runs outlived their killed sweep"
+    assert not list((tmp_path / "runs").glob("*.json")) and len(list(tmp_path.glob("*.pid"))) == 2

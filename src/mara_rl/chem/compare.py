@@ -93,7 +93,7 @@ def compare(base: RunConfig, taus: list[float], seeds: list[int], out: str | Pat
         import os
         from concurrent.futures import ProcessPoolExecutor
 
-        from mara_rl.chem.executors import exit_with_parent
+        from mara_rl._workers import exit_with_parent
 
         # each run's process ends with the comparison (a killed compare must not leave runs going on
         # in its folders, where its rerun would start them a second time)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-import threading
-import time
 from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+from mara_rl._workers import exit_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,19 +77,6 @@ class SerialExecutor(_Base):
 
     def map(self, fn: BatchFn, items: Sequence[T]) -> list[R]:
         return _apply(fn, list(items)) if len(items) else []
-
-
-def exit_with_parent(parent: int) -> None:
-    """Pool worker initializer: end this worker within a second of its parent's death (or when
-    the C call it is in, such as one Vina search, returns the interpreter lock). A pool's workers
-    otherwise outlive a SIGKILLed parent forever, blocked on its task queue."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class ProcessExecutor(_Base):

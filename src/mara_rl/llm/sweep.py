@@ -66,10 +66,15 @@ def _train_and_store(train: Callable[..., dict[str, Any]], name: str, args: tupl
     return result
 
 
-def _one_thread() -> None:
+def _worker(parent: int) -> None:
+    """One torch thread per run; the worker ends with the sweep (a killed sweep must not leave runs
+    going on in its folder)."""
     import torch
 
+    from mara_rl._workers import exit_with_parent
+
     torch.set_num_threads(1)
+    exit_with_parent(parent)
 
 
 def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str, Any]], *, jobs: int = 1,
@@ -100,7 +105,8 @@ def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str
             done[name] = _train_and_store(train, name, runs[name], out)
             progress.update()
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_train_and_store, train, name, runs[name], out): name for name in todo}
             for future in as_completed(futures):
                 done[futures[future]] = future.result()
