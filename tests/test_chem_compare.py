@@ -172,6 +172,8 @@ def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
     import time
     from pathlib import Path
 
+    from _processes import still_alive
+
     import mara_rl
 
     tests, source = Path(__file__).parent, Path(mara_rl.__file__).parents[1]
@@ -188,14 +190,4 @@ def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
     assert len(list((tmp_path / "out").glob("*/seed0/molecules.csv"))) == 2 and workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-
-    def alive(pid):
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-        except FileNotFoundError:
-            return False
-
-    deadline = time.monotonic() + 20
-    while any(map(alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(map(alive, workers)), "runs outlived their killed compare"
+    assert not still_alive(workers), "runs outlived their killed compare"

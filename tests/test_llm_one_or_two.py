@@ -226,6 +226,8 @@ def test_a_killed_sweep_takes_its_runs_with_it(tmp_path):
     import sys
     import time
 
+    from _processes import still_alive
+
     import mara_rl
 
     script = tmp_path / "slow_grid.py"
@@ -240,15 +242,5 @@ def test_a_killed_sweep_takes_its_runs_with_it(tmp_path):
     assert len(workers) == 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-
-    def alive(pid):
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-        except FileNotFoundError:
-            return False
-
-    deadline = time.monotonic() + 20
-    while any(map(alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(map(alive, workers)), "runs outlived their killed sweep"
+    assert not still_alive(workers), "runs outlived their killed sweep"
     assert not list((tmp_path / "runs").glob("*.json")) and len(list(tmp_path.glob("*.pid"))) == 2
