@@ -68,5 +68,5 @@ def test_each_beta_is_compared_on_its_own(tmp_path):
     text = (tmp_path / "methods.md").read_text()
     assert "| method | beta 0.01 reverse | beta 0.03 reverse |" in text
     assert "| entropy | 0.450 (1.000) 0.01 p 0.00" in text and "| 0.550 (1.000) 0.01 p 1 |" in text
-    plot_by_beta(results, {"entropy": 0.46}, tmp_path / "by_beta.png")
+    plot_by_beta(by_cell, {"entropy": 0.46}, tmp_path / "by_beta.png")
     assert (tmp_path / "by_beta.png").stat().st_size > 10_000

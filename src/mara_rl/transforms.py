@@ -62,6 +62,11 @@ class Transform:
     needs: tuple[str, ...]
     reference: str
 
+    @property
+    def reads_answers(self) -> bool:
+        """Whether it compares the samples' final answers (``outcomes`` or their ``outcome_counts``)."""
+        return bool({"outcomes", "outcome_counts"} & set(self.needs))
+
     def __call__(self, rewards: Any, *, group_ids: Any = None, value: float | None = None, **inputs: Any) -> Any:
         """Apply with the knob at ``value`` (``None``: the recommended default)."""
         missing = [name for name in self.needs if inputs.get(name) is None]

@@ -29,7 +29,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-
 from mara_rl.diagnose.record import Record, read_shards
 from mara_rl.diagnose.training import READ_COLUMNS, SUMMARY_COLUMNS, Settings, step_summaries
 

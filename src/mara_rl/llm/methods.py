@@ -180,7 +180,8 @@ def _sd(values: list[float]) -> float:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def write_comparison(results: list[dict[str, Any]], path: Path, planned: int | None = None) -> list[dict[str, Any]]:
+def write_comparison(results: list[dict[str, Any]], path: Path, planned: int | None = None,
+                     by_cell: dict[tuple[float, str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """``methods.md`` at ``path``: the best setting of every method and each run's breakdown count.
 
     ``planned``: the size of the sweep's grid, to say how much of it the table rests on.
@@ -202,7 +203,7 @@ def write_comparison(results: list[dict[str, Any]], path: Path, planned: int | N
         lines.append(f"| {r['family']} | {r['label']} | {r['beta']:g} | {r['kl']} | {r['seeds']} | {r['reward']:.3f} | "
                      f"{r['entropy']:.3f} | {sd} | {r['entropy_min']:.3f}-{r['entropy_max']:.3f} | "
                      f"{r['breakdowns']} | {p} |")
-    by_cell = best_settings_by_cell(results)
+    by_cell = best_settings_by_cell(results) if by_cell is None else by_cell
     if len(by_cell) > 1:
         lines += _by_cell_lines(by_cell)
     lines += ["", "## Every run", "", "| run | reward | entropy | lowest valid rate seen | all-invalid |", "|---|---|---|---|---|"]
@@ -239,8 +240,8 @@ def _by_cell_lines(by_cell: dict[tuple[float, str], list[dict[str, Any]]]) -> li
     return lines
 
 
-def plot_by_beta(results: list[dict[str, Any]], reference: dict[str, Any], path: Path) -> None:
-    """Each method's best setting at each beta (:func:`best_settings_by_cell`): answer entropy (seed
+def plot_by_beta(by_cell: dict[tuple[float, str], list[dict[str, Any]]], reference: dict[str, Any], path: Path) -> None:
+    """Each method's best setting at each beta (``by_cell``, :func:`best_settings_by_cell`): answer entropy (seed
     mean, min-max bar) against beta, one panel per KL direction; hollow markers miss the reward bar;
     dashed: the reference model's entropy."""
     import matplotlib
@@ -248,7 +249,6 @@ def plot_by_beta(results: list[dict[str, Any]], reference: dict[str, Any], path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_cell = best_settings_by_cell(results)
     directions = [k for k in ("reverse", "forward") if any(c[1] == k for c in by_cell)]
     families = [n for n in method_names() if any(r["family"] == n for rows in by_cell.values() for r in rows)]
     fig, axes = plt.subplots(1, len(directions), figsize=(5.6 * len(directions) + 1.8, 4.6), squeeze=False)

@@ -384,11 +384,11 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     if set(cfg.methods) - {"vanilla", "mara"}:
         from mara_rl.llm.methods import best_settings_by_cell, plot_by_beta, plot_fronts, write_comparison
 
-        metrics["methods"] = write_comparison(results, out / "methods.md", planned=len(grid))
-        plot_fronts(results, reference, out / "methods.png")
         by_cell = best_settings_by_cell(results)
+        metrics["methods"] = write_comparison(results, out / "methods.md", planned=len(grid), by_cell=by_cell)
+        plot_fronts(results, reference, out / "methods.png")
         metrics["methods_by_cell"] = [{"beta": b, "kl": k, "best": rows} for (b, k), rows in by_cell.items()]
         if len(by_cell) > 1:
-            plot_by_beta(results, reference, out / "methods_by_beta.png")
+            plot_by_beta(by_cell, reference, out / "methods_by_beta.png")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -196,7 +196,7 @@ def validate_mara_config(config: Any) -> None:
         if getattr(config, "multi_objective_aggregation", None) == "normalize_then_sum":
             raise ValueError(f"reward_transform={transform.name!r} acts on the summed task reward: it needs "
                              "multi_objective_aggregation='sum_then_normalize'")
-        if {"outcomes", "outcome_counts"} & set(transform.needs):
+        if transform.reads_answers:
             from mara_rl.diagnose.classes import compile_answer_key
 
             try:
@@ -765,7 +765,7 @@ class _MaraMixin:
         inputs: dict[str, Any] = {}
         if "policy_logprobs" in transform.needs:
             inputs["policy_logprobs"] = self._mara_policy_logps()[eligible]
-        if {"outcomes", "outcome_counts"} & set(transform.needs):
+        if transform.reads_answers:
             from mara_rl.diagnose.classes import answers_of
 
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in gather_object(completions)]

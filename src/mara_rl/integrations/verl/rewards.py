@@ -36,7 +36,7 @@ from mara_rl._groups import group_codes
 from mara_rl.augment import mara_rewards
 from mara_rl.integrations.forward_kl import mara_forward_weights
 from mara_rl.integrations.verl.settings import MaraSettings
-from mara_rl.transforms import OutcomeCounts, get_transform
+from mara_rl.transforms import OutcomeCounts, Transform, get_transform
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def mara_rewrite(
 
     row_uids = np.asarray([uids[i] for i in rows.tolist()], dtype=object).astype(str)
     if transform is not None:
-        inputs = _transform_inputs(transform.needs, rows.tolist(), mask, old_log_prob, answers, prompts, outcome_counts)
+        inputs = _transform_inputs(transform, rows.tolist(), mask, old_log_prob, answers, prompts, outcome_counts)
         try:
             new_rewards = transform(raw[rows], group_ids=row_uids, value=settings.reward_transform_value, **inputs)
         except ValueError as err:  # e.g. a group left smaller than pkpo's k by empty responses
@@ -200,14 +200,15 @@ def _with_rewards(rm_scores: torch.Tensor, rows: torch.Tensor, shift: torch.Tens
     return (rm_scores.double() + reward_shift[:, None] * last_position).to(rm_scores.dtype)
 
 
-def _transform_inputs(needs: Sequence[str], rows: list[int], mask: torch.Tensor, old_log_prob: torch.Tensor | None,
+def _transform_inputs(transform: Transform, rows: list[int], mask: torch.Tensor, old_log_prob: torch.Tensor | None,
                       answers: Sequence[str] | None, prompts: Sequence[str] | None,
                       outcome_counts: OutcomeCounts | None) -> dict:
     """What a transform reads besides the rewards, for the sample ``rows``."""
+    needs = transform.needs
     inputs: dict = {}
     if "policy_logprobs" in needs:
         inputs["policy_logprobs"] = (old_log_prob.double() * mask.double()).sum(dim=1)[rows]
-    if {"outcomes", "outcome_counts"} & set(needs):
+    if transform.reads_answers:
         if answers is None:
             raise ValueError("the outcome transforms need each response's answer (answers)")
         outcomes = [answers[i] for i in rows]

@@ -189,7 +189,7 @@ def _check_transform_choice(enable: bool, transform: str | None) -> None:
 
 def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | None]:
     """``reward_transform`` and its value (:func:`mara_rl.integrations.settings.check_transform`, on
-    groups of ``actor_rollout_ref.rollout.n``); a reward transform only."""
+    groups of ``actor_rollout_ref.rollout.n``)."""
     n = _get(config, "actor_rollout_ref.rollout.n", 2)
     if raw.get("reward_transform") is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"actor_rollout_ref.rollout.n must be an integer >= 1 (the group size), got {shown(n)}")
@@ -197,7 +197,4 @@ def _check_transform(raw: Mapping, config: Any) -> tuple[str | None, float | Non
         raw.get("reward_transform"), raw.get("reward_transform_value"), group_sizes=(n,),
         names={"name": f"{SECTION}.reward_transform", "value": f"{SECTION}.reward_transform_value"},
     )
-    if transform is None:
-        return None, None
-    _check_transform_choice(False, transform.name)
-    return transform.name, value
+    return (None, None) if transform is None else (transform.name, value)

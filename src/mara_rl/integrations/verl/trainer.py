@@ -37,7 +37,7 @@ from mara_rl.integrations.verl.loss import MARA_KL_COEF_FIELD, MARA_KL_REF_FIELD
 from mara_rl.integrations.verl.recording import VerlRecorder, decode_rows, record_metadata
 from mara_rl.integrations.verl.rewards import mara_rewrite
 from mara_rl.integrations.verl.settings import KL_IN_REWARD, MaraSettings
-from mara_rl.transforms import OutcomeCounts
+from mara_rl.transforms import OutcomeCounts, get_transform
 
 MODE = "mara_sync"
 TESTED_VERL = ((0, 9),)  # (major, minor) releases tests/test_verl_contract.py was run against
@@ -72,7 +72,9 @@ class MaraSyncTrainer(PPOTrainerSync):
         super().__init__(config)
         self.mara_recorder = None
         # outcome_ucb's (prompt, answer) counts over the run; a resumed run starts counting anew, as in TRL
-        self.mara_outcome_counts = OutcomeCounts() if self.mara.reward_transform == "outcome_ucb" else None
+        self.mara_transform = get_transform(self.mara.reward_transform) if self.mara.reward_transform else None
+        needs_counts = self.mara_transform is not None and "outcome_counts" in self.mara_transform.needs
+        self.mara_outcome_counts = OutcomeCounts() if needs_counts else None
         if self.mara.record_dir:
             self.mara_recorder = VerlRecorder(self.mara.record_dir, record_metadata(config, self.mara, self.mara_beta()))
 
@@ -115,12 +117,11 @@ class MaraSyncTrainer(PPOTrainerSync):
         recorded = None
         if self.mara_recorder is not None:  # read before MARA rewrites rm_scores
             recorded = self.mara_recorder.read(tq, batch, self.tokenizer)
-        transform = self.mara.reward_transform
-        if not self.mara.enable and self.mara.kl == "reverse" and transform is None:
+        if not self.mara.enable and self.mara.kl == "reverse" and self.mara_transform is None:
             if recorded is not None:
                 self.mara_recorder.write(self.global_steps, recorded)
             return super()._compute_advantage(batch, metrics)
-        texts = transform in ("outcome_batch", "outcome_ucb")
+        texts = self.mara_transform is not None and self.mara_transform.reads_answers
         data = tq.kv_batch_get(
             keys=batch.keys,
             partition_id=batch.partition_id,
