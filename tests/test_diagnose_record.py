@@ -21,7 +21,7 @@ from _record_helpers import random_rows, write_record, write_shard  # noqa: E402
 from mara_rl.cli import main  # noqa: E402
 from mara_rl.diagnose.diagnosis import diagnose  # noqa: E402
 from mara_rl.diagnose.record import batches, open_record, select_steps  # noqa: E402
-from mara_rl.diagnose.stream import CACHE_DIR, cache_path, summarize_steps  # noqa: E402
+from mara_rl.diagnose.stream import CACHE_DIR, MAX_JOBS, cache_path, summarize_steps  # noqa: E402
 from mara_rl.diagnose.training import Settings, step_means  # noqa: E402
 
 
@@ -120,11 +120,17 @@ def test_threads_do_not_change_the_summaries(tmp_path, jobs):
         assert b.computed == len(steps)
 
 
-@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2", np.int64(0)])
-def test_jobs_must_be_a_positive_integer(tmp_path, jobs):
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2", np.int64(0), 33, 10**6])
+def test_jobs_must_be_a_bounded_positive_integer(tmp_path, jobs):
     record = open_record(write_record(tmp_path / "rec", random_rows(0, 2, 2, 3)))
-    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+    with pytest.raises(ValueError, match="jobs must be an integer from 1 to 32"):
         summarize_steps(record, SETTINGS[:1], record.step_numbers, use_cache=False, jobs=jobs)
+
+
+def test_help_states_the_cap_on_jobs(capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    assert f"at most {MAX_JOBS}:" in " ".join(capsys.readouterr().out.split())
 
 
 def test_an_error_in_a_batch_stops_the_pass_names_the_shard_and_keeps_the_steps_before(tmp_path):
@@ -460,6 +466,7 @@ RECORD_ERRORS = [
     ("every zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--every", "0"], "argument --every: must be >= 1"),
     ("table-rows zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--table-rows", "0"], "argument --table-rows: must be >= 1"),
     ("jobs zero", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--jobs", "0"], "argument --jobs: must be >= 1"),
+    ("jobs huge", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), ["--jobs", "100000"], "argument --jobs: must be <= 32"),
     ("plot-training extension", lambda t: write_record(t / "rec", random_rows(0, 1, 2, 3)), [lambda t: "--plot-training", lambda t: str(t / "x.txt")], "--plot-training"),
     ("bool ref_logprob", lambda t: _bad_shard(t, _set("ref_logprob", lambda t: pa.array([True] * len(t)))), [], "column 'ref_logprob' must hold numbers, but its type is bool"),
     ("timestamp reward", lambda t: _bad_shard(t, _set("reward", lambda t: pa.array([1_580_000_000_000_000] * len(t), pa.timestamp("us")))), [], "column 'reward' must hold numbers"),

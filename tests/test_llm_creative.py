@@ -248,7 +248,7 @@ def _tiny_config(tmp_path, **overrides):
     return creative.CreativeConfig(**{**settings, **overrides})
 
 
-def test_sweep_end_to_end_writes_the_table_and_resumes(tmp_path):
+def test_sweep_end_to_end_writes_the_table_and_resumes(tmp_path, capsys, monkeypatch):
     cfg = _tiny_config(tmp_path)
     out = tmp_path / "sweep"
     metrics = creative.run_sweep(cfg, out)
@@ -277,9 +277,15 @@ def test_sweep_end_to_end_writes_the_table_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         creative.run_sweep(replace(cfg, beta=0.1), out)
     # A report from finished runs only: seed 1 has none, so the table is seed 0's.
+    capsys.readouterr()
     partial = creative.run_sweep(replace(cfg, seeds=(0, 1)), out, train=False)
     assert json.dumps(partial["aggregate"]) == json.dumps(metrics["aggregate"])
     assert not (out / "runs" / "grpo-seed1.json").exists()
+    assert "not finished: base-seed1" in capsys.readouterr().err
+    # A report of a folder with no finished run fails before the models are built.
+    monkeypatch.setattr(creative, "policy_path", lambda cfg: pytest.fail("built the models for nothing"))
+    with pytest.raises(ValueError, match="holds no finished run"):
+        creative.run_sweep(cfg, tmp_path / "empty", train=False)
 
 
 def test_a_stored_sweep_grows_by_seeds_and_methods_but_keeps_its_settings(tmp_path):

@@ -162,7 +162,7 @@ def test_group_size_and_methods_flags_reach_the_stored_config(tmp_path, monkeypa
         check_stored_config(asdict(SweepConfig(**{**seen["cfg"].__dict__, "num_generations": 8})), out)
 
 
-def test_sweep_compares_named_methods_and_reports_finished_runs(tmp_path):
+def test_sweep_compares_named_methods_and_reports_finished_runs(tmp_path, capsys):
     from mara_rl.llm.methods import config_kwargs, expand_methods
 
     methods = expand_methods(["vanilla", "mara", "pkpo=2", "entropy=0.01", "grpo_passk"])
@@ -179,8 +179,10 @@ def test_sweep_compares_named_methods_and_reports_finished_runs(tmp_path):
     assert "p vs MARA" in (out / "methods.md").read_text()
     # --report: nothing trained, the table rebuilt from whatever finished
     (out / "runs" / "beta0.01-reverse-vanilla-seed1.json").unlink()
+    capsys.readouterr()
     report = run_sweep(cfg, out, train=False)
     assert len(report["runs"]) == len(metrics["runs"]) - 1
+    assert "not finished: beta0.01-reverse-vanilla-seed1" in capsys.readouterr().err
     assert config_kwargs("entropy=0.01", 1.0) == {"entropy_coef": 0.01}
     assert config_kwargs("mara", 0.5) == {"mara": True, "mara_tau": 0.5}
     assert config_kwargs("pkpo=2", 1.0) == {"reward_transform": "pkpo", "reward_transform_value": 2.0}
@@ -244,3 +246,11 @@ def test_a_killed_sweep_takes_its_runs_with_it(tmp_path):
     proc.wait()
     assert not still_alive(workers), "runs outlived their killed sweep"
     assert not list((tmp_path / "runs").glob("*.json")) and len(list(tmp_path.glob("*.pid"))) == 2
+
+
+def test_report_of_a_folder_without_finished_runs_fails_before_building_anything(tmp_path, monkeypatch):
+    import mara_rl.llm.one_or_two as one_or_two
+
+    monkeypatch.setattr(one_or_two, "reference_metrics", lambda cfg: pytest.fail("built the reference for nothing"))
+    with pytest.raises(ValueError, match="holds no finished run of this grid"):
+        run_sweep(tiny_sweep_config(tmp_path), tmp_path / "empty", train=False)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mara_rl import targets as T
+from mara_rl.augment import mara_rewards
 
 SIZES = st.integers(2, 12)
 BETAS = st.floats(1e-6, 1e3)
@@ -298,7 +299,6 @@ def test_entropy_rejects_unnormalised_probabilities():
 
 def test_meta_tensors_are_a_one_line_value_error():
     torch = pytest.importorskip("torch")
-    from mara_rl.augment import mara_rewards
 
     meta = torch.zeros(3, device="meta")
     for call in (lambda: mara_rewards(meta, meta, beta=1.0, tau=0.5), lambda: T.reverse_kl_target(meta, meta, 1.0),
@@ -323,5 +323,14 @@ def test_targets_take_a_grouping_made_once_and_give_the_same_values():
         once, labels = T.summarize_targets(vanilla, rewards, 1.0, group_ids=segments), T.summarize_targets(vanilla, rewards, 1.0, group_ids=group)
         np.testing.assert_array_equal(once.effective_good, labels.effective_good)
     np.testing.assert_array_equal(T.grouped_logsumexp(ref, segments), T.grouped_logsumexp(ref, group))
+    shuffled = rng.permutation(group)  # a grouping of unsorted labels: its codes come back in the callers' order
+    for quantile in (None, 0.5):
+        tau = None if quantile else 1.0
+        once = mara_rewards(rewards, ref, beta=0.2, tau=tau, tau_quantile=quantile, group_ids=Segments(shuffled, 500))
+        labels = mara_rewards(rewards, ref, beta=0.2, tau=tau, tau_quantile=quantile, group_ids=shuffled)
+        np.testing.assert_array_equal(once.rewards, labels.rewards)
+        np.testing.assert_array_equal(once.ref_logprobs, labels.ref_logprobs)
     with pytest.raises(ValueError, match="Segments of 500 values, not of 499"):
         T.kl_target(rewards[1:], ref[1:], 0.2, group_ids=segments)
+    with pytest.raises(ValueError, match="Segments of 500 values, not of 499"):
+        mara_rewards(rewards[1:], ref[1:], beta=0.2, tau=1.0, group_ids=segments)

@@ -18,10 +18,15 @@ def group_codes(group_ids: Any, n: int, *, compact: bool = True) -> tuple[np.nda
 
     ``None`` is one group labelled 0. Small non-negative integer labels are used as codes directly
     (no ``O(n log n)`` sort); with ``compact=False`` their unused values stay as empty groups.
-    Labels may be ints, strings or floats (not NaN), numpy arrays, lists or torch tensors.
+    Labels may be ints, strings or floats (not NaN), numpy arrays, lists or torch tensors, or a
+    :class:`Segments` of ``n`` values.
     """
     if group_ids is None:
         return np.zeros(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    if isinstance(group_ids, Segments):  # a grouping made once: its codes, back in the callers' order
+        segments = Segments.of(group_ids, n)
+        labels = np.arange(segments.num_groups) if segments.labels is None else segments.labels
+        return segments.unsort(segments.index), labels
     if type(group_ids).__module__.startswith("torch"):
         group_ids = group_ids.detach().to("cpu").numpy()
     ids = np.asarray(group_ids)

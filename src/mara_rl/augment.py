@@ -112,6 +112,7 @@ def mara_rewards(
             (e.g. 0.9 for the 90th percentile), linear interpolation.
         group_ids: ``[n]`` group label per sample (one anchor per group, e.g. the prompt index).
             Any ints or strings; groups need not be contiguous or of equal size. ``None``: one group.
+            A :class:`~mara_rl._groups.Segments` made once is taken as it is (its groups in label order).
         kl: ``"reverse"`` (Alg. 1) or ``"forward"`` (Alg. 2).
 
     Returns:

@@ -35,6 +35,16 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def jobs_count(text: str) -> int:
+    """``--jobs``: an integer from 1 to :data:`~mara_rl.diagnose.stream.MAX_JOBS`."""
+    from mara_rl.diagnose.stream import MAX_JOBS
+
+    value = int_at_least(1)(text)
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_JOBS} (each thread holds a batch of about 1e6 rows in memory), got {text!r}")
+    return value
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "diagnose",
@@ -85,8 +95,9 @@ def register(subparsers) -> None:
     )
     record.add_argument("--no-cache", action="store_true", help="neither read nor write the per-step summary cache beside the record")
     record.add_argument(
-        "--jobs", type=int_at_least(1), metavar="N",
-        help="threads reading and summarising batches of steps (default: the cores, 2 to 4; each holds one batch of about 1e6 rows)",
+        "--jobs", type=jobs_count, metavar="N",
+        help="threads reading and summarising batches of steps (default: the cores, 2 to 4; at most 32: each holds one "
+        "batch of about 1e6 rows in memory)",
     )
     parser.set_defaults(func=run)
 

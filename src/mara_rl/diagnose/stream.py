@@ -127,6 +127,9 @@ def _read_and_summarize(record: Record, steps: list[int], settings_list: list[Se
     return step_summaries(table, settings_list)
 
 
+MAX_JOBS = 32  # each thread holds one batch of about 1e6 rows (about 0.3 GB at its peak)
+
+
 def default_jobs() -> int:
     """Threads for :func:`summarize_steps`: the cores, at least 2 (reading one batch while summarising
     another pays even on one core), at most 4 (memory grows with the batches in flight)."""
@@ -204,8 +207,8 @@ def summarize_steps(
 
     if jobs is None:
         jobs = default_jobs()
-    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"jobs must be an integer from 1 to {MAX_JOBS} (each thread holds a batch of about 1e6 rows), got {jobs!r}")
     plan = []
     for batch in batches(record, todo, rows_per_batch):
         wanted = [i for i, entries in enumerate(cached) if any(s not in entries for s in batch)]

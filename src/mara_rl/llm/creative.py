@@ -634,6 +634,9 @@ def run_sweep(cfg: CreativeConfig, out: Path, jobs: int = 1, *, train: bool = Tr
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     check_stored_config(cfg.settings(), out, grid_keys=("seeds", "methods"), per_run_specs="method_specs")
+    keys = [(None, s) for s in cfg.seeds] + [(m, s) for s in cfg.seeds for m in cfg.methods]
+    runs = {run_name(m or "base", s): (cfg, m, s, out / "trainer" / run_name(m or "base", s)) for m, s in keys}
+    finished = None if train else run_grid(out, runs, train_run, desc="mara llm creative", report_only=True)
     policy_path(cfg)  # build the reference and the reward models once, before any worker needs them
     report_file = out / "reward_models.json"  # the stored config pins both models, so their report holds
     if report_file.exists():
@@ -644,12 +647,9 @@ def run_sweep(cfg: CreativeConfig, out: Path, jobs: int = 1, *, train: bool = Tr
     else:
         reward_models = reward_model_report(cfg)
         report_file.write_text(json.dumps(reward_models, indent=2))
-    keys = [(None, s) for s in cfg.seeds] + [(m, s) for s in cfg.seeds for m in cfg.methods]
-    runs = {run_name(m or "base", s): (cfg, m, s, out / "trainer" / run_name(m or "base", s)) for m, s in keys}
-    results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm creative",
-                            report_only=not train).values())
-    if not results:
-        raise ValueError(f"{out} holds no finished run of this sweep; run it without --report-only first")
+    if finished is None:
+        finished = run_grid(out, runs, train_run, jobs=jobs, desc="mara llm creative")
+    results = list(finished.values())
     return write_report(cfg, out, results, reward_models)
 
 

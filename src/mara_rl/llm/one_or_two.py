@@ -360,14 +360,14 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     if train:
         check_stored_config(asdict(cfg), out, grid_keys=GRID_KEYS)
-    reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     runs = {run_name(*key): (cfg, *key, out / "trainer" / run_name(*key), out / "records" / run_name(*key))
             for key in grid}
-    results = list(run_grid(out, runs, train_run, jobs=jobs, desc="mara llm one-or-two",
-                            report_only=not train).values())
-    if not results:
-        raise ValueError(f"--report: {out}/runs holds no finished run of this sweep's grid")
+    finished = None if train else run_grid(out, runs, train_run, desc="mara llm one-or-two", report_only=True)
+    reference = reference_metrics(cfg)  # also builds the tiny reference once, before any worker needs it
+    if finished is None:
+        finished = run_grid(out, runs, train_run, jobs=jobs, desc="mara llm one-or-two")
+    results = list(finished.values())
     rows = aggregate(results)
     with open(out / "runs.csv", "w", newline="") as f:
         columns = ["name", "beta", "kl", "method", "seed", "reward", "entropy", "min_valid_rate", "all_invalid",

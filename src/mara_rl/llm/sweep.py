@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -82,7 +83,8 @@ def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str
     """Train every run of ``runs`` (name -> arguments of ``train``) that ``out/runs`` lacks.
 
     ``train`` must be a module-level function (it is pickled into worker processes when ``jobs > 1``).
-    ``report_only`` trains nothing and returns only the runs already finished.
+    ``report_only`` trains nothing and returns only the runs already finished, saying on stderr which
+    of ``runs`` are not; with none finished it raises ``ValueError``.
 
     Returns:
         name -> result for every run, finished before or now, in the order of ``runs``.
@@ -96,6 +98,12 @@ def run_grid(out: Path, runs: Mapping[str, tuple], train: Callable[..., dict[str
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     done = finished_runs(out, list(runs))
     if report_only:
+        if not done:
+            raise ValueError(f"{out} holds no finished run of this grid; run the sweep (without its report flag) to train it first")
+        missing = [name for name in runs if name not in done]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            print(f"{desc}: reporting the {len(done)} of {len(runs)} runs finished; not finished: {shown}", file=sys.stderr)
         return {name: done[name] for name in runs if name in done}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     todo = [name for name in runs if name not in done]
