@@ -12,6 +12,14 @@ number of seed pairs for which the one-sided paired t-test at ``--alpha`` detect
 difference of ``--effect`` x REINVENT's mean yield with probability ``--power`` (noncentral t,
 with the measured sd of the per-seed differences), and the same for two independent samples of
 equal size (Welch's test, the measured sd of each method).
+
+The study has been looked at before it reached its planned size (``--planned-pairs``, the seeds of
+its command in docs/chem.md), so a nominal p-value below ``--alpha`` is not yet a finding. The
+``sequential`` entry says what this look must reach: the one-sided Lan-DeMets O'Brien-Fleming
+spending function ``alpha(t) = 2 (1 - Phi(z_{1-alpha/2} / sqrt(t)))`` at information fraction
+``t = pairs / planned``, less what the earlier looks (``--earlier-looks``, the pair counts whose
+p-values were reported) had spent. Testing each look at its own increment is a union bound, so the
+chance of any false finding over all looks stays below ``alpha`` however the looks correlate.
 """
 
 from __future__ import annotations
@@ -60,6 +68,23 @@ def per_arm_needed(delta: float, sd_a: float, sd_b: float, alpha: float, power: 
     return None
 
 
+PLANNED_PAIRS = 140  # seeds 0-139: the paired study's command in docs/chem.md
+EARLIER_LOOKS = (5, 6, 8, 19, 20)  # pair counts whose p-values the docs and notes reported
+
+
+def spent(fraction: float, alpha: float) -> float:
+    """One-sided Lan-DeMets O'Brien-Fleming spending: the type I error spent by information ``fraction``."""
+    if fraction <= 0:
+        return 0.0
+    return float(2 * stats.norm.sf(stats.norm.isf(alpha / 2) / np.sqrt(min(fraction, 1.0))))
+
+
+def sequential_threshold(pairs: int, earlier: tuple[int, ...], planned: int, alpha: float) -> float:
+    """The p-value a look at ``pairs`` must reach: the spending added since the last earlier look."""
+    previous = max((n for n in earlier if n < pairs), default=0)
+    return spent(pairs / planned, alpha) - spent(previous / planned, alpha)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+")
@@ -69,6 +94,9 @@ def main() -> None:
     parser.add_argument("--effect", type=float, default=0.03, help="relative yield difference to detect")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--power", type=float, default=0.8)
+    parser.add_argument("--planned-pairs", type=int, default=PLANNED_PAIRS, help="the study's planned size (seed pairs)")
+    parser.add_argument("--earlier-looks", type=int, nargs="*", default=list(EARLIER_LOOKS),
+                        help="pair counts at which the p-value was looked at before")
     args = parser.parse_args()
     runs = pooled_runs(args.folders)
     test = paired_tests({k: runs[k] for k in (args.baseline, args.method)}, args.metric, "greater", args.baseline)[args.method]
@@ -88,6 +116,12 @@ def main() -> None:
         "smallest_detectable_relative_difference_with_these_pairs": float(
             (stats.t.ppf(1 - args.alpha, len(a) - 1) + stats.t.ppf(args.power, len(a) - 1)) * test["sd_difference"]
             / np.sqrt(len(a)) / b.mean()),
+    }
+    threshold = sequential_threshold(len(a), tuple(args.earlier_looks), args.planned_pairs, args.alpha)
+    report["sequential"] = {
+        "planned_pairs": args.planned_pairs, "information_fraction": min(len(a) / args.planned_pairs, 1.0),
+        "earlier_looks": sorted(n for n in args.earlier_looks if n < len(a)), "p_threshold": threshold,
+        "crossed": bool(test["paired_t_p"] <= threshold),
     }
     print(json.dumps(report, indent=2))
 

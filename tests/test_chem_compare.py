@@ -191,3 +191,30 @@ def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not still_alive(workers), "runs outlived their killed compare"
+
+
+def test_sequential_thresholds_keep_the_chance_of_any_false_finding_below_alpha():
+    """Under no difference, a study looked at after 5, 6, 8, 19, 20, 40, 80 and 140 of 140 pairs, each
+    look tested at its threshold, finds a difference at most alpha of the time (Brownian motion of the
+    z-statistic; 200,000 studies)."""
+    import sys
+    from pathlib import Path
+
+    from scipy import stats
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from chem_power import sequential_threshold, spent
+
+    alpha, planned, looks = 0.05, 140, (5, 6, 8, 19, 20, 40, 80, 140)
+    assert spent(1.0, alpha) == pytest.approx(alpha) and spent(0.0, alpha) == 0.0
+    assert sequential_threshold(planned, (), planned, alpha) == pytest.approx(alpha)  # one look: the plain test
+    thresholds = np.array([sequential_threshold(n, looks[:i], planned, alpha) for i, n in enumerate(looks)])
+    assert (thresholds > 0).all() and thresholds[0] < 1e-20 and thresholds[-1] > 0.75 * alpha
+    rng = np.random.default_rng(0)
+    fractions = np.array(looks) / planned
+    paths = np.cumsum(rng.normal(size=(200_000, len(looks))) * np.sqrt(np.diff(np.r_[0, fractions])), axis=1)
+    p_values = stats.norm.sf(paths / np.sqrt(fractions))
+    false_findings = (p_values <= thresholds).any(axis=1).mean()
+    assert 0.8 * alpha < false_findings <= alpha + 0.002  # 0.002: three Monte Carlo standard errors
+    # The same looks, each tested at alpha, would find a difference far more often.
+    assert (p_values <= alpha).any(axis=1).mean() > 1.5 * alpha
