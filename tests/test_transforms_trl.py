@@ -106,6 +106,27 @@ def test_transform_value_is_checked_when_the_config_is_built(tmp_path, value, me
                           num_generations=4, use_cpu=True).reward_transform_value == 2.0
 
 
+def test_a_penalty_that_pays_correct_answers_less_than_wrong_ones_is_warned_about(tmp_path):
+    import warnings
+
+    from mara_rl.integrations.settings import check_transform
+    from mara_rl.transforms import TRANSFORMS
+
+    names = {"name": "reward_transform", "value": "reward_transform_value"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no registered setting inverts the order, at any group size
+        for transform in TRANSFORMS.values():
+            for value in (None, *transform.settings):
+                check_transform(transform.name, value, group_sizes=(8, 16, 64), names=names)
+        check_transform("unlikeliness", 1.3, group_sizes=(4,), names=names)  # below 4 / 3: the most likely keeps 0.025
+    # Above G / (G - 1) the most likely correct answer earns less than a wrong one (1 - 1.2 * 15 / 16 < 0).
+    with pytest.warns(UserWarning, match=r"pays a correct answer less than a wrong one on groups of 16 \(most likely correct: -0.125"):
+        check_transform("unlikeliness", 1.2, group_sizes=(4, 16), names=names)
+    with pytest.warns(UserWarning, match=r"reward_transform_value=2 \(unlikeliness's penalty\) pays"):
+        MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="unlikeliness", reward_transform_value=2.0, beta=0.1,
+                       num_generations=4, use_cpu=True)
+
+
 def test_outcome_transforms_compare_the_answer_key_first_group(model_dir, tmp_path):
     import re
 

@@ -16,6 +16,7 @@ error rather than Python's truthiness, under which every non-empty string switch
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -80,7 +81,8 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
     """The registered transform ``name`` and its knob ``value`` (``None``: the recommended value), checked
     by running the transform once on a group of each of ``group_sizes`` samples, so that a knob the
     groups cannot take (``pkpo``'s ``k`` above the group size, a negative penalty) fails when the
-    config is built, not at the first training step. ``names`` maps ``name`` and ``value`` to the
+    config is built, not at the first training step; a knob that pays a correct answer less than a
+    wrong one (``unlikeliness``'s penalty above ``G / (G - 1)``) is warned about. ``names`` maps ``name`` and ``value`` to the
     user's names for them. Returns ``(None, None)`` without a transform.
 
     Raises:
@@ -109,9 +111,17 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
     setting = (f"{names['value']}={value:g} ({transform.name}'s {transform.knob})" if value is not None else
                f"{names['name']}={transform.name} at its recommended {transform.knob} {transform.default:g}")
     for n in sorted(set(group_sizes)):
-        inputs = {"policy_logprobs": np.zeros(n), "outcomes": [str(i) for i in range(n)], "outcome_counts": np.ones(n)}
+        # Half the group correct, the correct half the most likely, every answer distinct: the worst
+        # case for a likelihood penalty, with no exploration bonus to tell the answers apart.
+        correct = np.arange(n) >= n // 2
+        inputs = {"policy_logprobs": np.arange(n, dtype=np.float64), "outcomes": [str(i) for i in range(n)],
+                  "outcome_counts": np.ones(n)}
         try:
-            transform(np.zeros(n), value=value, **{key: inputs[key] for key in transform.needs})
+            shaped = np.asarray(transform(correct.astype(np.float64), value=value, **{key: inputs[key] for key in transform.needs}))
         except ValueError as err:
             raise ValueError(f"{setting} cannot run on groups of {n}: {err}") from None
+        if transform.kind == "reward" and 0 < correct.sum() < n and shaped[correct].min() < shaped[~correct].max():
+            warnings.warn(f"{setting} pays a correct answer less than a wrong one on groups of {n} (most likely correct: "
+                          f"{shaped[correct].min():.3g}, wrong: {shaped[~correct].max():.3g}); the method's recommended "
+                          f"{transform.knob} is {transform.default:g}", UserWarning, stacklevel=3)
     return transform, value
