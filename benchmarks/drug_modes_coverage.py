@@ -1,20 +1,20 @@
 """Which of ``drug_modes``' drugs each hit of a run is nearest to (Morgan r=2 Tanimoto).
 
-    python benchmarks/drug_modes_coverage.py 0.45 results/chem/drug-modes-2k-tau0.4/*/seed0/molecules.csv
+    python benchmarks/drug_modes_coverage.py 0.45 results/chem/drug-modes-2k-tau0.4/*/seed0
 
-Prints, per ledger, the number of molecules scoring at least the screen and how many of them lie
+Prints, per run folder (its ledger, plain or compressed), the number of molecules scoring at least the screen and how many of them lie
 nearest to each drug: how evenly a method covers the objective's good regions.
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections import Counter
 
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
+from mara_rl.chem.rl import ledger_rows
 from mara_rl.chem.scores import DRUG_MODES
 
 MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
@@ -30,11 +30,10 @@ def nearest_drugs(smiles: list[str]) -> Counter:
 
 
 def main() -> None:
-    screen, paths = float(sys.argv[1]), sys.argv[2:]
-    for path in paths:
-        with open(path, newline="") as handle:
-            hits = [r["smiles"] for r in csv.DictReader(handle) if float(r["score"]) >= screen]
-        print(path, len(hits), dict(nearest_drugs(hits).most_common()))
+    screen, folders = float(sys.argv[1]), sys.argv[2:]
+    for folder in folders:
+        hits = [r["smiles"] for r in ledger_rows(folder) if float(r["score"]) >= screen]
+        print(folder, len(hits), dict(nearest_drugs(hits).most_common()))
 
 
 if __name__ == "__main__":

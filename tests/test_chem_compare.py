@@ -160,6 +160,16 @@ def test_mechanism_by_hand(tmp_path):
     assert "| MARA tau=0.8 | 4 |" in text and "| 0.833 | 0.500 | 0.750 |" in text
     plot_prior_loglik(result, tmp_path / "ll.png")
     assert (tmp_path / "ll.png").stat().st_size > 1000
+    # Finished runs kept with their ledgers compressed (as under results/) give the same measurement.
+    import gzip
+    import shutil
+
+    for folders in runs.values():
+        for folder in folders.values():
+            with open(folder / "molecules.csv", "rb") as plain, gzip.open(folder / "molecules.csv.gz", "wb") as packed:
+                shutil.copyfileobj(plain, packed)
+            (folder / "molecules.csv").unlink()
+    assert mechanism_markdown(mechanism(runs, metrics, 0.8, prior)) == text
 
 
 def test_a_killed_compare_takes_its_runs_with_it(tmp_path):

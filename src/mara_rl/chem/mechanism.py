@@ -16,7 +16,6 @@ within its budget) and metrics (re-proposals, which cost no oracle call but an u
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ import numpy as np
 
 
 def read_ledger(folder: str | Path) -> tuple[list[str], np.ndarray]:
-    """Molecules (call order) and their scores from ``folder/molecules.csv``."""
-    with (Path(folder) / "molecules.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """Molecules (call order) and their scores from the run ``folder``'s ledger (:func:`~mara_rl.chem.rl.ledger_rows`)."""
+    from mara_rl.chem.rl import ledger_rows
+
+    rows = ledger_rows(folder)
     return [r["smiles"] for r in rows], np.array([float(r["score"]) for r in rows])
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import gzip
 import io
 import json
 import os
@@ -61,6 +62,7 @@ LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason", "prior_nll"
 # headers of ledgers written by earlier versions (before the raw score; before the NLLs and components): they resume as they are
 LEGACY_LEDGER_FIELDS = (LEDGER_FIELDS[:4], LEDGER_FIELDS[:6])
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
+LEDGER_ARCHIVE = "molecules.csv.gz"
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
 SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address", "tensorboard")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
@@ -712,11 +714,21 @@ def warn_unreachable(scores: np.ndarray, config: RunConfig) -> list[str]:
     return warnings
 
 
+def ledger_rows(out: str | Path) -> list[dict[str, str]]:
+    """Every row of the run ``out``'s ledger, as written: ``molecules.csv``, or a finished run's ledger
+    kept compressed (``molecules.csv.gz``, as the runs under ``results/`` are)."""
+    out = Path(out)
+    if not (out / "molecules.csv").is_file() and (out / LEDGER_ARCHIVE).is_file():
+        handle = gzip.open(out / LEDGER_ARCHIVE, "rt", newline="")
+    else:
+        handle = (out / "molecules.csv").open(newline="")
+    with handle:
+        return list(csv.DictReader(handle))
+
+
 def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:
     """The ``n`` best-scoring rows of ``out``'s ledger (ties in call order), as the ledger wrote them."""
-    with (out / "molecules.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return sorted(rows, key=lambda r: -float(r["score"]))[:n]
+    return sorted(ledger_rows(out), key=lambda r: -float(r["score"]))[:n]
 
 
 def _write_report(out: Path, metrics: dict[str, Any], state: RunState):
