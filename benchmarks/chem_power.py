@@ -69,7 +69,7 @@ def per_arm_needed(delta: float, sd_a: float, sd_b: float, alpha: float, power: 
 
 
 PLANNED_PAIRS = 140  # seeds 0-139: the paired study's command in docs/chem.md
-EARLIER_LOOKS = (5, 6, 8, 19, 20)  # pair counts whose p-values the docs and notes reported
+EARLIER_LOOKS = (5, 6, 8, 19, 20)  # pair counts whose p-values the docs and notes reported; add each new one
 
 
 def spent(fraction: float, alpha: float) -> float:
@@ -80,7 +80,15 @@ def spent(fraction: float, alpha: float) -> float:
 
 
 def sequential_threshold(pairs: int, earlier: tuple[int, ...], planned: int, alpha: float) -> float:
-    """The p-value a look at ``pairs`` must reach: the spending added since the last earlier look."""
+    """The p-value a look at ``pairs`` must reach: the spending added since the last earlier look.
+
+    A look must come after every earlier one (or repeat one): a look between earlier looks would
+    spend twice. Past the planned size nothing is left to spend once a look at that size was made.
+    """
+    if planned < 2 or pairs < 2:
+        raise ValueError(f"a paired study needs at least 2 pairs, planned and looked at; got {planned} planned, {pairs} now")
+    if pairs not in earlier and pairs < max(earlier, default=0):
+        raise ValueError(f"a look at {pairs} pairs after one at {max(earlier)} would spend twice; looks come in order")
     previous = max((n for n in earlier if n < pairs), default=0)
     return spent(pairs / planned, alpha) - spent(previous / planned, alpha)
 
@@ -117,11 +125,14 @@ def main() -> None:
             (stats.t.ppf(1 - args.alpha, len(a) - 1) + stats.t.ppf(args.power, len(a) - 1)) * test["sd_difference"]
             / np.sqrt(len(a)) / b.mean()),
     }
-    threshold = sequential_threshold(len(a), tuple(args.earlier_looks), args.planned_pairs, args.alpha)
+    try:
+        threshold = sequential_threshold(len(a), tuple(args.earlier_looks), args.planned_pairs, args.alpha)
+    except ValueError as err:
+        raise SystemExit(f"chem_power: {err}") from None
     report["sequential"] = {
         "planned_pairs": args.planned_pairs, "information_fraction": min(len(a) / args.planned_pairs, 1.0),
         "earlier_looks": sorted(n for n in args.earlier_looks if n < len(a)), "p_threshold": threshold,
-        "crossed": bool(test["paired_t_p"] <= threshold),
+        "crossed": bool(threshold > 0 and test["paired_t_p"] <= threshold),
     }
     print(json.dumps(report, indent=2))
 

@@ -228,3 +228,9 @@ def test_sequential_thresholds_keep_the_chance_of_any_false_finding_below_alpha(
     assert 0.8 * alpha < false_findings <= alpha + 0.002  # 0.002: three Monte Carlo standard errors
     # The same looks, each tested at alpha, would find a difference far more often.
     assert (p_values <= alpha).any(axis=1).mean() > 1.5 * alpha
+    # Repeating a look spends nothing new; a look between earlier ones, or a study of one pair, is refused.
+    assert sequential_threshold(20, (5, 20), planned, alpha) == sequential_threshold(20, (5,), planned, alpha)
+    with pytest.raises(ValueError, match="would spend twice"):
+        sequential_threshold(60, (5, 70), planned, alpha)
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        sequential_threshold(10, (), 0, alpha)

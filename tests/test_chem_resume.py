@@ -324,3 +324,26 @@ def test_a_ledger_without_the_raw_columns_resumes_as_it_is(tmp_path, capsys, ref
     assert _ledger(folder) == reference["ledger"] and _metrics(folder) == reference["metrics"]
     assert all(len(r) == 4 for r in csv.reader(ledger.open(newline="")))
     assert len(_oracle_calls(_oracle_log)) == BUDGET
+
+
+@pytest.mark.parametrize("stage", ["partial", "damaged"])
+def test_a_ledger_kept_compressed_resumes_without_paying_again(tmp_path, capsys, reference, _oracle_log, stage):
+    """A run kept as results/ keeps them (ledger gzipped, no checkpoint) resumes against its ledger:
+    what was paid is not paid again; a damaged archive is a one-line error naming it."""
+    import gzip
+
+    folder = tmp_path / "run"
+    scored = _partial_run(capsys, folder)
+    ledger = folder / "molecules.csv"
+    packed = gzip.compress(ledger.read_bytes())
+    (folder / "molecules.csv.gz").write_bytes(packed if stage == "partial" else packed[: len(packed) // 2])
+    ledger.unlink()
+    (folder / "checkpoint.pt").unlink()
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    if stage == "damaged":
+        assert code == 2 and "molecules.csv.gz is damaged" in err and err.count("\n") == 1, err
+        return
+    assert code == 0, err
+    assert _ledger(folder) == reference["ledger"] and _metrics(folder) == reference["metrics"]
+    assert len(_oracle_calls(_oracle_log)) == BUDGET  # the replay paid nothing twice
+    assert scored < BUDGET

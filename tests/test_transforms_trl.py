@@ -117,11 +117,17 @@ def test_a_penalty_that_pays_correct_answers_less_than_wrong_ones_is_warned_abou
         warnings.simplefilter("error")  # no registered setting inverts the order, at any group size
         for transform in TRANSFORMS.values():
             for value in (None, *transform.settings):
-                check_transform(transform.name, value, group_sizes=(8, 16, 64), names=names)
+                smallest = int(value or transform.default) if transform.knob == "k" else 2
+                check_transform(transform.name, value, group_sizes=tuple(range(smallest, 65)), names=names)
         check_transform("unlikeliness", 1.3, group_sizes=(4,), names=names)  # below 4 / 3: the most likely keeps 0.025
     # Above G / (G - 1) the most likely correct answer earns less than a wrong one (1 - 1.2 * 15 / 16 < 0).
-    with pytest.warns(UserWarning, match=r"pays a correct answer less than a wrong one on groups of 16 \(most likely correct: -0.125"):
-        check_transform("unlikeliness", 1.2, group_sizes=(4, 16), names=names)
+    with pytest.warns(UserWarning, match=r"pays a correct answer less than a wrong one on groups of 16, 32 \(at 16 samples the "
+                      r"most likely correct answer gets -0.125, a wrong one 0\)") as caught:
+        check_transform("unlikeliness", 1.2, group_sizes=(4, 16, 32), names=names)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at G / (G - 1) exactly the two are paid the same: no inversion
+        check_transform("unlikeliness", 27 / 26, group_sizes=(27,), names=names)
     with pytest.warns(UserWarning, match=r"reward_transform_value=2 \(unlikeliness's penalty\) pays"):
         MaraGRPOConfig(output_dir=str(tmp_path), reward_transform="unlikeliness", reward_transform_value=2.0, beta=0.1,
                        num_generations=4, use_cpu=True)

@@ -112,7 +112,8 @@ def mara_rewards(
             (e.g. 0.9 for the 90th percentile), linear interpolation.
         group_ids: ``[n]`` group label per sample (one anchor per group, e.g. the prompt index).
             Any ints or strings; groups need not be contiguous or of equal size. ``None``: one group.
-            A :class:`~mara_rl._groups.Segments` made once is taken as it is (its groups in label order).
+            A :class:`~mara_rl._groups.Segments` made once is taken as it is: its groups, in label order,
+            are the labels present (integer labels left unused are not empty groups, as they are here).
         kl: ``"reverse"`` (Alg. 1) or ``"forward"`` (Alg. 2).
 
     Returns:

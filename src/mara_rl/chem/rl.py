@@ -40,6 +40,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from bisect import bisect_left
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -445,6 +446,10 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         conflict = config_conflict(read_config(out), config)
         if conflict:
             raise ValueError(conflict)
+        if not ledger_path.is_file() and (out / LEDGER_ARCHIVE).is_file():  # a run kept compressed: its paid molecules back
+            restored = ledger_path.with_name(ledger_path.name + ".restore.tmp")
+            restored.write_bytes(archived_ledger(out / LEDGER_ARCHIVE))
+            restored.replace(ledger_path)
     elif any((out / name).exists() for name in RUN_FILES):
         if (out / "metrics.json").is_file():
             raise ValueError(f"{out} already holds a finished run; choose another --out")
@@ -464,9 +469,9 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr)
     generator = torch.Generator(device=agent.device).manual_seed(config.seed)
     state = RunState()
-    ledger_rows = 0  # molecules the ledger held when the checkpoint was saved
+    rows_at_checkpoint = 0  # molecules the ledger held when the checkpoint was saved
     if resume and checkpoint_path.is_file():
-        state, ledger_rows = _load_checkpoint(checkpoint_path, agent, optimizer, generator)
+        state, rows_at_checkpoint = _load_checkpoint(checkpoint_path, agent, optimizer, generator)
 
     def save_checkpoint() -> None:
         payload = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
@@ -483,13 +488,13 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     if not checkpoint_path.is_file():  # without one, a resume replays the run from step 0
         save_checkpoint()
-    if ledger_rows and not ledger_path.is_file():
-        raise ValueError(f"{ledger_path} is missing but {checkpoint_path} was saved after {ledger_rows} scored molecules; "
+    if rows_at_checkpoint and not ledger_path.is_file():
+        raise ValueError(f"{ledger_path} is missing but {checkpoint_path} was saved after {rows_at_checkpoint} scored molecules; "
                          "restore the ledger, or start a new run in another --out")
     ledger = Ledger(ledger_path, oracle, config.budget)
-    if len(ledger.order) < ledger_rows:
+    if len(ledger.order) < rows_at_checkpoint:
         raise ValueError(f"{ledger_path} holds {len(ledger.order)} scored molecules but {checkpoint_path} was saved after "
-                         f"{ledger_rows}: the ledger lost paid molecules. Restore it, or delete {checkpoint_path} and rerun "
+                         f"{rows_at_checkpoint}: the ledger lost paid molecules. Restore it, or delete {checkpoint_path} and rerun "
                          "with --resume to replay the run from its start (the lost molecules are paid again)")
     diversity = ScaffoldFilter(config.df_bucket_size, config.df_min_score) if config.diversity_filter else None
     known = ledger.rows_before(state.step)
@@ -719,11 +724,17 @@ def ledger_rows(out: str | Path) -> list[dict[str, str]]:
     kept compressed (``molecules.csv.gz``, as the runs under ``results/`` are)."""
     out = Path(out)
     if not (out / "molecules.csv").is_file() and (out / LEDGER_ARCHIVE).is_file():
-        handle = gzip.open(out / LEDGER_ARCHIVE, "rt", newline="")
-    else:
-        handle = (out / "molecules.csv").open(newline="")
-    with handle:
+        return list(csv.DictReader(io.StringIO(archived_ledger(out / LEDGER_ARCHIVE).decode(), newline="")))
+    with (out / "molecules.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def archived_ledger(path: Path) -> bytes:
+    """The bytes of a compressed ledger; a damaged file is a ``ValueError`` naming it."""
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {first_line(err)}); restore it from its source") from None
 
 
 def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:

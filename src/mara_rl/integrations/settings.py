@@ -82,7 +82,9 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
     by running the transform once on a group of each of ``group_sizes`` samples, so that a knob the
     groups cannot take (``pkpo``'s ``k`` above the group size, a negative penalty) fails when the
     config is built, not at the first training step; a knob that pays a correct answer less than a
-    wrong one (``unlikeliness``'s penalty above ``G / (G - 1)``) is warned about. ``names`` maps ``name`` and ``value`` to the
+    wrong one when every answer differs (``unlikeliness``'s penalty above ``G / (G - 1)``) is warned
+    about, once. Inversions that need repeated answers (an exploration bonus on a rare wrong answer)
+    are the outcome transforms' design and are not. ``names`` maps ``name`` and ``value`` to the
     user's names for them. Returns ``(None, None)`` without a transform.
 
     Raises:
@@ -110,6 +112,7 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
             raise ValueError(f"{names['value']} must be a finite number, got {shown(given)}")
     setting = (f"{names['value']}={value:g} ({transform.name}'s {transform.knob})" if value is not None else
                f"{names['name']}={transform.name} at its recommended {transform.knob} {transform.default:g}")
+    inverted = {}  # group size -> (least paid correct answer, best paid wrong one)
     for n in sorted(set(group_sizes)):
         # Half the group correct, the correct half the most likely, every answer distinct: the worst
         # case for a likelihood penalty, with no exploration bonus to tell the answers apart.
@@ -120,8 +123,13 @@ def check_transform(name: Any, value: Any, *, group_sizes: tuple[int, ...], name
             shaped = np.asarray(transform(correct.astype(np.float64), value=value, **{key: inputs[key] for key in transform.needs}))
         except ValueError as err:
             raise ValueError(f"{setting} cannot run on groups of {n}: {err}") from None
-        if transform.kind == "reward" and 0 < correct.sum() < n and shaped[correct].min() < shaped[~correct].max():
-            warnings.warn(f"{setting} pays a correct answer less than a wrong one on groups of {n} (most likely correct: "
-                          f"{shaped[correct].min():.3g}, wrong: {shaped[~correct].max():.3g}); the method's recommended "
-                          f"{transform.knob} is {transform.default:g}", UserWarning, stacklevel=3)
+        low, high = shaped[correct].min(initial=np.inf), shaped[~correct].max(initial=-np.inf)
+        if transform.kind == "reward" and low < high - 1e-9 * max(1.0, abs(high)):  # ties are no inversion
+            inverted[n] = (low, high)
+    if inverted:
+        n, (low, high) = next(iter(inverted.items()))
+        sizes = ", ".join(map(str, inverted))
+        warnings.warn(f"{setting} pays a correct answer less than a wrong one on groups of {sizes} (at {n} samples the "
+                      f"most likely correct answer gets {low:.3g}, a wrong one {high:.3g}); the method's recommended "
+                      f"{transform.knob} is {transform.default:g}", UserWarning, stacklevel=3)
     return transform, value
