@@ -286,6 +286,7 @@ def test_sweep_end_to_end_writes_the_table_and_resumes(tmp_path, capsys, monkeyp
     monkeypatch.setattr(creative, "policy_path", lambda cfg: pytest.fail("built the models for nothing"))
     with pytest.raises(ValueError, match="holds no finished run"):
         creative.run_sweep(cfg, tmp_path / "empty", train=False)
+    assert not (tmp_path / "empty").exists()  # a report stores no settings
 
 
 def test_a_stored_sweep_grows_by_seeds_and_methods_but_keeps_its_settings(tmp_path):

@@ -632,8 +632,9 @@ def run_sweep(cfg: CreativeConfig, out: Path, jobs: int = 1, *, train: bool = Tr
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    out.mkdir(parents=True, exist_ok=True)
-    check_stored_config(cfg.settings(), out, grid_keys=("seeds", "methods"), per_run_specs="method_specs")
+    if train:
+        out.mkdir(parents=True, exist_ok=True)
+    check_stored_config(cfg.settings(), out, grid_keys=("seeds", "methods"), per_run_specs="method_specs", write=train)
     keys = [(None, s) for s in cfg.seeds] + [(m, s) for s in cfg.seeds for m in cfg.methods]
     runs = {run_name(m or "base", s): (cfg, m, s, out / "trainer" / run_name(m or "base", s)) for m, s in keys}
     finished = None if train else run_grid(out, runs, train_run, desc="mara llm creative", report_only=True)

@@ -357,9 +357,9 @@ def run_sweep(cfg: SweepConfig, out: Path, jobs: int = 1, *, train: bool = True)
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    out.mkdir(parents=True, exist_ok=True)
     if train:
-        check_stored_config(asdict(cfg), out, grid_keys=GRID_KEYS)
+        out.mkdir(parents=True, exist_ok=True)
+    check_stored_config(asdict(cfg), out, grid_keys=GRID_KEYS, write=train)
     grid = [(b, k, m, s) for b in cfg.betas for k in cfg.kl_directions for m in cfg.methods for s in cfg.seeds]
     runs = {run_name(*key): (cfg, *key, out / "trainer" / run_name(*key), out / "records" / run_name(*key))
             for key in grid}

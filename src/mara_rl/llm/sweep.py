@@ -18,8 +18,9 @@ from typing import Any, Callable, Mapping
 
 
 def check_stored_config(settings: Mapping[str, Any], out: Path, *, grid_keys: tuple[str, ...] = (),
-                        per_run_specs: str | None = None) -> None:
-    """Write ``out/config.json``, or check that the one already there holds the same ``settings``.
+                        per_run_specs: str | None = None, write: bool = True) -> None:
+    """Write ``out/config.json``, or check that the one already there holds the same ``settings``
+    (``write=False``: only check, as a report that trains nothing does).
 
     ``grid_keys`` (e.g. ``seeds``, ``methods``) may differ between calls: they only choose which
     runs to train, so a sweep can be extended with more seeds or methods. ``per_run_specs`` names a
@@ -41,7 +42,8 @@ def check_stored_config(settings: Mapping[str, Any], out: Path, *, grid_keys: tu
     for key in grid_keys:  # every value ever asked for, so config.json lists what the folder may hold
         if isinstance(previous.get(key), list) and isinstance(wanted.get(key), list):
             wanted[key] = previous[key] + [v for v in wanted[key] if v not in previous[key]]
-    stored.write_text(json.dumps(wanted, indent=2))
+    if write:
+        stored.write_text(json.dumps(wanted, indent=2))
 
 
 def finished_runs(out: Path, names: list[str]) -> dict[str, dict[str, Any]]:
