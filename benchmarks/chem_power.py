@@ -109,6 +109,9 @@ def main() -> None:
                         help="pair counts at which the p-value was looked at before")
     args = parser.parse_args()
     runs = pooled_runs(args.folders)
+    for name in (args.baseline, args.method):
+        if name not in runs:
+            raise SystemExit(f"chem_power: no finished run of {name!r} in {', '.join(args.folders)} (methods there: {', '.join(sorted(runs))})")
     test = paired_tests({k: runs[k] for k in (args.baseline, args.method)}, args.metric, "greater", args.baseline)[args.method]
     base = {r["seed"]: r[args.metric] for r in runs[args.baseline]}
     other = {r["seed"]: r[args.metric] for r in runs[args.method]}
