@@ -446,9 +446,10 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         conflict = config_conflict(read_config(out), config)
         if conflict:
             raise ValueError(conflict)
-        if not ledger_path.is_file() and (out / LEDGER_ARCHIVE).is_file():  # a run kept compressed: its paid molecules back
+        archive = standing_archive(out)
+        if archive is not None:  # a run kept compressed: its paid molecules back in place
             restored = ledger_path.with_name(ledger_path.name + ".restore.tmp")
-            restored.write_bytes(archived_ledger(out / LEDGER_ARCHIVE))
+            restored.write_bytes(archived_ledger(archive))
             restored.replace(ledger_path)
     elif any((out / name).exists() for name in RUN_FILES):
         if (out / "metrics.json").is_file():
@@ -723,10 +724,17 @@ def ledger_rows(out: str | Path) -> list[dict[str, str]]:
     """Every row of the run ``out``'s ledger, as written: ``molecules.csv``, or a finished run's ledger
     kept compressed (``molecules.csv.gz``, as the runs under ``results/`` are)."""
     out = Path(out)
-    if not (out / "molecules.csv").is_file() and (out / LEDGER_ARCHIVE).is_file():
-        return list(csv.DictReader(io.StringIO(archived_ledger(out / LEDGER_ARCHIVE).decode(), newline="")))
+    archive = standing_archive(out)
+    if archive is not None:
+        return list(csv.DictReader(io.StringIO(archived_ledger(archive).decode(), newline="")))
     with (out / "molecules.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def standing_archive(out: Path) -> Path | None:
+    """``out``'s compressed ledger where it stands in for a missing ``molecules.csv`` (the live ledger wins)."""
+    archive = out / LEDGER_ARCHIVE
+    return archive if archive.is_file() and not (out / "molecules.csv").is_file() else None
 
 
 def archived_ledger(path: Path) -> bytes:
