@@ -234,6 +234,47 @@ def test_grouped_logsumexp_matches_per_group_reduction():
         T.grouped_logsumexp([0.0, np.nan], [0, 0])
 
 
+def test_grouped_softmax_normalises_each_group_with_one_exp_per_value():
+    values = np.array([0.0, -np.inf, 1.0, -2.0, -np.inf, -1e4, -1e4 - 3.0])
+    groups = np.array([2, 0, 2, 5, 0, 7, 7])
+    with np.errstate(invalid="ignore"):
+        out = T.grouped_softmax(values, groups)
+    np.testing.assert_allclose(out[[0, 2]], [1 / (1 + math.e), math.e / (1 + math.e)], rtol=1e-15)
+    assert out[3] == 1.0
+    np.testing.assert_allclose(out[[5, 6]], [1 / (1 + math.exp(-3.0)), math.exp(-3.0) / (1 + math.exp(-3.0))], rtol=1e-15)
+    assert np.isnan(out[[1, 4]]).all()  # a group with no finite value has no distribution
+    rng = np.random.default_rng(0)
+    values, groups = rng.normal(scale=30.0, size=500), rng.integers(0, 40, size=500)
+    out = T.grouped_softmax(values, groups)
+    np.testing.assert_allclose(out, np.exp(values - T.grouped_logsumexp(values, groups)[groups]), rtol=1e-12)
+    np.testing.assert_allclose(np.bincount(groups, weights=out, minlength=40)[np.unique(groups)], 1.0, rtol=1e-15)
+    with pytest.raises(ValueError, match="values"):
+        T.grouped_softmax([0.0, np.nan], [0, 0])
+
+
+@pytest.mark.parametrize("shift", [-1e4, -700.0, 3.0])
+def test_gibbs_targets_ignore_a_per_group_shift_of_the_reference(shift):
+    # The reverse and MARA targets never normalise the reference: only differences within a group matter.
+    rewards = np.array([1.0, 0.9, 1.0, 0.2, 0.0, 1.0])
+    ref = np.array([-0.5, -2.0, -30.0, -1.0, -3.0, -0.1])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    shifted = ref + np.where(groups == 0, shift, 0.5 * shift)
+    for log in (False, True):
+        for target in (lambda r: T.reverse_kl_target(rewards, r, 0.05, 0.3, group_ids=groups, return_log=log),
+                       lambda r: T.mara_target(rewards, r, 0.05, 0.9, group_ids=groups, return_log=log)):
+            np.testing.assert_allclose(target(shifted), target(ref), rtol=1e-12, atol=1e-12)
+
+
+def test_summaries_keep_their_precision_when_the_good_mass_is_tiny():
+    # Three good outcomes share 1e-300 evenly (log q = log p - log mass, one log per outcome).
+    probs = np.array([1.0 - 3e-300, 1e-300, 1e-300, 1e-300])
+    rewards = np.array([0.0, 1.0, 1.0, 1.0])
+    summary = T.summarize_targets(probs, rewards, 0.5)
+    assert summary.effective_good[0] == pytest.approx(3.0, rel=1e-13)
+    assert summary.mass_above_tau[0] == pytest.approx(3e-300, rel=1e-13)
+    assert summary.entropy[0] == pytest.approx(-3 * 1e-300 * math.log(1e-300), rel=1e-12)
+
+
 def _mp_forward_log_target(rewards, ref_logprobs, beta, mp):
     """log G_fwd by mpmath at 80 digits: Lambda by bisection in log(Lambda - max R)."""
     r = [mp.mpf(float(x)) for x in rewards]

@@ -139,6 +139,15 @@ class Segments:
         with np.errstate(divide="ignore"):
             return shift + np.log(self.sum(np.exp(values - shift[self.index])))
 
-    def normalize(self, values: np.ndarray) -> np.ndarray:
-        total = self.sum(values)
-        return values / total[self.index]
+    def softmax(self, values: np.ndarray, log: bool = False) -> np.ndarray:
+        """Per-group ``exp(v) / sum exp(v)``, or with ``log`` its log, from one ``exp`` per value (the
+        sum's own, shifted by the group's maximum); NaN for a group whose values are all ``-inf``."""
+        peak = self.max(values)
+        shifted = values - np.where(np.isfinite(peak), peak, 0.0)[self.index]
+        weights = np.exp(shifted)
+        total = self.sum(weights)
+        if log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return shifted - np.log(total)[self.index]
+        with np.errstate(invalid="ignore"):
+            return weights / total[self.index]

@@ -32,8 +32,12 @@ from mara_rl._groups import Segments
 from mara_rl.augment import KL_DIRECTIONS, KLDirection, mara_rewards
 
 
-def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, Segments]:
-    """Validate, sort by group, and normalise the reference within each group."""
+def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[np.ndarray, np.ndarray, Segments]:
+    """Validate, sort by group, and (``normalize``) normalise the reference within each group.
+
+    The Gibbs targets are invariant to a per-group shift of the reference, so they skip the
+    normalisation; the forward target weighs outcomes by the normalised reference itself.
+    """
     rewards = as_vector(rewards, "rewards")
     ref_logprobs = as_vector(ref_logprobs, "ref_logprobs")
     check_same_shape(rewards, ref_logprobs, "rewards", "ref_logprobs")
@@ -41,11 +45,13 @@ def _prepare(rewards, ref_logprobs, group_ids) -> tuple[np.ndarray, np.ndarray, 
     check_ref_logprobs(ref_logprobs)
     segments = Segments.of(group_ids, rewards.size)
     rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
-    log_norm = segments.logsumexp(ref_logprobs)
-    if np.isneginf(log_norm).any():
-        where = "" if segments.labels is None else f" (group {segments.labels[np.isneginf(log_norm)][0]!r})"
+    unsupported = np.isneginf(segments.max(ref_logprobs)) if rewards.size else np.zeros(0, dtype=bool)
+    if unsupported.any():
+        where = "" if segments.labels is None else f" (group {segments.labels[unsupported][0]!r})"
         raise ValueError(f"ref_logprobs must give some outcome positive probability; all are -inf{where}")
-    return rewards, ref_logprobs - log_norm[segments.index], segments
+    if not normalize:
+        return rewards, ref_logprobs, segments
+    return rewards, ref_logprobs - segments.logsumexp(ref_logprobs)[segments.index], segments
 
 
 def grouped_logsumexp(values, group_ids) -> np.ndarray:
@@ -58,9 +64,13 @@ def grouped_logsumexp(values, group_ids) -> np.ndarray:
     return segments.logsumexp(segments.sort(values))
 
 
-def _softmax(logits: np.ndarray, segments: Segments, log: bool) -> np.ndarray:
-    log_probs = logits - segments.logsumexp(logits)[segments.index]
-    return log_probs if log else segments.normalize(np.exp(log_probs))
+def grouped_softmax(values, group_ids) -> np.ndarray:
+    """``exp(v_i) / sum_{j in g(i)} exp(v_j)`` within each group, in the input's order: unnormalised
+    log-probabilities (log-masses) to probabilities, with one ``exp`` per value."""
+    values = as_vector(values, "values")
+    check_ref_logprobs(values, "values")
+    segments = Segments.of(group_ids, values.size)
+    return segments.unsort(segments.softmax(segments.sort(values)))
 
 
 def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments,
@@ -73,7 +83,7 @@ def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: floa
     with np.errstate(invalid="ignore", over="ignore"):  # a subnormal beta sends every gap to -inf
         scaled_gap = (rewards - top[segments.index]) / temperature
     logits = np.where(supported, (beta / temperature) * ref_logprobs + scaled_gap, -np.inf)
-    return _softmax(logits, segments, log)
+    return segments.softmax(logits, log)
 
 
 def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 0.0, *, group_ids=None,
@@ -94,7 +104,7 @@ def reverse_kl_target(rewards, ref_logprobs, beta: float, entropy_coef: float = 
     Returns:
         ``[K]`` probabilities summing to 1 (within each group), or their logs.
     """
-    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
+    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids, normalize=False)
     beta = check_beta(beta)
     eta = check_nonnegative(entropy_coef, "entropy_coef")
     return segments.unsort(_gibbs(rewards, ref_logprobs, beta, eta, segments, return_log))
@@ -223,7 +233,7 @@ def mara_target(
     """
     check_choice(kl, KL_DIRECTIONS, "kl")
     tau = threshold_for(rewards, tau)
-    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids)
+    rewards, ref_logprobs, segments = _prepare(rewards, ref_logprobs, group_ids, normalize=kl == "forward")
     beta = check_beta(beta)
     augmented = mara_rewards(rewards, ref_logprobs, beta=beta, tau=tau, kl="forward", group_ids=segments.index)
     if kl == "reverse":
@@ -393,9 +403,11 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     good_p = np.where(good, p, 0.0)
     mass = segments.sum(good_p)
     with np.errstate(divide="ignore", invalid="ignore"):
+        # One log per outcome serves both entropies: log q = log p - log(good mass).
+        log_p = np.log(p)
+        entropy_all = -segments.sum(np.where(p > 0, p * log_p, 0.0))
         q = good_p / mass[segments.index]
-        good_entropy = -segments.sum(np.where(q > 0, q * np.log(q), 0.0))
-        entropy_all = -segments.sum(np.where(p > 0, p * np.log(p), 0.0))
+        good_entropy = -segments.sum(np.where(q > 0, q * (log_p - np.log(mass)[segments.index]), 0.0))
         top_share = np.where(mass > 0, segments.max(good_p) / mass, 0.0)
     has_mass = (num_good > 0) & (mass > 0)
     effective = np.where(has_mass, np.exp(np.maximum(good_entropy, 0.0)), 0.0)

@@ -27,7 +27,7 @@ import pandas as pd
 from mara_rl._checks import check_beta, threshold_for
 from mara_rl.augment import mara_rewards
 from mara_rl.diagnose.classes import AnswerClasses, answer_classes
-from mara_rl.targets import crossover_beta, grouped_logsumexp, kl_target, mara_target, summarize_targets
+from mara_rl.targets import crossover_beta, grouped_softmax, kl_target, mara_target, summarize_targets
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def diagnose(
     tau_c = prompt_tau[prompt_id]
     classes["tau"] = tau_c
     classes["good"] = reward >= tau_c
-    classes["ref_prob"] = np.exp(ref_logmass - grouped_logsumexp(ref_logmass, prompt_id)[prompt_id])
+    classes["ref_prob"] = grouped_softmax(ref_logmass, prompt_id)
     # Log targets, so a second-to-top ratio of 1e-320 keeps its digits; the columns hold probabilities.
     log_targets = {"vanilla": kl_target(reward, ref_logmass, beta, kl, group_ids=prompt_id, return_log=True),
                    # The MARA target is unchanged when a prompt's rewards and tau shift together, so
@@ -171,7 +171,7 @@ def diagnose(
         classes[name] = np.exp(values)
     if "policy_logmass" in classes.columns:
         policy = classes["policy_logmass"].to_numpy()
-        classes["policy_prob"] = np.exp(policy - grouped_logsumexp(policy, prompt_id)[prompt_id])
+        classes["policy_prob"] = grouped_softmax(policy, prompt_id)
 
     prompts = _per_prompt(classes, groups.prompts, prompt_tau, log_targets)
     if "policy_prob" in classes.columns:

@@ -33,7 +33,7 @@ from mara_rl._checks import check_beta, threshold_for
 from mara_rl._groups import Segments, group_codes
 from mara_rl.augment import _grouped_quantile
 from mara_rl.diagnose.classes import answer_keys, compile_answer_key
-from mara_rl.targets import grouped_logsumexp, kl_target, mara_target, summarize_targets
+from mara_rl.targets import grouped_logsumexp, grouped_softmax, kl_target, mara_target, summarize_targets
 
 # Columns a step summary is computed from: everything else in a shard is never read.
 READ_COLUMNS = ("step", "group_id", "completion", "reward", "ref_logprob", "policy_logprob")
@@ -346,7 +346,7 @@ def _summaries(settings, cls_data, group_tau, group_rows, group_step, num_steps,
     if policy_logmass is None:
         tv_vanilla = tv_mara = np.zeros(num_groups)
     else:
-        policy_prob = np.exp(policy_logmass - grouped_logsumexp(policy_logmass, groups)[class_group])
+        policy_prob = grouped_softmax(policy_logmass, groups)
         tv_vanilla = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - vanilla), minlength=num_groups)
         tv_mara = 0.5 * np.bincount(class_group, weights=np.abs(policy_prob - mara), minlength=num_groups)
     counts = lambda mask: np.bincount(group_step[mask], minlength=num_steps).astype(np.int64)  # noqa: E731
