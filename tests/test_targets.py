@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -250,6 +251,10 @@ def test_grouped_softmax_normalises_each_group_with_one_exp_per_value():
     np.testing.assert_allclose(np.bincount(groups, weights=out, minlength=40)[np.unique(groups)], 1.0, rtol=1e-15)
     with pytest.raises(ValueError, match="values"):
         T.grouped_softmax([0.0, np.nan], [0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a gap past the float range is a weight of 0, not an overflow warning
+        np.testing.assert_array_equal(T.grouped_softmax([1e308, -1e308], None), [1.0, 0.0])
+        np.testing.assert_array_equal(T.grouped_logsumexp([1e308, -1e308], None), [1e308])
 
 
 @pytest.mark.parametrize("shift", [-1e4, -700.0, 3.0])

@@ -136,14 +136,15 @@ class Segments:
         """Per-group ``log sum exp``; ``-inf`` for a group whose values are all ``-inf``."""
         peak = self.max(values)
         shift = np.where(np.isfinite(peak), peak, 0.0)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):
             return shift + np.log(self.sum(np.exp(values - shift[self.index])))
 
     def softmax(self, values: np.ndarray, log: bool = False) -> np.ndarray:
         """Per-group ``exp(v) / sum exp(v)``, or with ``log`` its log, from one ``exp`` per value (the
         sum's own, shifted by the group's maximum); NaN for a group whose values are all ``-inf``."""
         peak = self.max(values)
-        shifted = values - np.where(np.isfinite(peak), peak, 0.0)[self.index]
+        with np.errstate(over="ignore"):  # a gap beyond the float range is -inf: weight 0, as it should be
+            shifted = values - np.where(np.isfinite(peak), peak, 0.0)[self.index]
         weights = np.exp(shifted)
         total = self.sum(weights)
         if log:
