@@ -2,7 +2,7 @@
 
     python benchmarks/drug_modes_coverage.py 0.45 results/chem/drug-modes-2k-tau0.4/*/seed0
 
-Prints, per run folder (its ledger, plain or compressed), the number of molecules scoring at least the screen and how many of them lie
+Prints, per run folder (its ledger: plain, compressed or its hits alone), the number of molecules scoring at least the screen and how many of them lie
 nearest to each drug: how evenly a method covers the objective's good regions.
 """
 
@@ -32,7 +32,7 @@ def nearest_drugs(smiles: list[str]) -> Counter:
 def main() -> None:
     screen, folders = float(sys.argv[1]), sys.argv[2:]
     for folder in folders:
-        hits = [r["smiles"] for r in ledger_rows(folder) if float(r["score"]) >= screen]
+        hits = [r["smiles"] for r in ledger_rows(folder, at_least=screen)]
         print(folder, len(hits), dict(nearest_drugs(hits).most_common()))
 
 

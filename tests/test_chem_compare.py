@@ -172,6 +172,39 @@ def test_mechanism_by_hand(tmp_path):
     assert mechanism_markdown(mechanism(runs, metrics, 0.8, prior)) == text
 
 
+def test_runs_kept_as_their_hits_give_the_same_mechanism(tmp_path):
+    """Where the oracle scores a molecule alike in every run, a run's hits stand for its proposals:
+    the mechanism of runs archived as hits alone (any mix with whole ledgers) is the whole ledgers' one."""
+    pytest.importorskip("torch")
+    import json
+    from dataclasses import asdict
+
+    from mara_rl.chem.checks import open_prior
+    from mara_rl.chem.mechanism import mechanism, mechanism_markdown
+    from mara_rl.chem.rl import RunConfig, archive_run
+
+    score = {"CCO": 0.9, "CCN": 0.85, "CCC": 0.95, "CCCl": 0.81, "CCOC": 0.99, "c1ccccc1": 0.2, "CCCC": 0.5, "OCCO": 0.82}
+    proposals = {("REINVENT", 0): ["CCO", "c1ccccc1", "CCN", "CCCC"], ("REINVENT", 1): ["CCC", "OCCO", "CCCl"],
+                 ("MARA tau=0.8", 0): ["CCO", "CCCl", "c1ccccc1", "CCC"], ("MARA tau=0.8", 1): ["CCN", "CCOC", "CCCC"]}
+    runs: dict = {}
+    for (method, seed), smiles in proposals.items():
+        folder = _ledger(tmp_path / f"{method}-{seed}", [(s, score[s]) for s in smiles])
+        (folder / "config.json").write_text(json.dumps({k: v for k, v in asdict(RunConfig(out=str(folder))).items() if k != "out"}))
+        (folder / "metrics.json").write_text("{}")
+        runs.setdefault(method, {})[seed] = folder
+    metrics = {m: {s: {"sampled": 4, "validity": 1.0, "repeats": 1, "repeated_hits@0.8": 0} for s in by_seed} for m, by_seed in runs.items()}
+    prior = open_prior(None)
+    whole = {screen: mechanism_markdown(mechanism(runs, metrics, screen, prior)) for screen in (0.8, 0.85)}
+    assert "| MARA tau=0.8 | 5 |" in whole[0.8]
+    archive_run(runs["MARA tau=0.8"][0], hits_only=True)  # a mix of whole ledgers and hits
+    archive_run(runs["REINVENT"][1], hits_only=True)
+    assert {screen: mechanism_markdown(mechanism(runs, metrics, screen, prior)) for screen in (0.8, 0.85)} == whole
+    for by_seed in runs.values():
+        for folder in by_seed.values():
+            archive_run(folder, hits_only=True)
+    assert {screen: mechanism_markdown(mechanism(runs, metrics, screen, prior)) for screen in (0.8, 0.85)} == whole
+
+
 def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
     """``compare --jobs 2`` SIGKILLed while its runs go: their processes end within seconds, so a
     rerun never has two processes writing one run folder."""

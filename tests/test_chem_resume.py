@@ -347,3 +347,45 @@ def test_a_ledger_kept_compressed_resumes_without_paying_again(tmp_path, capsys,
     assert _ledger(folder) == reference["ledger"] and _metrics(folder) == reference["metrics"]
     assert len(_oracle_calls(_oracle_log)) == BUDGET  # the replay paid nothing twice
     assert scored < BUDGET
+
+
+def test_an_archived_run_keeps_what_its_readers_need(tmp_path, capsys):
+    """``mara chem archive``: the whole ledger compressed reads back row for row; kept as hits alone,
+    the rows from the lowest screen up, byte for byte as the ledger wrote them, and nothing below
+    (a one-line error, and no resume from them); every folder is checked before any is changed."""
+    import gzip
+
+    from mara_rl.chem.rl import ledger_rows
+
+    folder = tmp_path / "run"
+    assert _cli(capsys, *RUN_FLAGS, "--out", str(folder))[0] == 0
+    written = (folder / "molecules.csv").read_bytes()
+    rows = ledger_rows(folder)
+
+    def archive(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        return main(["chem", "archive", *argv]), capsys.readouterr().err
+
+    code, err = archive(str(folder), str(tmp_path / "missing"))
+    assert code == 2 and "missing holds no finished run" in err and err.count("\n") == 1, err
+    assert (folder / "molecules.csv").read_bytes() == written and (folder / "checkpoint.pt").is_file()
+
+    assert archive(str(folder))[0] == 0
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(("molecules", "checkpoint", "hits"))) == ["molecules.csv.gz"]
+    assert ledger_rows(folder) == rows
+
+    assert archive("--hits-only", "--drop-figures", str(folder))[0] == 0
+    assert not any(folder.glob("*.png")) and not (folder / "molecules.csv.gz").exists()
+    lines = written.decode().splitlines(keepends=True)
+    hits = [line for line in lines[1:] if float(line.split(",")[3]) >= 0.8]
+    assert 0 < len(hits) < len(lines) - 1, len(hits)  # some rows kept, some left out
+    assert gzip.decompress((folder / "hits.csv.gz").read_bytes()).decode() == "".join(lines[:1] + hits)
+    for screen in (0.8, 0.85, 0.9):
+        assert ledger_rows(folder, at_least=screen) == [r for r in rows if float(r["score"]) >= screen]
+    for at_least in (None, 0.5):
+        with pytest.raises(ValueError, match="keeps only the molecules scoring >= 0.8"):
+            ledger_rows(folder, at_least=at_least)
+    code, err = _cli(capsys, "--out", str(folder), "--resume")
+    assert code == 2 and "keeps only its hits (hits.csv.gz)" in err and err.count("\n") == 1, err
+    code, err = archive(str(folder))
+    assert code == 2 and "its whole ledger cannot be made from them" in err, err

@@ -1,4 +1,4 @@
-"""``mara chem ...``: train the SMILES prior, run REINVENT-style RL (with or without MARA), compare.
+"""``mara chem ...``: train the SMILES prior, run REINVENT-style RL (with or without MARA), compare, archive.
 
 Only argparse at module level; torch and RDKit load inside the handlers.
 """
@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_eval_prior(sub)
     _register_run(sub)
     _register_compare(sub)
+    _register_archive(sub)
 
 
 def _register_train_prior(sub: argparse._SubParsersAction) -> None:
@@ -206,6 +207,31 @@ def _compare(args: argparse.Namespace) -> int:
     print(result["table"])
     print(result["paired_table"])
     print(f"summary.md, table.md, comparison.json, yield_curves.png and prior_loglik@<screen>.png written to {args.out}")
+    return 0
+
+
+def _register_archive(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("archive", help="keep finished runs small: the ledger compressed (or only its hits), no checkpoint")
+    p.add_argument("runs", nargs="+", help="finished run folders (a compare's are OUT/<method>/seed<N>)")
+    p.add_argument("--hits-only", action="store_true",
+                   help="keep only the ledger's rows scoring at least the run's lowest screen (hits.csv.gz): all that compare's "
+                        "tables and mechanism read, for an objective that scores a molecule alike in every run; such a run "
+                        "cannot be resumed")
+    p.add_argument("--drop-figures", action="store_true", help="also remove the run's yield.png and top_molecules.png")
+    p.set_defaults(func=_archive)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mara_rl.chem.rl import archive_run, archive_source
+
+    folders = [Path(run) for run in args.runs]
+    for folder in folders:  # every folder is checked before any is changed
+        archive_source(folder, args.hits_only)
+    for folder in folders:
+        target, before, after = archive_run(folder, hits_only=args.hits_only, drop_figures=args.drop_figures)
+        print(f"{folder}: {before / 1e3:,.1f} kB -> {target.name} {after / 1e3:,.1f} kB")
     return 0
 
 

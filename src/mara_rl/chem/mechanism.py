@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 
 
-def read_ledger(folder: str | Path) -> tuple[list[str], np.ndarray]:
-    """Molecules (call order) and their scores from the run ``folder``'s ledger (:func:`~mara_rl.chem.rl.ledger_rows`)."""
-    from mara_rl.chem.rl import ledger_rows
+def read_ledger(folder: str | Path, screen: float) -> tuple[list[str], np.ndarray]:
+    """Molecules (call order) and their scores from the run ``folder``'s ledger
+    (:func:`~mara_rl.chem.rl.ledger_rows`): every molecule it proposed, or for a run kept as its hits
+    alone (``hits.csv.gz``), its molecules scoring >= ``screen``. Those stand for its proposals
+    without changing any measurement below when the oracle scores a molecule alike in every run:
+    a hit of one run that another proposed is a hit of the other too."""
+    from mara_rl.chem.rl import keeps_hits_only, ledger_rows
 
-    rows = ledger_rows(folder)
+    rows = ledger_rows(folder, at_least=screen if keeps_hits_only(folder) else None)
     return [r["smiles"] for r in rows], np.array([float(r["score"]) for r in rows])
 
 
@@ -54,7 +58,7 @@ def mechanism(runs: dict[str, dict[int, str | Path]], metrics: dict[str, dict[in
     never proposed), ``new_vs_all_seeds`` and the baseline's shares against this method
     (``baseline_new_vs_same_seed``). Re-proposal rates: ``repeat_rate`` (repeats / valid
     proposals) and ``repeated_hit_rate`` (re-proposed hits / valid proposals), per seed."""
-    ledgers = {m: {seed: read_ledger(folder) for seed, folder in by_seed.items()} for m, by_seed in runs.items()}
+    ledgers = {m: {seed: read_ledger(folder, screen) for seed, folder in by_seed.items()} for m, by_seed in runs.items()}
     proposed = {m: {seed: set(smiles) for seed, (smiles, _) in by_seed.items()} for m, by_seed in ledgers.items()}
     hits = {m: {seed: [s for s, v in zip(smiles, scores) if v >= screen] for seed, (smiles, scores) in by_seed.items()}
             for m, by_seed in ledgers.items()}

@@ -63,7 +63,9 @@ LEDGER_FIELDS = ("call", "step", "smiles", "score", "raw", "reason", "prior_nll"
 # headers of ledgers written by earlier versions (before the raw score; before the NLLs and components): they resume as they are
 LEGACY_LEDGER_FIELDS = (LEDGER_FIELDS[:4], LEDGER_FIELDS[:6])
 RUN_FILES = ("config.json", "checkpoint.pt", "molecules.csv")
-LEDGER_ARCHIVE = "molecules.csv.gz"
+LEDGER_ARCHIVE = "molecules.csv.gz"  # a finished run's whole ledger, compressed (archive_run)
+HITS_ARCHIVE = "hits.csv.gz"  # or its hits alone: the rows scoring at least the run's lowest screen
+RUN_FIGURES = ("yield.png", "top_molecules.png")
 # settings of one session that leave the molecules and metrics unchanged: they may differ on --resume
 SESSION_FIELDS = ("out", "device", "threads", "max_steps", "checkpoint_every", "oracle_workers", "ray_address", "tensorboard")
 EXECUTOR_FIELDS = ("oracle_workers", "ray_address")
@@ -446,7 +448,9 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         conflict = config_conflict(read_config(out), config)
         if conflict:
             raise ValueError(conflict)
-        archive = standing_archive(out)
+        if keeps_hits_only(out):
+            raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}), not the whole ledger a resume replays; rerun its "
+                             "seed in another --out (runs are deterministic)")
         if archive is not None:  # a run kept compressed: its paid molecules back in place
             restored = ledger_path.with_name(ledger_path.name + ".restore.tmp")
             restored.write_bytes(archived_ledger(archive))
@@ -720,21 +724,44 @@ def warn_unreachable(scores: np.ndarray, config: RunConfig) -> list[str]:
     return warnings
 
 
-def ledger_rows(out: str | Path) -> list[dict[str, str]]:
-    """Every row of the run ``out``'s ledger, as written: ``molecules.csv``, or a finished run's ledger
-    kept compressed (``molecules.csv.gz``, as the runs under ``results/`` are)."""
+def ledger_rows(out: str | Path, at_least: float | None = None) -> list[dict[str, str]]:
+    """The rows of the run ``out``'s ledger scoring at least ``at_least`` (``None``: every row), as
+    written: ``molecules.csv``, or a finished run kept small by :func:`archive_run`, its whole ledger
+    compressed (``molecules.csv.gz``) or its hits alone (``hits.csv.gz``, which serves ``at_least``
+    from the run's lowest screen up; below that, or every row, is a ``ValueError``)."""
     out = Path(out)
     archive = standing_archive(out)
-    if archive is not None:
-        return list(csv.DictReader(io.StringIO(archived_ledger(archive).decode(), newline="")))
-    with (out / "molecules.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    if archive is None:
+        with (out / "molecules.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        if archive.name == HITS_ARCHIVE:
+            kept = hits_threshold(out)
+            if at_least is None or at_least < kept:
+                asked = "every molecule" if at_least is None else f"the molecules scoring >= {at_least:g}"
+                raise ValueError(f"{out} keeps only the molecules scoring >= {kept:g} ({HITS_ARCHIVE}), not {asked}; "
+                                 "rerun its seed for the whole ledger (runs are deterministic)")
+        rows = list(csv.DictReader(io.StringIO(archived_ledger(archive).decode(), newline="")))
+    return rows if at_least is None else [r for r in rows if float(r["score"]) >= at_least]
 
 
 def standing_archive(out: Path) -> Path | None:
-    """``out``'s compressed ledger where it stands in for a missing ``molecules.csv`` (the live ledger wins)."""
-    archive = out / LEDGER_ARCHIVE
-    return archive if archive.is_file() and not (out / "molecules.csv").is_file() else None
+    """``out``'s archived ledger where it stands in for a missing ``molecules.csv`` (the live ledger
+    wins): the whole ledger compressed, else its hits."""
+    if (out / "molecules.csv").is_file():
+        return None
+    return next((out / name for name in (LEDGER_ARCHIVE, HITS_ARCHIVE) if (out / name).is_file()), None)
+
+
+def keeps_hits_only(out: str | Path) -> bool:
+    """Whether the run ``out`` keeps only its hits (``hits.csv.gz``, :func:`archive_run`)."""
+    archive = standing_archive(Path(out))
+    return archive is not None and archive.name == HITS_ARCHIVE
+
+
+def hits_threshold(out: Path) -> float:
+    """The score from which a hits archive keeps a run's molecules: its lowest screen."""
+    return min(read_config(out).screens)
 
 
 def archived_ledger(path: Path) -> bytes:
@@ -743,6 +770,65 @@ def archived_ledger(path: Path) -> bytes:
         return gzip.decompress(path.read_bytes())
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(f"{path} is damaged ({type(err).__name__}: {first_line(err)}); restore it from its source") from None
+
+
+def archive_source(out: Path, hits_only: bool) -> Path:
+    """The ledger :func:`archive_run` would archive ``out`` from; a ``ValueError`` where it cannot."""
+    if not (out / "metrics.json").is_file():
+        raise ValueError(f"{out} holds no finished run (no metrics.json): only a finished run is archived")
+    source = out / "molecules.csv"
+    if not source.is_file():
+        source = standing_archive(out)
+        if source is None:
+            raise ValueError(f"{out} has no ledger (no molecules.csv, {LEDGER_ARCHIVE} or {HITS_ARCHIVE})")
+        if source.name == HITS_ARCHIVE and not hits_only:
+            raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}); its whole ledger cannot be made from them")
+    if hits_only:
+        hits_threshold(out)  # a readable config.json
+    return source
+
+
+def archive_run(out: str | Path, hits_only: bool = False, drop_figures: bool = False) -> tuple[Path, int, int]:
+    """Keep the finished run ``out`` small, as the runs under ``results/`` are kept.
+
+    Its ledger is compressed (``molecules.csv.gz``), or with ``hits_only`` only its header and the
+    rows scoring at least the run's lowest screen are kept, as written (``hits.csv.gz``). The hits
+    are all that the comparison's tables and its mechanism read at those screens: a molecule
+    another run proposed and that scores >= the screen is one of that run's hits too, whenever the
+    oracle scores a molecule the same in every run (true of the deterministic objectives). The
+    archive is written to a temporary name, read back and compared before it replaces anything;
+    then ``molecules.csv`` (or a whole archive the hits replace), ``checkpoint.pt`` and, with
+    ``drop_figures``, the run's own figures are removed. An archived run is reused by ``compare``
+    and read by :func:`ledger_rows`; one kept as hits cannot be resumed. Returns the archive and
+    its sizes before and after (bytes).
+    """
+    out = Path(out)
+    source = archive_source(out, hits_only)
+    data = archived_ledger(source) if source.suffix == ".gz" else source.read_bytes()
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    if hits_only and rows:
+        kept = hits_threshold(out)
+        text = io.StringIO()
+        writer = csv.writer(text)  # as the ledger writes its rows
+        writer.writerows(rows)
+        if text.getvalue().encode() != data:
+            raise ValueError(f"{source} is not in the form mara writes its ledgers; its rows cannot be selected as written")
+        score = rows[0].index("score")
+        text = io.StringIO()
+        csv.writer(text).writerows([rows[0]] + [r for r in rows[1:] if float(r[score]) >= kept])
+        data = text.getvalue().encode()
+    target = out / (HITS_ARCHIVE if hits_only else LEDGER_ARCHIVE)
+    before = source.stat().st_size
+    if source != target:
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+        if archived_ledger(temporary) != data:
+            raise ValueError(f"{temporary} did not read back as written; nothing was removed")
+        temporary.replace(target)
+    for name in ("molecules.csv", LEDGER_ARCHIVE, "checkpoint.pt", *(RUN_FIGURES if drop_figures else ())):
+        if name != target.name:
+            (out / name).unlink(missing_ok=True)
+    return target, before, target.stat().st_size
 
 
 def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:
