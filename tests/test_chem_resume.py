@@ -368,6 +368,16 @@ def test_an_archived_run_keeps_what_its_readers_need(tmp_path, capsys):
 
     code, err = archive(str(folder), str(tmp_path / "missing"))
     assert code == 2 and "missing holds no finished run" in err and err.count("\n") == 1, err
+    damaged = tmp_path / "damaged"  # a finished run whose ledger cannot be read is found before the first run changes
+    damaged.mkdir()
+    for name in ("config.json", "metrics.json"):
+        (damaged / name).write_bytes((folder / name).read_bytes())
+    (damaged / "molecules.csv.gz").write_bytes(gzip.compress(written)[:-9])
+    code, err = archive("--hits-only", str(folder), str(damaged))
+    assert code == 2 and "molecules.csv.gz is damaged" in err and err.count("\n") == 1, err
+    (damaged / "molecules.csv.gz").write_bytes(gzip.compress(written.replace(b",0.", b",zero.", 1)))
+    code, err = archive("--hits-only", str(folder), str(damaged))
+    assert code == 2 and "has a row whose score is not a number" in err, err
     assert (folder / "molecules.csv").read_bytes() == written and (folder / "checkpoint.pt").is_file()
 
     assert archive(str(folder))[0] == 0

@@ -236,14 +236,14 @@ def test_grouped_logsumexp_matches_per_group_reduction():
 
 
 def test_grouped_softmax_normalises_each_group_with_one_exp_per_value():
-    values = np.array([0.0, -np.inf, 1.0, -2.0, -np.inf, -1e4, -1e4 - 3.0])
-    groups = np.array([2, 0, 2, 5, 0, 7, 7])
-    with np.errstate(invalid="ignore"):
-        out = T.grouped_softmax(values, groups)
+    values = np.array([0.0, -np.inf, 1.0, -2.0, -np.inf, -1e4, -1e4 - 3.0, 0.0])
+    groups = np.array([2, 0, 2, 5, 0, 7, 7, 0])
+    out = T.grouped_softmax(values, groups)
     np.testing.assert_allclose(out[[0, 2]], [1 / (1 + math.e), math.e / (1 + math.e)], rtol=1e-15)
-    assert out[3] == 1.0
+    assert out[3] == 1.0 and out[7] == 1.0 and out[1] == out[4] == 0.0
     np.testing.assert_allclose(out[[5, 6]], [1 / (1 + math.exp(-3.0)), math.exp(-3.0) / (1 + math.exp(-3.0))], rtol=1e-15)
-    assert np.isnan(out[[1, 4]]).all()  # a group with no finite value has no distribution
+    with pytest.raises(ValueError, match=r"all are -inf \(group 0\)"):  # a group with no finite value has no distribution
+        T.grouped_softmax([-np.inf, -np.inf, 0.0], [0, 0, 1])
     rng = np.random.default_rng(0)
     values, groups = rng.normal(scale=30.0, size=500), rng.integers(0, 40, size=500)
     out = T.grouped_softmax(values, groups)
@@ -275,9 +275,27 @@ def test_summaries_keep_their_precision_when_the_good_mass_is_tiny():
     probs = np.array([1.0 - 3e-300, 1e-300, 1e-300, 1e-300])
     rewards = np.array([0.0, 1.0, 1.0, 1.0])
     summary = T.summarize_targets(probs, rewards, 0.5)
-    assert summary.effective_good[0] == pytest.approx(3.0, rel=1e-13)
-    assert summary.mass_above_tau[0] == pytest.approx(3e-300, rel=1e-13)
-    assert summary.entropy[0] == pytest.approx(-3 * 1e-300 * math.log(1e-300), rel=1e-12)
+    assert summary.effective_good[0] == pytest.approx(3.0, rel=4e-16)
+    assert summary.mass_above_tau[0] == pytest.approx(3e-300, rel=1e-15)
+    assert summary.entropy[0] == pytest.approx(-3 * 1e-300 * math.log(1e-300), rel=1e-14)
+    two = T.summarize_targets([5e-301, 5e-301, 1 - 1e-300], [1.0, 1.0, 0.0], 0.5)
+    assert two.effective_good[0] == 2.0 and two.spread[0] == 1.0  # spread never leaves [0, 1]
+    split = T.summarize_targets([0.7e-200, 0.3e-200, 1 - 1e-200], [1.0, 1.0, 0.0], 0.5)
+    assert split.effective_good[0] == pytest.approx(math.exp(-0.7 * math.log(0.7) - 0.3 * math.log(0.3)), rel=4e-16)
+
+
+def test_gibbs_targets_keep_their_digits_under_a_large_common_reference_offset():
+    # Sequence log-probs near -1e4 nats: the offset is removed exactly before the rewards' gaps are added.
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 60
+    rewards, ref = np.array([0.0, 0.3, 0.1]), np.array([-1e4, -1e4 - 0.1, -1e4 - 0.25])
+    lr = [mp.mpf(float(x)) + mp.mpf(float(r)) for x, r in zip(ref, rewards)]
+    zeta = mp.log(sum(mp.exp(x) for x in lr))
+    log_rev = T.reverse_kl_target(rewards, ref, 1.0, return_log=True)
+    assert max(abs(float(mp.mpf(float(g)) - (x - zeta))) for g, x in zip(log_rev, lr)) < 1e-15
+    # A MARA group whose reference log-probs differ by 1e290 at 1e300: the anchor pair is exact.
+    np.testing.assert_allclose(T.mara_target([1.0, 1.0, 0.0], [1e300, 1e300 - 1e290, 1e300], 1.0, 0.5),
+                               [1 / (2 + math.exp(-1)), 1 / (2 + math.exp(-1)), math.exp(-1) / (2 + math.exp(-1))], rtol=1e-15)
 
 
 def _mp_forward_log_target(rewards, ref_logprobs, beta, mp):

@@ -32,11 +32,19 @@ from mara_rl._groups import Segments
 from mara_rl.augment import KL_DIRECTIONS, KLDirection, mara_rewards
 
 
-def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[np.ndarray, np.ndarray, Segments]:
-    """Validate, sort by group, and (``normalize``) normalise the reference within each group.
+def _first_group(segments: Segments, mask: np.ndarray, text: str) -> str:
+    """``text`` naming the first group where ``mask`` holds, as the caller labelled it ("" for one group)."""
+    return "" if segments.labels is None else text.format(repr(np.asarray(segments.labels[mask][0]).tolist()))
 
-    The Gibbs targets are invariant to a per-group shift of the reference, so they skip the
-    normalisation; the forward target weighs outcomes by the normalised reference itself.
+
+def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[np.ndarray, np.ndarray, Segments]:
+    """Validate, sort by group, and shift the reference within each group: normalised (``normalize``),
+    or with its top at 0.
+
+    The Gibbs targets are invariant to a per-group shift of the reference, so they take the exact
+    one (a difference of nearby floats, with no ``exp``); the forward target weighs outcomes by the
+    normalised reference itself. Either way a common offset (sequence log-probs near -1e4) is gone
+    before the rewards' gaps are added.
     """
     rewards = as_vector(rewards, "rewards")
     ref_logprobs = as_vector(ref_logprobs, "ref_logprobs")
@@ -45,13 +53,13 @@ def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[
     check_ref_logprobs(ref_logprobs)
     segments = Segments.of(group_ids, rewards.size)
     rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
-    unsupported = np.isneginf(segments.max(ref_logprobs)) if rewards.size else np.zeros(0, dtype=bool)
+    top = segments.max(ref_logprobs)
+    unsupported = np.isneginf(top)
     if unsupported.any():
-        where = "" if segments.labels is None else f" (group {segments.labels[unsupported][0]!r})"
+        where = _first_group(segments, unsupported, " (group {})")
         raise ValueError(f"ref_logprobs must give some outcome positive probability; all are -inf{where}")
-    if not normalize:
-        return rewards, ref_logprobs, segments
-    return rewards, ref_logprobs - segments.logsumexp(ref_logprobs)[segments.index], segments
+    shift = segments.logsumexp(ref_logprobs) if normalize else top
+    return rewards, ref_logprobs - shift[segments.index], segments
 
 
 def grouped_logsumexp(values, group_ids) -> np.ndarray:
@@ -66,11 +74,17 @@ def grouped_logsumexp(values, group_ids) -> np.ndarray:
 
 def grouped_softmax(values, group_ids) -> np.ndarray:
     """``exp(v_i) / sum_{j in g(i)} exp(v_j)`` within each group, in the input's order: unnormalised
-    log-probabilities (log-masses) to probabilities, with one ``exp`` per value."""
+    log-probabilities (log-masses, ``-inf`` allowed) to probabilities, with one ``exp`` per value.
+    A group whose values are all ``-inf`` has no distribution: a ``ValueError`` naming it."""
     values = as_vector(values, "values")
     check_ref_logprobs(values, "values")
     segments = Segments.of(group_ids, values.size)
-    return segments.unsort(segments.softmax(segments.sort(values)))
+    values = segments.sort(values)
+    empty = np.isneginf(segments.max(values))
+    if empty.any():
+        where = _first_group(segments, empty, " (group {})")
+        raise ValueError(f"values must give some entry of each group positive weight; all are -inf{where}")
+    return segments.unsort(segments.softmax(values))
 
 
 def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments,
@@ -391,7 +405,7 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     total = segments.sum(p)
     off = np.abs(total - 1.0) > _PROB_SUM_TOL
     if off.any():
-        where = "" if segments.labels is None else f" in group {segments.labels[off][0]!r}"
+        where = _first_group(segments, off, " in group {}")
         raise ValueError(f"probs must sum to 1{where}, got {total[off][0]:.6g}; pass a normalised target")
     taus = np.full(segments.num_groups, check_threshold(tau)) if np.ndim(tau) == 0 else as_vector(tau, "tau")
     if taus.shape != (segments.num_groups,):
@@ -403,11 +417,13 @@ def summarize_targets(probs, rewards, tau, *, group_ids=None) -> TargetSummaries
     good_p = np.where(good, p, 0.0)
     mass = segments.sum(good_p)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # One log per outcome serves both entropies: log q = log p - log(good mass).
-        log_p = np.log(p)
-        entropy_all = -segments.sum(np.where(p > 0, p * log_p, 0.0))
+        # One log per outcome serves both entropies: of q = p / mass on the good outcomes (exact at any
+        # mass), of p below; the good part of the whole entropy is mass * (H_good - log mass).
         q = good_p / mass[segments.index]
-        good_entropy = -segments.sum(np.where(q > 0, q * (log_p - np.log(mass)[segments.index]), 0.0))
+        log_x = np.log(np.where(good, q, p))
+        good_entropy = -segments.sum(np.where(good & (q > 0), q * log_x, 0.0))
+        bad_entropy = -segments.sum(np.where(~good & (p > 0), p * log_x, 0.0))
+        entropy_all = bad_entropy + np.where(mass > 0, mass * (good_entropy - np.log(mass)), 0.0)
         top_share = np.where(mass > 0, segments.max(good_p) / mass, 0.0)
     has_mass = (num_good > 0) & (mass > 0)
     effective = np.where(has_mass, np.exp(np.maximum(good_entropy, 0.0)), 0.0)

@@ -222,16 +222,13 @@ def _register_archive(sub: argparse._SubParsersAction) -> None:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from mara_rl.chem.rl import archive_run, plan_archive
 
-    from mara_rl.chem.rl import archive_run, archive_source
-
-    folders = [Path(run) for run in args.runs]
-    for folder in folders:  # every folder is checked before any is changed
-        archive_source(folder, args.hits_only)
-    for folder in folders:
-        target, before, after = archive_run(folder, hits_only=args.hits_only, drop_figures=args.drop_figures)
-        print(f"{folder}: {before / 1e3:,.1f} kB -> {target.name} {after / 1e3:,.1f} kB")
+    for run in args.runs:  # every run is read and checked before any is changed (one ledger in memory at a time)
+        plan_archive(run, args.hits_only)
+    for run in args.runs:
+        target, before, after = archive_run(plan_archive(run, args.hits_only), drop_figures=args.drop_figures)
+        print(f"{run}: {before / 1e3:,.1f} kB -> {target.name} {after / 1e3:,.1f} kB")
     return 0
 
 

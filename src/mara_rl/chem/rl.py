@@ -451,6 +451,7 @@ def run(config: RunConfig, resume: bool = False, oracle: Oracle | None = None) -
         if keeps_hits_only(out):
             raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}), not the whole ledger a resume replays; rerun its "
                              "seed in another --out (runs are deterministic)")
+        archive = standing_archive(out)
         if archive is not None:  # a run kept compressed: its paid molecules back in place
             restored = ledger_path.with_name(ledger_path.name + ".restore.tmp")
             restored.write_bytes(archived_ledger(archive))
@@ -772,8 +773,22 @@ def archived_ledger(path: Path) -> bytes:
         raise ValueError(f"{path} is damaged ({type(err).__name__}: {first_line(err)}); restore it from its source") from None
 
 
-def archive_source(out: Path, hits_only: bool) -> Path:
-    """The ledger :func:`archive_run` would archive ``out`` from; a ``ValueError`` where it cannot."""
+@dataclass(frozen=True)
+class Archive:
+    """What :func:`archive_run` writes for one run, read and checked before anything changes."""
+
+    out: Path
+    source: Path  # the ledger it is made from
+    target: Path  # molecules.csv.gz or hits.csv.gz
+    data: bytes  # the ledger's bytes (all of them, or the header and the hits)
+
+
+def plan_archive(out: str | Path, hits_only: bool = False) -> Archive:
+    """Read and check the ledger of the finished run ``out`` and select what its archive keeps
+    (see :func:`archive_run`); a ``ValueError`` naming the problem where it cannot be archived."""
+    if str(out) == "":
+        raise ValueError("a run folder must be named (got an empty path)")
+    out = Path(out)
     if not (out / "metrics.json").is_file():
         raise ValueError(f"{out} holds no finished run (no metrics.json): only a finished run is archived")
     source = out / "molecules.csv"
@@ -783,12 +798,35 @@ def archive_source(out: Path, hits_only: bool) -> Path:
             raise ValueError(f"{out} has no ledger (no molecules.csv, {LEDGER_ARCHIVE} or {HITS_ARCHIVE})")
         if source.name == HITS_ARCHIVE and not hits_only:
             raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}); its whole ledger cannot be made from them")
-    if hits_only:
-        hits_threshold(out)  # a readable config.json
-    return source
+    data = archived_ledger(source) if source.suffix == ".gz" else source.read_bytes()
+    target = out / (HITS_ARCHIVE if hits_only else LEDGER_ARCHIVE)
+    if not hits_only:
+        return Archive(out, source, target, data)
+    if not (out / "config.json").is_file():
+        raise ValueError(f"{out} has no config.json, which names the screens its hits are kept from")
+    kept = hits_threshold(out)
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{source} is not a readable CSV ledger ({first_line(err)})") from None
+    if not rows:
+        return Archive(out, source, target, data)
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)  # as the ledger writes its rows
+    if text.getvalue().encode() != data or "score" not in rows[0]:
+        raise ValueError(f"{source} is not a ledger as mara writes them (a header with 'score', rows as csv.writer "
+                         "writes them), so its hits cannot be selected byte for byte")
+    score = rows[0].index("score")
+    try:
+        hits = [r for r in rows[1:] if float(r[score]) >= kept]
+    except (ValueError, IndexError):
+        raise ValueError(f"{source} has a row whose score is not a number") from None
+    text = io.StringIO()
+    csv.writer(text).writerows([rows[0], *hits])
+    return Archive(out, source, target, text.getvalue().encode())
 
 
-def archive_run(out: str | Path, hits_only: bool = False, drop_figures: bool = False) -> tuple[Path, int, int]:
+def archive_run(out: str | Path | Archive, hits_only: bool = False, drop_figures: bool = False) -> tuple[Path, int, int]:
     """Keep the finished run ``out`` small, as the runs under ``results/`` are kept.
 
     Its ledger is compressed (``molecules.csv.gz``), or with ``hits_only`` only its header and the
@@ -799,36 +837,22 @@ def archive_run(out: str | Path, hits_only: bool = False, drop_figures: bool = F
     archive is written to a temporary name, read back and compared before it replaces anything;
     then ``molecules.csv`` (or a whole archive the hits replace), ``checkpoint.pt`` and, with
     ``drop_figures``, the run's own figures are removed. An archived run is reused by ``compare``
-    and read by :func:`ledger_rows`; one kept as hits cannot be resumed. Returns the archive and
-    its sizes before and after (bytes).
+    and read by :func:`ledger_rows`; one kept as hits cannot be resumed. ``out`` may be the
+    :func:`plan_archive` of the run (so that many runs are checked before any is changed). Returns
+    the archive and its sizes before and after (bytes).
     """
-    out = Path(out)
-    source = archive_source(out, hits_only)
-    data = archived_ledger(source) if source.suffix == ".gz" else source.read_bytes()
-    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
-    if hits_only and rows:
-        kept = hits_threshold(out)
-        text = io.StringIO()
-        writer = csv.writer(text)  # as the ledger writes its rows
-        writer.writerows(rows)
-        if text.getvalue().encode() != data:
-            raise ValueError(f"{source} is not in the form mara writes its ledgers; its rows cannot be selected as written")
-        score = rows[0].index("score")
-        text = io.StringIO()
-        csv.writer(text).writerows([rows[0]] + [r for r in rows[1:] if float(r[score]) >= kept])
-        data = text.getvalue().encode()
-    target = out / (HITS_ARCHIVE if hits_only else LEDGER_ARCHIVE)
-    before = source.stat().st_size
-    if source != target:
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
-        if archived_ledger(temporary) != data:
+    plan = out if isinstance(out, Archive) else plan_archive(out, hits_only)
+    before = plan.source.stat().st_size
+    if plan.source != plan.target:
+        temporary = plan.target.with_name(plan.target.name + ".tmp")
+        temporary.write_bytes(gzip.compress(plan.data, compresslevel=9, mtime=0))
+        if archived_ledger(temporary) != plan.data:
             raise ValueError(f"{temporary} did not read back as written; nothing was removed")
-        temporary.replace(target)
+        temporary.replace(plan.target)
     for name in ("molecules.csv", LEDGER_ARCHIVE, "checkpoint.pt", *(RUN_FIGURES if drop_figures else ())):
-        if name != target.name:
-            (out / name).unlink(missing_ok=True)
-    return target, before, target.stat().st_size
+        if name != plan.target.name:
+            (plan.out / name).unlink(missing_ok=True)
+    return plan.target, before, plan.target.stat().st_size
 
 
 def top_molecules(out: Path, n: int = TOP_MOLECULES) -> list[dict[str, str]]:
