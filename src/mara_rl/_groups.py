@@ -139,10 +139,12 @@ class Segments:
         with np.errstate(divide="ignore", over="ignore"):
             return shift + np.log(self.sum(np.exp(values - shift[self.index])))
 
-    def softmax(self, values: np.ndarray, log: bool = False) -> np.ndarray:
+    def softmax(self, values: np.ndarray, log: bool = False, peak: np.ndarray | None = None) -> np.ndarray:
         """Per-group ``exp(v) / sum exp(v)``, or with ``log`` its log, from one ``exp`` per value (the
-        sum's own, shifted by the group's maximum); NaN for a group whose values are all ``-inf``."""
-        peak = self.max(values)
+        sum's own, shifted by the group's maximum: ``peak`` when the caller has it); NaN for a group
+        whose values are all ``-inf``."""
+        if peak is None:
+            peak = self.max(values)
         with np.errstate(over="ignore"):  # a gap beyond the float range is -inf: weight 0, as it should be
             shifted = values - np.where(np.isfinite(peak), peak, 0.0)[self.index]
         weights = np.exp(shifted)

@@ -37,6 +37,16 @@ def _first_group(segments: Segments, mask: np.ndarray, text: str) -> str:
     return "" if segments.labels is None else text.format(repr(np.asarray(segments.labels[mask][0]).tolist()))
 
 
+def _supported_top(segments: Segments, values: np.ndarray, requirement: str) -> np.ndarray:
+    """Each group's largest of the sorted ``values``; a ``ValueError`` (``requirement``, naming the
+    first group) where a group's values are all ``-inf``."""
+    top = segments.max(values)
+    empty = np.isneginf(top)
+    if empty.any():
+        raise ValueError(f"{requirement}; all are -inf{_first_group(segments, empty, ' (group {})')}")
+    return top
+
+
 def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[np.ndarray, np.ndarray, Segments]:
     """Validate, sort by group, and shift the reference within each group: normalised (``normalize``),
     or with its top at 0.
@@ -53,11 +63,7 @@ def _prepare(rewards, ref_logprobs, group_ids, normalize: bool = True) -> tuple[
     check_ref_logprobs(ref_logprobs)
     segments = Segments.of(group_ids, rewards.size)
     rewards, ref_logprobs = segments.sort(rewards), segments.sort(ref_logprobs)
-    top = segments.max(ref_logprobs)
-    unsupported = np.isneginf(top)
-    if unsupported.any():
-        where = _first_group(segments, unsupported, " (group {})")
-        raise ValueError(f"ref_logprobs must give some outcome positive probability; all are -inf{where}")
+    top = _supported_top(segments, ref_logprobs, "ref_logprobs must give some outcome positive probability")
     shift = segments.logsumexp(ref_logprobs) if normalize else top
     return rewards, ref_logprobs - shift[segments.index], segments
 
@@ -80,11 +86,8 @@ def grouped_softmax(values, group_ids) -> np.ndarray:
     check_ref_logprobs(values, "values")
     segments = Segments.of(group_ids, values.size)
     values = segments.sort(values)
-    empty = np.isneginf(segments.max(values))
-    if empty.any():
-        where = _first_group(segments, empty, " (group {})")
-        raise ValueError(f"values must give some entry of each group positive weight; all are -inf{where}")
-    return segments.unsort(segments.softmax(values))
+    top = _supported_top(segments, values, "values must give some entry of each group positive weight")
+    return segments.unsort(segments.softmax(values, peak=top))
 
 
 def _gibbs(rewards: np.ndarray, ref_logprobs: np.ndarray, beta: float, eta: float, segments: Segments,

@@ -791,13 +791,11 @@ def plan_archive(out: str | Path, hits_only: bool = False) -> Archive:
     out = Path(out)
     if not (out / "metrics.json").is_file():
         raise ValueError(f"{out} holds no finished run (no metrics.json): only a finished run is archived")
-    source = out / "molecules.csv"
+    source = standing_archive(out) or out / "molecules.csv"
     if not source.is_file():
-        source = standing_archive(out)
-        if source is None:
-            raise ValueError(f"{out} has no ledger (no molecules.csv, {LEDGER_ARCHIVE} or {HITS_ARCHIVE})")
-        if source.name == HITS_ARCHIVE and not hits_only:
-            raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}); its whole ledger cannot be made from them")
+        raise ValueError(f"{out} has no ledger (no molecules.csv, {LEDGER_ARCHIVE} or {HITS_ARCHIVE})")
+    if source.name == HITS_ARCHIVE and not hits_only:
+        raise ValueError(f"{out} keeps only its hits ({HITS_ARCHIVE}); its whole ledger cannot be made from them")
     data = archived_ledger(source) if source.suffix == ".gz" else source.read_bytes()
     target = out / (HITS_ARCHIVE if hits_only else LEDGER_ARCHIVE)
     if not hits_only:
