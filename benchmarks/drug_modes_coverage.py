@@ -8,8 +8,9 @@ nearest to each drug: how evenly a method covers the objective's good regions.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections import Counter
+from pathlib import Path
 
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
@@ -30,9 +31,15 @@ def nearest_drugs(smiles: list[str]) -> Counter:
 
 
 def main() -> None:
-    screen, folders = float(sys.argv[1]), sys.argv[2:]
-    for folder in folders:
-        hits = [r["smiles"] for r in ledger_rows(folder, at_least=screen)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("screen", type=float, help="count molecules scoring at least this")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of `mara chem run` or `compare`")
+    args = parser.parse_args()
+    for folder in args.runs:
+        try:
+            hits = [r["smiles"] for r in ledger_rows(folder, at_least=args.screen)]
+        except (OSError, ValueError) as err:  # no ledger there, or a hits-only run asked below its screen
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
         print(folder, len(hits), dict(nearest_drugs(hits).most_common()))
 
 

@@ -361,6 +361,8 @@ def test_an_archived_run_keeps_what_its_readers_need(tmp_path, capsys):
     assert _cli(capsys, *RUN_FLAGS, "--out", str(folder))[0] == 0
     written = (folder / "molecules.csv").read_bytes()
     rows = ledger_rows(folder)
+    with pytest.raises(ValueError, match="at_least must be a score, not NaN"):
+        ledger_rows(folder, at_least=float("nan"))
 
     def archive(*argv: str) -> tuple[int, str]:
         capsys.readouterr()

@@ -251,6 +251,8 @@ def test_grouped_softmax_normalises_each_group_with_one_exp_per_value():
     np.testing.assert_allclose(np.bincount(groups, weights=out, minlength=40)[np.unique(groups)], 1.0, rtol=1e-15)
     with pytest.raises(ValueError, match="values"):
         T.grouped_softmax([0.0, np.nan], [0, 0])
+    with pytest.raises(ValueError, match=r"group_ids must have shape \(2,\), one label per value, got \(3,\)"):
+        T.grouped_softmax([0.0, 1.0], [0, 0, 1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a gap past the float range is a weight of 0, not an overflow warning
         np.testing.assert_array_equal(T.grouped_softmax([1e308, -1e308], None), [1.0, 0.0])

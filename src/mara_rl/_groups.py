@@ -31,7 +31,7 @@ def group_codes(group_ids: Any, n: int, *, compact: bool = True) -> tuple[np.nda
         group_ids = group_ids.detach().to("cpu").numpy()
     ids = np.asarray(group_ids)
     if ids.shape != (n,):
-        raise ValueError(f"group_ids must have shape ({n},) like rewards, got {ids.shape}")
+        raise ValueError(f"group_ids must have shape ({n},), one label per value, got {ids.shape}")
     if ids.dtype.kind == "f" and np.isnan(ids).any():
         raise ValueError("group_ids must not contain NaN")
     if n and ids.dtype.kind in "iub":

@@ -37,6 +37,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -730,6 +731,8 @@ def ledger_rows(out: str | Path, at_least: float | None = None) -> list[dict[str
     written: ``molecules.csv``, or a finished run kept small by :func:`archive_run`, its whole ledger
     compressed (``molecules.csv.gz``) or its hits alone (``hits.csv.gz``, which serves ``at_least``
     from the run's lowest screen up; below that, or every row, is a ``ValueError``)."""
+    if at_least is not None and math.isnan(at_least):
+        raise ValueError("at_least must be a score, not NaN")
     out = Path(out)
     archive = standing_archive(out)
     if archive is None:
