@@ -290,8 +290,10 @@ def test_ctrl_c_while_the_parser_is_built_or_parses_is_one_line(where, monkeypat
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MARA_DEBUG": "", "OMP_NUM_THREADS": "1"}
+    # A shell's background job starts with SIGINT ignored, and Python keeps it so: give the child Ctrl-C back.
     proc = subprocess.Popen([str(BIN / "mara"), "reproduce", "didactic", "--no-progress", "--out", str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().startswith("[1/4]")  # the first experiment has started
         proc.send_signal(signal.SIGINT)
