@@ -125,6 +125,23 @@ def is_truncated(ids: list[int], pad_token_id: int = 0) -> bool:
     return ids[-1] not in [*STOP_IDS, pad_token_id]
 
 
+def tiny_trainer(trainer_cls, config_cls, model_dir, out_dir, **overrides):
+    """A TRL trainer of ``model_dir`` on 32 "pick one of N" prompts with :func:`parity_reward`: one step
+    of 8 completions, ``NUM_GENERATIONS`` a prompt, on the CPU; ``overrides`` replace its settings."""
+    from datasets import Dataset
+
+    from mara_rl.llm.tasks import random_choice_dataset_rows
+
+    settings = dict(
+        output_dir=str(out_dir), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
+        max_completion_length=4, beta=0.1, learning_rate=1e-3, max_steps=1, logging_steps=1, report_to="none",
+        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
+                       train_dataset=Dataset.from_list(random_choice_dataset_rows(num_prompts=32)))
+
+
 def parity_reward(completion_ids, **kwargs):
     """1 when the first completion token id is even: about half the samples are 'good'."""
     return [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]

@@ -7,14 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
-from _trl_helpers import parity_reward, save_tiny_arch_model  # noqa: E402
+from _trl_helpers import NUM_GENERATIONS, parity_reward, save_tiny_arch_model, tiny_trainer  # noqa: E402
 
 from mara_rl.augment import mara_rewards  # noqa: E402
 from mara_rl.integrations.forward_kl import prefix_importance_weights, token_forward_kl  # noqa: E402
-from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
 from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraGRPOConfig,
     MaraGRPOTrainer,
@@ -23,19 +21,9 @@ from mara_rl.integrations.trl.trainers import (  # noqa: E402
     forward_kl_surrogate,
 )
 
-NUM_GENERATIONS = 4
-
 
 def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
-        max_completion_length=4, beta=0.1, learning_rate=1e-3, max_steps=2, logging_steps=1, report_to="none",
-        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True,
-    )
-    settings.update(overrides)
-    dataset = Dataset.from_list(random_choice_dataset_rows(num_prompts=32))
-    return trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
-                       train_dataset=dataset)
+    return tiny_trainer(trainer_cls, config_cls, model_dir, tmp_path / "out", **{"max_steps": 2, **overrides})
 
 
 def final_params(trainer):

@@ -5,8 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from _trl_helpers import parity_reward  # noqa: E402
-from datasets import Dataset  # noqa: E402
+from _trl_helpers import NUM_GENERATIONS, parity_reward, tiny_trainer  # noqa: E402
 
 from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraGRPOConfig,
@@ -14,24 +13,12 @@ from mara_rl.integrations.trl.trainers import (  # noqa: E402
     MaraRLOOConfig,
     MaraRLOOTrainer,
 )
-from mara_rl.llm.tasks import random_choice_dataset_rows  # noqa: E402
 from mara_rl.transforms import OutcomeCounts, get_transform  # noqa: E402
-
-NUM_GENERATIONS = 4
 
 
 def make_trainer(trainer_cls, config_cls, model_dir, tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=NUM_GENERATIONS,
-        max_completion_length=4, beta=0.1, learning_rate=1e-3, max_steps=1, logging_steps=1, report_to="none",
-        use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True, bf16=False, scale_rewards="none",
-    )
-    settings.update(overrides)
-    if config_cls is MaraRLOOConfig:
-        settings.pop("scale_rewards")
-    dataset = Dataset.from_list(random_choice_dataset_rows(num_prompts=32))
-    return trainer_cls(model=model_dir, reward_funcs=parity_reward, args=config_cls(**settings),
-                       train_dataset=dataset)
+    scaling = {} if config_cls is MaraRLOOConfig else {"scale_rewards": "none"}  # RLOO has no such setting
+    return tiny_trainer(trainer_cls, config_cls, model_dir, tmp_path / "out", **{"bf16": False, **scaling, **overrides})
 
 
 def policy_sequence_logprobs(trainer, out):
