@@ -46,3 +46,15 @@ def test_unlikeliness_equalises_correct_answers_below_its_critical_beta_and_shri
 def test_advantage_transforms_have_no_reward_target():
     with pytest.raises(ValueError, match="advantage transform"):
         expected_rewards("grpo_passk", REWARDS, PROBS)
+
+
+def test_the_figure_command_takes_no_flag_for_its_folder(tmp_path, monkeypatch, capsys):
+    from mara_rl.rival_targets import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv, code in ((["--help"], 0), (["a", "b"], 2)):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == code
+    assert "folder of the two figures" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())  # nothing drawn, no folder named after the flag

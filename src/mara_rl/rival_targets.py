@@ -28,7 +28,7 @@ method's target on "1 or 2".
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -203,8 +203,11 @@ def one_or_two_table(betas: tuple[float, ...] = (0.001, 0.01, 0.02, 0.03)) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/figures")
+    parser = argparse.ArgumentParser(prog="python -m mara_rl.rival_targets",
+                                     description="Draw the rival methods' targets and print their table on '1 or 2'.")
+    parser.add_argument("out", nargs="?", type=Path, default=Path("docs/figures"),
+                        help="folder of the two figures (default: docs/figures)")
+    out = parser.parse_args(argv).out
     out.mkdir(parents=True, exist_ok=True)
     plot_three_action(out / "rival_targets_three_action.png")
     plot_two_bumps(out / "rival_targets_two_bumps.png")
