@@ -11,7 +11,8 @@ correlation of the two methods' runs with the same seed, and the power calculati
 number of seed pairs for which the one-sided paired t-test at ``--alpha`` detects a true mean
 difference of ``--effect`` x REINVENT's mean yield with probability ``--power`` (noncentral t,
 with the measured sd of the per-seed differences), and the same for two independent samples of
-equal size (Welch's test, the measured sd of each method).
+equal size (Welch's test, the measured sd of each method). ``--plot`` draws the pairs and their
+differences (the study's figure, ``paired_differences.png`` in its folder).
 
 The study has been looked at before it reached its planned size (``--planned-pairs``, the seeds of
 its command in docs/chem.md), so a nominal p-value below ``--alpha`` is not yet a finding. The
@@ -93,7 +94,7 @@ def sequential_threshold(pairs: int, earlier: tuple[int, ...], planned: int, alp
     return spent(pairs / planned, alpha) - spent(previous / planned, alpha)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--method", default="MARA tau=0.8")
@@ -107,7 +108,8 @@ def main() -> None:
                         "0 for a secondary comparison (no sequential plan)")
     parser.add_argument("--earlier-looks", type=int, nargs="*", default=list(EARLIER_LOOKS),
                         help="pair counts at which the p-value was looked at before")
-    args = parser.parse_args()
+    parser.add_argument("--plot", type=Path, help="also draw the pairs and their differences into this PNG")
+    args = parser.parse_args(argv)
     runs = pooled_runs(args.folders)
     for name in (args.baseline, args.method):
         if name not in runs:
@@ -132,7 +134,50 @@ def main() -> None:
     }
     if args.planned_pairs:
         report["sequential"] = sequential_report(test["paired_t_p"], len(a), args)
+    if args.plot:
+        plot_pairs(a, b, report, args.plot)
     print(json.dumps(report, indent=2))
+
+
+def plot_pairs(method: np.ndarray, baseline: np.ndarray, report: dict, path: Path) -> None:
+    """Left: each seed's two runs (on the diagonal: no difference). Right: the per-seed differences
+    in increasing order, their mean with its 95 % confidence interval, and the effect the study is
+    powered for."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = method - baseline
+    half_width = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    fig, (pairs, diffs) = plt.subplots(1, 2, figsize=(11, 4.2))
+    pairs.scatter(baseline, method, s=18, color="tab:red")
+    span = [min(baseline.min(), method.min()), max(baseline.max(), method.max())]
+    pairs.plot(span, span, color="grey", lw=1)
+    pairs.set_aspect("equal")
+    pairs.set_xlabel(f"{report['baseline']}: {report['metric']}")
+    pairs.set_ylabel(f"{report['method']}: {report['metric']}")
+    pairs.set_title(f"{len(d)} seeds, each a pair (same-seed correlation {report['same_seed_correlation']:.2f})", fontsize=10)
+    order = np.sort(d)
+    diffs.bar(np.arange(len(d)), order, color=np.where(order > 0, "tab:red", "tab:blue"), width=0.8)
+    diffs.axhline(0, color="black", lw=0.8)
+    diffs.axhspan(d.mean() - half_width, d.mean() + half_width, color="grey", alpha=0.25, label="mean, 95 % CI")
+    diffs.axhline(d.mean(), color="black", lw=1.5)
+    for sign in (1, -1):
+        diffs.axhline(sign * report["effect_in_hits"], color="tab:green", ls="--", lw=1,
+                      label=f"±{report['effect']:.0%} of {report['baseline']}'s mean" if sign > 0 else None)
+    diffs.set_xticks([])
+    diffs.set_xlabel("seed pairs, by difference")
+    diffs.set_ylabel(f"{report['method']} - {report['baseline']}")
+    look = report.get("sequential")
+    threshold = (f"\nthis look's threshold {look['p_threshold']:.1e} ({len(d)} of {look['planned_pairs']} planned pairs)"
+                 if look else "")
+    diffs.set_title(f"mean {report['relative_difference']:+.1%}, one-sided paired t p = {report['paired_t_p']:.2g}{threshold}",
+                    fontsize=10)
+    diffs.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def sequential_report(p_value: float, pairs: int, args: argparse.Namespace) -> dict:

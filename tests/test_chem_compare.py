@@ -267,3 +267,33 @@ def test_sequential_thresholds_keep_the_chance_of_any_false_finding_below_alpha(
         sequential_threshold(60, (5, 70), planned, alpha)
     with pytest.raises(ValueError, match="at least 2 pairs"):
         sequential_threshold(10, (), 0, alpha)
+
+
+def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, monkeypatch, capsys):
+    """Two folders' runs pool by seed (a seed both hold counts once), the paired test is over the
+    pooled seeds, and ``--plot`` writes the figure."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from scipy import stats
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from chem_power import main
+
+    reinvent = {s: 1000 + 37 * s for s in range(8)}
+    mara = {s: reinvent[s] + (-20, 35, 60, 5, -10, 80, 25, 40)[s] for s in range(8)}
+    for name, seeds in (("a", range(0, 5)), ("b", range(3, 8))):  # seeds 3 and 4 in both
+        (tmp_path / name).mkdir()
+        runs = {m: [{"seed": s, "yield@0.8": y[s]} for s in seeds] for m, y in (("REINVENT", reinvent), ("MARA tau=0.8", mara))}
+        (tmp_path / name / "comparison.json").write_text(json.dumps({"runs": runs}))
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--planned-pairs", "0", "--plot", str(tmp_path / "pairs.png")])
+    report = json.loads(capsys.readouterr().out)
+    a, b = np.array([mara[s] for s in range(8)]), np.array([reinvent[s] for s in range(8)])
+    assert report["seeds"] == list(range(8))
+    assert report["paired_t_p"] == pytest.approx(stats.ttest_rel(a, b, alternative="greater").pvalue, rel=1e-12)
+    assert report["relative_difference"] == pytest.approx((a - b).mean() / b.mean(), rel=1e-12)
+    assert (tmp_path / "pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "b" / "comparison.json").write_text(json.dumps({"runs": {"REINVENT": [{"seed": 3, "yield@0.8": 1}]}}))
+    with pytest.raises(SystemExit, match="REINVENT seed 3 differs between folders"):
+        main([str(tmp_path / "a"), str(tmp_path / "b"), "--planned-pairs", "0"])
