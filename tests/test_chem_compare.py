@@ -269,7 +269,7 @@ def test_sequential_thresholds_keep_the_chance_of_any_false_finding_below_alpha(
         sequential_threshold(10, (), 0, alpha)
 
 
-def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, monkeypatch, capsys):
+def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, capsys):
     """Two folders' runs pool by seed (a seed both hold counts once), the paired test is over the
     pooled seeds, and ``--plot`` writes the figure."""
     import json
