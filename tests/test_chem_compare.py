@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
 
 from mara_rl.chem.compare import comparison_table, welch_one_sided  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import chem_power  # noqa: E402
 
 
 def _runs(yields, ob100s):
@@ -211,9 +217,7 @@ def test_a_killed_compare_takes_its_runs_with_it(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     from _processes import still_alive
 
@@ -240,13 +244,9 @@ def test_sequential_thresholds_keep_the_chance_of_any_false_finding_below_alpha(
     """Under no difference, a study looked at after 5, 6, 8, 19, 20, 40, 80 and 140 of 140 pairs, each
     look tested at its threshold, finds a difference at most alpha of the time (Brownian motion of the
     z-statistic; 200,000 studies)."""
-    import sys
-    from pathlib import Path
-
     from scipy import stats
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from chem_power import sequential_threshold, spent
+    sequential_threshold, spent = chem_power.sequential_threshold, chem_power.spent
 
     alpha, planned, looks = 0.05, 140, (5, 6, 8, 19, 20, 40, 80, 140)
     assert spent(1.0, alpha) == pytest.approx(alpha) and spent(0.0, alpha) == 0.0
@@ -273,13 +273,10 @@ def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, capsys):
     """Two folders' runs pool by seed (a seed both hold counts once), the paired test is over the
     pooled seeds, and ``--plot`` writes the figure."""
     import json
-    import sys
-    from pathlib import Path
 
     from scipy import stats
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from chem_power import main
+    main = chem_power.main
 
     reinvent = {s: 1000 + 37 * s for s in range(8)}
     mara = {s: reinvent[s] + (-20, 35, 60, 5, -10, 80, 25, 40)[s] for s in range(8)}
