@@ -45,7 +45,7 @@ def pooled_runs(folders: list[str]) -> dict[str, list[dict]]:
                 known = pooled.setdefault(method, {}).get(run["seed"])
                 if known is not None and {k: known.get(k) for k in run if k.startswith("yield@")} != \
                         {k: run[k] for k in run if k.startswith("yield@")}:
-                    raise SystemExit(f"{method} seed {run['seed']} differs between folders: {known} vs {run}")
+                    raise ValueError(f"{method} seed {run['seed']} differs between folders: {known} vs {run}")
                 pooled[method][run["seed"]] = run
     return {m: [runs[s] for s in sorted(runs)] for m, runs in pooled.items()}
 
@@ -95,7 +95,7 @@ def sequential_threshold(pairs: int, earlier: tuple[int, ...], planned: int, alp
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="chem_power", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--method", default="MARA tau=0.8")
     parser.add_argument("--baseline", default="REINVENT")
@@ -110,10 +110,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="pair counts at which the p-value was looked at before")
     parser.add_argument("--plot", type=Path, help="also draw the pairs and their differences into this PNG")
     args = parser.parse_args(argv)
-    runs = pooled_runs(args.folders)
+    if args.plot is not None and not args.plot.parent.is_dir():
+        parser.error(f"--plot: no folder {args.plot.parent} to write {args.plot.name} into")
+    try:
+        runs = pooled_runs(args.folders)
+    except (OSError, ValueError) as err:  # a folder without comparison.json, or folders that disagree
+        parser.error(str(err))
     for name in (args.baseline, args.method):
         if name not in runs:
-            raise SystemExit(f"chem_power: no finished run of {name!r} in {', '.join(args.folders)} (methods there: {', '.join(sorted(runs))})")
+            parser.error(f"no finished run of {name!r} in {', '.join(args.folders)} (methods there: {', '.join(sorted(runs))})")
     test = paired_tests({k: runs[k] for k in (args.baseline, args.method)}, args.metric, "greater", args.baseline)[args.method]
     base = {r["seed"]: r[args.metric] for r in runs[args.baseline]}
     other = {r["seed"]: r[args.metric] for r in runs[args.method]}
@@ -133,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
             / np.sqrt(len(a)) / b.mean()),
     }
     if args.planned_pairs:
-        report["sequential"] = sequential_report(test["paired_t_p"], len(a), args)
+        try:
+            report["sequential"] = sequential_report(test["paired_t_p"], len(a), args)
+        except ValueError as err:  # a look out of order, or fewer than 2 pairs
+            parser.error(str(err))
     if args.plot:
         plot_pairs(a, b, report, args.plot)
     print(json.dumps(report, indent=2))
@@ -181,10 +189,7 @@ def plot_pairs(method: np.ndarray, baseline: np.ndarray, report: dict, path: Pat
 
 
 def sequential_report(p_value: float, pairs: int, args: argparse.Namespace) -> dict:
-    try:
-        threshold = sequential_threshold(pairs, tuple(args.earlier_looks), args.planned_pairs, args.alpha)
-    except ValueError as err:
-        raise SystemExit(f"chem_power: {err}") from None
+    threshold = sequential_threshold(pairs, tuple(args.earlier_looks), args.planned_pairs, args.alpha)
     return {
         "planned_pairs": args.planned_pairs, "information_fraction": min(pairs / args.planned_pairs, 1.0),
         "earlier_looks": sorted(n for n in args.earlier_looks if n < pairs), "p_threshold": threshold,

@@ -292,5 +292,10 @@ def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, capsys):
     assert report["relative_difference"] == pytest.approx((a - b).mean() / b.mean(), rel=1e-12)
     assert (tmp_path / "pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "b" / "comparison.json").write_text(json.dumps({"runs": {"REINVENT": [{"seed": 3, "yield@0.8": 1}]}}))
-    with pytest.raises(SystemExit, match="REINVENT seed 3 differs between folders"):
-        main([str(tmp_path / "a"), str(tmp_path / "b"), "--planned-pairs", "0"])
+    for argv, message in (([str(tmp_path / "a"), str(tmp_path / "b")], "REINVENT seed 3 differs between folders"),
+                          ([str(tmp_path / "missing")], "missing/comparison.json"),
+                          ([str(tmp_path / "a"), "--plot", str(tmp_path / "no" / "pairs.png")], "--plot: no folder")):
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--planned-pairs", "0"])
+        err = capsys.readouterr().err.splitlines()
+        assert done.value.code == 2 and message in err[-1] and err[-1].startswith("chem_power"), err
