@@ -119,7 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in (args.baseline, args.method):
         if name not in runs:
             parser.error(f"no finished run of {name!r} in {', '.join(args.folders)} (methods there: {', '.join(sorted(runs))})")
-    test = paired_tests({k: runs[k] for k in (args.baseline, args.method)}, args.metric, "greater", args.baseline)[args.method]
+    tests = paired_tests({k: runs[k] for k in (args.baseline, args.method)}, args.metric, "greater", args.baseline)
+    if args.method not in tests:  # paired_tests leaves out a method without a seed both runs measured
+        measured = sorted({k for r in runs[args.baseline] for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"})
+        parser.error(f"no seed where both {args.baseline!r} and {args.method!r} have --metric {args.metric!r} "
+                     f"(metrics there: {', '.join(measured)})")
+    test = tests[args.method]
     base = {r["seed"]: r[args.metric] for r in runs[args.baseline]}
     other = {r["seed"]: r[args.metric] for r in runs[args.method]}
     a = np.array([other[s] for s in test["seeds"]], dtype=float)

@@ -294,7 +294,8 @@ def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, capsys):
     (tmp_path / "b" / "comparison.json").write_text(json.dumps({"runs": {"REINVENT": [{"seed": 3, "yield@0.8": 1}]}}))
     for argv, message in (([str(tmp_path / "a"), str(tmp_path / "b")], "REINVENT seed 3 differs between folders"),
                           ([str(tmp_path / "missing")], "missing/comparison.json"),
-                          ([str(tmp_path / "a"), "--plot", str(tmp_path / "no" / "pairs.png")], "--plot: no folder")):
+                          ([str(tmp_path / "a"), "--plot", str(tmp_path / "no" / "pairs.png")], "--plot: no folder"),
+                          ([str(tmp_path / "a"), "--metric", "yield@0.9"], "have --metric 'yield@0.9' (metrics there: ")):
         with pytest.raises(SystemExit) as done:
             main([*argv, "--planned-pairs", "0"])
         err = capsys.readouterr().err.splitlines()
