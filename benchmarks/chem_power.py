@@ -69,7 +69,7 @@ def per_arm_needed(delta: float, sd_a: float, sd_b: float, alpha: float, power: 
     return None
 
 
-PLANNED_PAIRS = 140  # seeds 0-139: the paired study's command in docs/chem.md
+PLANNED_PAIRS = 140  # seeds 0-139: the paired study's plan in docs/chem.md (it stopped at 105 pairs, where its threshold was crossed)
 EARLIER_LOOKS = (5, 6, 8, 19, 20, 23, 24, 31, 33, 46, 71, 105)  # pair counts whose p-values the docs and notes reported; 105 crossed
 
 
