@@ -13,6 +13,7 @@ pytest.importorskip("scipy")
 from mara_rl.chem.compare import comparison_table, welch_one_sided  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import chem_overlap  # noqa: E402
 import chem_power  # noqa: E402
 
 
@@ -300,3 +301,33 @@ def test_chem_power_pools_folders_by_seed_and_draws_the_pairs(tmp_path, capsys):
             main([*argv, "--planned-pairs", "0"])
         err = capsys.readouterr().err.splitlines()
         assert done.value.code == 2 and message in err[-1] and err[-1].startswith("chem_power"), err
+
+
+def test_chem_overlap_sets_same_seed_novelty_beside_other_seeds(tmp_path, capsys):
+    """Shares of hits another run never proposed, against a by-hand count: same seed across arms,
+    the next finished seed (cyclically) within and across arms; molecules below the screen are no
+    hits; a seed one arm lacks is left out; too few seeds is one line and exit 2."""
+    import json
+
+    # one objective: a molecule scores alike in every run
+    ledgers = {("REINVENT", 1): {"A": 0.9, "B": 0.85, "H": 0.3}, ("MARA", 1): {"A": 0.9, "D": 0.95, "C": 0.81},
+               ("REINVENT", 2): {"D": 0.95, "E": 0.9}, ("MARA", 2): {"E": 0.9, "F": 0.88, "G": 0.99, "I": 0.5},
+               ("REINVENT", 3): {"B": 0.85}}  # MARA seed 3 unfinished
+    for (arm, seed), scores in ledgers.items():
+        run = tmp_path / arm / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "molecules.csv").write_text("smiles,score\n" + "".join(f"{s},{v}\n" for s, v in scores.items()))
+        (run / "metrics.json").write_text("{}")
+    chem_overlap.main([str(tmp_path), "--method", "MARA", "--screen", "0.8"])
+    report = json.loads(capsys.readouterr().out)
+    # hits: REINVENT 1 {A, B}, 2 {D, E}; MARA 1 {A, D, C}, 2 {E, F, G}; seed 2's next is seed 1
+    assert report["seeds"] == [1, 2]
+    assert report["MARA vs REINVENT, same seed"] == pytest.approx(np.mean([2 / 3, 2 / 3]))
+    assert report["REINVENT vs MARA, same seed"] == pytest.approx(np.mean([1 / 2, 1 / 2]))
+    assert report["REINVENT vs REINVENT, other seed"] == pytest.approx(np.mean([1, 1]))
+    assert report["MARA vs MARA, other seed"] == pytest.approx(np.mean([1, 1]))
+    assert report["MARA vs REINVENT, other seed"] == pytest.approx(np.mean([2 / 3, 1]))
+    with pytest.raises(SystemExit) as done:
+        chem_overlap.main([str(tmp_path), "--method", "MARA", "--seeds", "2", "3"])
+    err = capsys.readouterr().err.splitlines()
+    assert done.value.code == 2 and err[-1].startswith("chem_overlap: error:") and "1 seed(s)" in err[-1], err
