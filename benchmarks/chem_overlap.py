@@ -28,7 +28,8 @@ def run_hits(folder: Path, screen: float) -> list[str]:
 
 
 def overlap(out: Path, method: str, baseline: str, screen: float, seeds: list[int] | None = None) -> dict:
-    """Mean shares of new hits (see the module docstring) over the seeds both arms finished."""
+    """Mean shares of new hits (see the module docstring) over the seeds both arms finished, each
+    over the seeds where the run whose hits are counted has any."""
     finished = lambda arm: {int(p.name[4:]) for p in (out / arm).glob("seed*") if (p / "metrics.json").exists()}  # noqa: E731
     shared = sorted(finished(method) & finished(baseline) & (set(seeds) if seeds else finished(method)))
     if len(shared) < 2:
@@ -36,8 +37,13 @@ def overlap(out: Path, method: str, baseline: str, screen: float, seeds: list[in
     hits = {arm: {s: run_hits(out / arm / f"seed{s}", screen) for s in shared} for arm in (method, baseline)}
     proposed = {arm: {s: set(h) for s, h in by_seed.items()} for arm, by_seed in hits.items()}
     following = dict(zip(shared, shared[1:] + shared[:1]))
-    mean = lambda a, b, other_seed: float(np.mean([_share_new(hits[a][s], proposed[b][following[s] if other_seed else s])  # noqa: E731
-                                                   for s in shared]))
+
+    def mean(a: str, b: str, other_seed: bool) -> float | None:
+        """Over the seeds where ``a``'s run has hits; None where it has none."""
+        shares = [_share_new(hits[a][s], proposed[b][following[s] if other_seed else s]) for s in shared]
+        found = [share for share in shares if share is not None]
+        return float(np.mean(found)) if found else None
+
     return {"screen": screen, "seeds": shared,
             f"{method} vs {baseline}, same seed": mean(method, baseline, False),
             f"{baseline} vs {method}, same seed": mean(baseline, method, False),

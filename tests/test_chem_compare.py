@@ -327,6 +327,9 @@ def test_chem_overlap_sets_same_seed_novelty_beside_other_seeds(tmp_path, capsys
     assert report["REINVENT vs REINVENT, other seed"] == pytest.approx(np.mean([1, 1]))
     assert report["MARA vs MARA, other seed"] == pytest.approx(np.mean([1, 1]))
     assert report["MARA vs REINVENT, other seed"] == pytest.approx(np.mean([2 / 3, 1]))
+    chem_overlap.main([str(tmp_path), "--method", "MARA", "--screen", "0.96"])  # only MARA seed 2 has a hit (G)
+    report = json.loads(capsys.readouterr().out)
+    assert report["MARA vs REINVENT, same seed"] == 1 and report["REINVENT vs MARA, same seed"] is None
     with pytest.raises(SystemExit) as done:
         chem_overlap.main([str(tmp_path), "--method", "MARA", "--seeds", "2", "3"])
     err = capsys.readouterr().err.splitlines()
