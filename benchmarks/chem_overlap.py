@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mara_rl.chem.mechanism import _share_new, read_ledger
+from mara_rl.chem.mechanism import share_new, read_ledger
 
 
 def run_hits(folder: Path, screen: float) -> list[str]:
@@ -40,7 +40,7 @@ def overlap(out: Path, method: str, baseline: str, screen: float, seeds: list[in
 
     def mean(a: str, b: str, other_seed: bool) -> float | None:
         """Over the seeds where ``a``'s run has hits; None where it has none."""
-        shares = [_share_new(hits[a][s], proposed[b][following[s] if other_seed else s]) for s in shared]
+        shares = [share_new(hits[a][s], proposed[b][following[s] if other_seed else s]) for s in shared]
         found = [share for share in shares if share is not None]
         return float(np.mean(found)) if found else None
 

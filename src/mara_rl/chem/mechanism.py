@@ -86,15 +86,15 @@ def mechanism(runs: dict[str, dict[int, str | Path]], metrics: dict[str, dict[in
     for method in others:
         entry = out["methods"][method]
         shared = sorted(set(hits[method]) & set(hits[baseline]))
-        entry["new_vs_same_seed"] = {s: _share_new(hits[method][s], proposed[baseline][s]) for s in shared}
-        entry["baseline_new_vs_same_seed"] = {s: _share_new(hits[baseline][s], proposed[method][s]) for s in shared}
+        entry["new_vs_same_seed"] = {s: share_new(hits[method][s], proposed[baseline][s]) for s in shared}
+        entry["baseline_new_vs_same_seed"] = {s: share_new(hits[baseline][s], proposed[method][s]) for s in shared}
         every_method = set().union(*proposed[method].values())
-        entry["new_vs_all_seeds"] = _share_new([s for v in hits[method].values() for s in v], every_baseline)
-        entry["baseline_new_vs_all_seeds"] = _share_new([s for v in hits[baseline].values() for s in v], every_method)
+        entry["new_vs_all_seeds"] = share_new([s for v in hits[method].values() for s in v], every_baseline)
+        entry["baseline_new_vs_all_seeds"] = share_new([s for v in hits[baseline].values() for s in v], every_method)
     return out
 
 
-def _share_new(hits: list[str], other: set[str]) -> float | None:
+def share_new(hits: list[str], other: set[str]) -> float | None:
     """Share of ``hits`` not in ``other`` (None without hits)."""
     return sum(h not in other for h in hits) / len(hits) if hits else None
 
